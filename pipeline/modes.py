@@ -1,0 +1,126 @@
+"""Load virtualization modes from configs/modes/*.toml into replay.mode.Mode records.
+
+A mode file may say `inherits = "other-mode"`: it starts from that mode's table and
+overrides keys (nested tables merge key by key). Every key must be a Mode field,
+`on_event` keys event kinds and its values priced drivers; anything else is an
+error naming the file and key. See configs/modes/README.md.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.config_error import ConfigError
+from replay.counts import DRIVERS
+from replay.kinds import KIND_NAMES
+from replay.mode import Mode, Paging
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "configs" / "modes"
+DOC_KEYS = {"description", "source", "inherits", "order"}
+FIELD_TYPES = {f.name: f.type for f in fields(Mode)}
+
+
+def load_modes(directory: Path = DEFAULT_DIR) -> dict[str, Mode]:
+    """Every mode in `directory`, by name, ordered by each file's `order` key, then name."""
+    raw = {p: _read(p) for p in sorted(directory.glob("*.toml"))}
+    by_name = {_name(p, t): (p, t) for p, t in raw.items()}
+    resolved = {name: _resolve(name, by_name, ()) for name in by_name}
+    ordered = sorted(resolved, key=lambda n: (_order(by_name[n][0], resolved[n]), n))
+    return {name: _build(by_name[name][0], resolved[name]) for name in ordered}
+
+
+def select_modes(available: dict[str, Mode], wanted: str) -> list[Mode]:
+    """`all` or a comma-separated list of names, in the order given."""
+    if wanted == "all":
+        return list(available.values())
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError("--modes", "", f"unknown mode(s) {unknown}; known: {sorted(available)}")
+    return [available[n] for n in names]
+
+
+def with_overrides(mode: Mode, overrides: dict[str, Any], origin: str = "--set") -> Mode:
+    """A copy of `mode` with state fields replaced (sweeps); checked like a file."""
+    table = {f.name: getattr(mode, f.name) for f in fields(Mode)}
+    table.update(overrides)
+    return _build(Path(origin), table)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(path, "", f"cannot parse TOML ({e})") from None
+
+
+def _name(path: Path, table: dict[str, Any]) -> str:
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(path, "name", "missing or not a string")
+    return name
+
+
+def _resolve(name: str, by_name: dict[str, tuple[Path, dict]], seen: tuple[str, ...]) -> dict[str, Any]:
+    path, table = by_name[name]
+    parent = table.get("inherits")
+    if parent is None:
+        return dict(table)
+    if parent not in by_name or parent in seen:
+        problem = "inherits a mode that does not exist" if parent not in by_name else "inheritance cycle"
+        raise ConfigError(path, "inherits", f"{problem}: {parent!r}")
+    merged = _resolve(parent, by_name, seen + (name,))
+    for key, value in table.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
+def _order(path: Path, table: dict[str, Any]) -> int:
+    order = table.get("order", 1000)
+    if type(order) is not int:
+        raise ConfigError(path, "order", "must be an integer (position in --modes all)")
+    return order
+
+
+def _build(path: Path, table: dict[str, Any]) -> Mode:
+    values = {k: v for k, v in table.items() if k not in DOC_KEYS}
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(path, unknown[0], f"unknown key; known keys: {sorted(FIELD_TYPES)}")
+    try:
+        values["paging"] = Paging(values.get("paging"))
+    except ValueError:
+        raise ConfigError(path, "paging", f"must be one of {[p.value for p in Paging]}") from None
+    values["on_event"] = _on_event(path, values.get("on_event", {}))
+    values["dropped_io_ports"] = frozenset(_int_list(path, "dropped_io_ports", values.get("dropped_io_ports", [])))
+    for key in ("tlb_entries", "softmmu_tlb_entries", "cr3_cache_size", "shadow_pool_pages"):
+        if key in values and (type(values[key]) is not int or values[key] < 0):
+            raise ConfigError(path, key, f"must be a non-negative integer, got {values[key]!r}")
+    for key in ("tlb_flush_on_exit", "shadow_keep_on_cr3", "shadow_update_on_pte_write"):
+        if key in values and not isinstance(values[key], bool):
+            raise ConfigError(path, key, f"must be true or false, got {values[key]!r}")
+    return Mode(**values)
+
+
+def _on_event(path: Path, table: Any) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(path, "on_event", "must be a table of event kind = driver")
+    out = {}
+    for kind, driver in table.items():
+        key = kind if isinstance(kind, str) else kind.name.lower()
+        if key not in KIND_NAMES:
+            raise ConfigError(path, f"on_event.{key}", f"unknown event kind; known: {sorted(KIND_NAMES)}")
+        if driver not in DRIVERS:
+            raise ConfigError(path, f"on_event.{key}", f"unknown driver {driver!r}; known: {sorted(DRIVERS)}")
+        out[KIND_NAMES[key]] = driver
+    return out
+
+
+def _int_list(path: Path, key: str, value: Any) -> list[int]:
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value)
+    if not isinstance(value, list) or not all(type(v) is int for v in value):
+        raise ConfigError(path, key, "must be a list of integers")
+    return value

@@ -1,0 +1,175 @@
+"""Trace format v1: one Parquet file per recorded trace (specification: traces/README.md).
+
+Everything that reads or writes trace files goes through here, so the schema, the
+metadata and the checks live in one place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from replay.events import Events
+from replay.kinds import MAX_KIND, Kind
+from replay.mode import Guest
+
+FORMAT = "hvreplay-trace"
+VERSION = 1
+META_KEY = b"hvreplay"
+
+SCHEMA = pa.schema([
+    ("t_ns", pa.int64()),    # native time since trace start
+    ("cpu", pa.uint16()),    # vCPU the event ran on
+    ("kind", pa.uint8()),    # replay.kinds.Kind code
+    ("value", pa.uint64()),  # per kind: address-space id, page, port, vector, ...
+    ("asid", pa.uint32()),   # address space (guest CR3 identity) current at the event
+    ("pid", pa.int32()),     # task (thread) id, -1 if unknown
+    ("arg", pa.uint32()),    # per kind: write flag, I/O direction, ...
+])
+
+
+class TraceError(Exception):
+    """A trace file that cannot be used; str() is one line naming the file (and row)."""
+
+    def __init__(self, path: Path | str, problem: str, row: int | None = None) -> None:
+        where = f"{path}: row {row}" if row is not None else f"{path}"
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """File-level facts: what was recorded, how, and how to read per-op figures."""
+
+    workload: str
+    native_ns: int                 # native duration of the workload (busy + idle)
+    ops: int                       # operations performed, e.g. 40000 messages
+    op_unit: str                   # e.g. "message", "context switch"
+    headline: str = "total"        # "total" (report seconds) or "per_op" (report ns/op)
+    source: dict[str, Any] = field(default_factory=dict)  # generator/recorder and arguments
+    guest: Guest = Guest()
+    cpus: tuple[int, ...] = (0,)
+    version: int = VERSION
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["format"] = FORMAT
+        return json.dumps(d, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, path: Path | str) -> TraceMeta:
+        try:
+            d = json.loads(raw)
+            if d.pop("format", None) != FORMAT:
+                raise ValueError("not an hvreplay trace")
+            d["guest"] = Guest(**d["guest"])
+            d["cpus"] = tuple(d["cpus"])
+            meta = cls(**d)
+        except (ValueError, TypeError, KeyError) as e:
+            raise TraceError(path, f"bad trace metadata: {e}") from None
+        if meta.version != VERSION:
+            raise TraceError(path, f"trace format version {meta.version}, this reads {VERSION}")
+        if meta.headline not in ("total", "per_op"):
+            raise TraceError(path, f"metadata headline must be 'total' or 'per_op', got {meta.headline!r}")
+        if meta.ops <= 0 or meta.native_ns <= 0:
+            raise TraceError(path, "metadata ops and native_ns must be positive")
+        return meta
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Call write(tmp_path) and rename into place: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_trace(path: Path, columns: dict[str, np.ndarray], meta: TraceMeta) -> None:
+    """Write a trace file (atomically) from columns named as in SCHEMA."""
+    table = pa.Table.from_arrays(
+        [pa.array(columns[f.name], type=f.type) for f in SCHEMA], schema=SCHEMA
+    ).replace_schema_metadata({META_KEY: meta.to_json()})
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, row_group_size=1 << 20))
+
+
+def read_meta(path: Path) -> TraceMeta:
+    """Metadata only; raises TraceError for anything that is not a v1 trace."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise TraceError(path, f"not a readable Parquet file ({_first_line(e)})") from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise TraceError(path, "Parquet file without hvreplay trace metadata")
+    meta = TraceMeta.from_json(raw, path)
+    for f in SCHEMA:
+        if f.name not in schema.names:
+            raise TraceError(path, f"missing column {f.name!r}")
+        if schema.field(f.name).type != f.type:
+            raise TraceError(path, f"column {f.name!r} is {schema.field(f.name).type}, expected {f.type}")
+    return meta
+
+
+def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
+    """One vCPU's events, in file order, as the model's columns."""
+    try:
+        table = pq.read_table(path, columns=["cpu", "kind", "value", "asid", "arg"])
+    except (OSError, pa.ArrowException) as e:
+        raise TraceError(path, f"unreadable ({_first_line(e)})") from None
+    cols = {n: table.column(n).to_numpy() for n in table.column_names}
+    mine = cols["cpu"] == cpu
+    kind = cols["kind"][mine]
+    bad = np.flatnonzero(kind > MAX_KIND)
+    if bad.size:
+        row = int(np.flatnonzero(mine)[bad[0]])
+        raise TraceError(path, f"unknown event kind {int(kind[bad[0]])}", row=row)
+    return Events(kind=kind, value=cols["value"][mine], asid=cols["asid"][mine],
+                  arg=cols["arg"][mine], span_ns=meta.native_ns)
+
+
+def validate(path: Path) -> TraceMeta:
+    """Every check a trace must pass before it is replayed; raises TraceError."""
+    meta = read_meta(path)
+    try:
+        table = pq.read_table(path, columns=["t_ns", "cpu", "kind"])
+    except (OSError, pa.ArrowException) as e:
+        raise TraceError(path, f"unreadable ({_first_line(e)})") from None
+    t, cpu, kind = (table.column(n).to_numpy() for n in ("t_ns", "cpu", "kind"))
+    _check_rows(path, t, cpu, kind, meta)
+    return meta
+
+
+def _check_rows(path: Path, t: np.ndarray, cpu: np.ndarray, kind: np.ndarray, meta: TraceMeta) -> None:
+    bad = np.flatnonzero(kind > MAX_KIND)
+    if bad.size:
+        raise TraceError(path, f"unknown event kind {int(kind[bad[0]])} (known: 0..{int(MAX_KIND)})", row=int(bad[0]))
+    stray = np.flatnonzero(~np.isin(cpu, meta.cpus))
+    if stray.size:
+        raise TraceError(path, f"cpu {int(cpu[stray[0]])} not listed in metadata cpus", row=int(stray[0]))
+    for c in meta.cpus:
+        rows = np.flatnonzero(cpu == c)
+        back = np.flatnonzero(np.diff(t[rows]) < 0)
+        if back.size:
+            raise TraceError(path, f"t_ns goes backwards on cpu {c}", row=int(rows[back[0] + 1]))
+    if t.size and (t.min() < 0 or t.max() > meta.native_ns):
+        row = int(np.flatnonzero((t < 0) | (t > meta.native_ns))[0])
+        raise TraceError(path, f"t_ns outside [0, native_ns={meta.native_ns}]", row=row)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "read_events", "read_meta",
+           "validate", "write_atomic", "write_trace"]

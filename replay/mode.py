@@ -1,0 +1,54 @@
+"""A virtualization mode as the model sees it: typed, frozen, no file or CLI knowledge.
+
+pipeline/ turns configs/modes/*.toml into Mode records; the field defaults here are
+the only defaults (a TOML file states what differs). See configs/modes/README.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from replay.kinds import Kind
+
+
+class Paging(str, Enum):
+    """How guest virtual memory is translated, which decides the paging state machine."""
+
+    NATIVE = "native"    # hardware page tables, hardware TLB
+    SOFTMMU = "softmmu"  # QEMU's software TLB in front of an emulated page walk
+    SHADOW = "shadow"    # hypervisor-maintained shadow page tables, guest tables write-protected
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What a virtualization mode does to each guest event, and how big its state is."""
+
+    name: str
+    paging: Paging
+    # Guest event kind -> priced driver it causes. Paging state adds its own drivers.
+    on_event: dict[Kind, str] = field(default_factory=dict)
+    # Guest-side paravirt transform: writes to these ports are removed from the guest.
+    dropped_io_ports: frozenset[int] = frozenset()
+    # Hardware TLB entries (fully associative LRU, untagged: no VPID/PCID in 2007).
+    tlb_entries: int = 256
+    # Without VPID every VM entry/exit flushes the whole TLB, global entries included.
+    tlb_flush_on_exit: bool = True
+    # QEMU softmmu TLB entries (direct mapped, flushed on every CR3 write).
+    softmmu_tlb_entries: int = 256
+    # Paravirt CR3 target cache slots shared with the host; 0 = no cache.
+    cr3_cache_size: int = 0
+    # Shadow pages the hypervisor may hold before evicting (KVM_NUM_MMU_PAGES).
+    shadow_pool_pages: int = 2048
+    # False = 2.6.20 upstream: every CR3 write drops all non-global shadow pages.
+    shadow_keep_on_cr3: bool = True
+    # True = the trapped guest PTE write also updates the shadow PTE (no re-fault).
+    shadow_update_on_pte_write: bool = True
+
+
+@dataclass(frozen=True)
+class Guest:
+    """Facts about the recorded guest that the model needs."""
+
+    # Pages at or above this virtual page number are kernel mappings with the
+    # global bit set, shared by every address space (32-bit 3G/1G split: 0xC0000).
+    kernel_vpn_min: int = 0xC0000

@@ -1,0 +1,169 @@
+"""The readable per-event replay: one guest event at a time through a mode's state.
+
+This is the model's definition and the oracle for any faster kernel. Each handler
+says what the mode does to one event kind (MODEL.md §2); the state it keeps lives
+in the small types of tlb.py, softmmu.py, cr3_cache.py and shadow.py.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from replay.counts import Counts
+from replay.cr3_cache import Cr3TargetCache
+from replay.events import Events
+from replay.kinds import Kind
+from replay.mode import Guest, Mode, Paging
+from replay.shadow import GLOBAL_SPACE, ROOT, Key, ShadowPool, table_of
+from replay.softmmu import SoftTlb
+from replay.tlb import Tlb
+
+
+class Machine:
+    """One vCPU's virtualization state under one mode."""
+
+    def __init__(self, mode: Mode, guest: Guest) -> None:
+        self.mode = mode
+        self.kernel_vpn_min = guest.kernel_vpn_min
+        self.c: Counter[str] = Counter()
+        self.tlb = Tlb(mode.tlb_entries)
+        self.tlb_native = Tlb(mode.tlb_entries)
+        self.soft = SoftTlb(mode.softmmu_tlb_entries) if mode.paging is Paging.SOFTMMU else None
+        self.pool = ShadowPool(mode.shadow_pool_pages) if mode.paging is Paging.SHADOW else None
+        self.cr3_cache = Cr3TargetCache(mode.cr3_cache_size)
+        self.handlers = {
+            Kind.CR3_WRITE: self.cr3_write, Kind.TOUCH: self.touch,
+            Kind.PTE_WRITE: self.pte_write, Kind.INVLPG: self.invlpg,
+            Kind.IO: self.io, Kind.HLT: self.hlt,
+        }
+
+    # --- helpers -----------------------------------------------------------------
+    def cause(self, driver: str) -> None:
+        """Count a driver; a VM exit without VPID also flushes the whole TLB."""
+        self.c[driver] += 1
+        if driver.startswith("exit_") and self.mode.tlb_flush_on_exit:
+            self.tlb.flush(keep_global=False)
+
+    def on_event(self, kind: Kind) -> None:
+        driver = self.mode.on_event.get(kind)
+        if driver:
+            self.cause(driver)
+
+    def freed(self, keys: list[Key]) -> None:
+        """Shadow pages zapped; a freed root invalidates its CR3 cache entry."""
+        self.c["shadow_page_zap"] += len(keys)
+        for space, table in keys:
+            if table == ROOT:
+                self.cr3_cache.invalidate(space)
+
+    def space_of(self, vpn: int, asid: int) -> tuple[int, bool]:
+        is_global = vpn >= self.kernel_vpn_min
+        return (GLOBAL_SPACE if is_global else asid), is_global
+
+    # --- event kinds ---------------------------------------------------------------
+    def cr3_write(self, asid: int, value: int, arg: int) -> None:
+        self.c["cr3_writes"] += 1
+        self.tlb_native.flush(keep_global=True)
+        if self.soft is not None:
+            self.soft.flush()
+            self.c["softmmu_flush"] += 1
+        if self.pool is None:
+            self.on_event(Kind.CR3_WRITE)
+            return
+        if self.mode.cr3_cache_size and self.cr3_cache_hit(value):
+            return
+        self.on_event(Kind.CR3_WRITE)
+        if not self.mode.shadow_keep_on_cr3:
+            self.freed(self.pool.drop_spaces_except(GLOBAL_SPACE))
+        present, evicted = self.pool.use((value, ROOT))
+        self.freed(evicted)
+        self.c["shadow_root_hit" if present else "shadow_root_alloc"] += 1
+        self.cr3_cache.fill(value)
+
+    def cr3_cache_hit(self, asid: int) -> bool:
+        """The paravirt guest's lookup: a hit loads the cached root without exiting."""
+        self.c["cr3_cache_lookup"] += 1
+        if not self.cr3_cache.lookup(asid):
+            self.c["cr3_cache_miss"] += 1
+            return False
+        self.c["cr3_cache_hit"] += 1
+        self.tlb.flush(keep_global=True)
+        self.pool.use((asid, ROOT))
+        return True
+
+    def touch(self, asid: int, vpn: int, arg: int) -> None:
+        space, is_global = self.space_of(vpn, asid)
+        if self.soft is not None:
+            self.c["softmmu_fill"] += not self.soft.access(vpn)
+            return
+        if self.pool is not None:
+            self.shadow_map(space, vpn)
+            self.c["tlb_miss"] += not self.tlb.access(vpn, is_global)
+        self.c["tlb_miss_native"] += not self.tlb_native.access(vpn, is_global)
+
+    def shadow_map(self, space: int, vpn: int) -> None:
+        """Walk the shadow tables for a touch: allocate the table, fill the PTE."""
+        key = table_of(space, vpn)
+        present, evicted = self.pool.use(key)
+        self.freed(evicted)
+        if not present:
+            self.c["shadow_page_alloc"] += 1
+        if self.pool.fill_pte(key, vpn):
+            self.cause("exit_shadow_fault")
+
+    def pte_write(self, asid: int, vpn: int, arg: int) -> None:
+        """Writes to a shadowed (write-protected) guest table trap and are emulated."""
+        if self.pool is None:
+            return
+        key = table_of(self.space_of(vpn, asid)[0], vpn)
+        if not self.pool.is_shadowed(key):
+            return
+        self.cause("exit_pte_write")
+        if self.mode.shadow_update_on_pte_write:
+            self.pool.fill_pte(key, vpn)
+        else:
+            self.pool.drop_pte(key, vpn)
+
+    def invlpg(self, asid: int, vpn: int, arg: int) -> None:
+        self.tlb_native.invalidate(vpn)
+        self.tlb.invalidate(vpn)
+        if self.soft is not None:
+            self.soft.invalidate(vpn)
+        self.on_event(Kind.INVLPG)
+
+    def io(self, asid: int, port: int, arg: int) -> None:
+        if port in self.mode.dropped_io_ports:
+            self.c["native_io_avoided"] += 1
+        else:
+            self.on_event(Kind.IO)
+
+    def hlt(self, asid: int, idle_ns: int, arg: int) -> None:
+        self.c["idle_ns"] += idle_ns
+        self.on_event(Kind.HLT)
+
+    def step(self, kind: int, asid: int, value: int, arg: int) -> None:
+        k = Kind(kind)
+        if k is Kind.SYSCALL:
+            self.c["syscalls"] += 1
+        handler = self.handlers.get(k)
+        if handler is None:
+            self.on_event(k)
+        else:
+            handler(asid, value, arg)
+
+    def counts(self, events: int, span_ns: int) -> Counts:
+        c = dict(self.c)
+        c["events"] = events
+        if self.pool is not None:
+            c["tlb_refill_extra"] = c.get("tlb_miss", 0) - c.get("tlb_miss_native", 0)
+        if self.soft is not None:
+            c["emulated_ns"] = span_ns - c.get("idle_ns", 0)
+        return Counts({k: int(v) for k, v in c.items() if v})
+
+
+def replay(events: Events, guest: Guest, mode: Mode) -> Counts:
+    """Replay one vCPU's events under `mode`; the counts of every cost driver."""
+    m = Machine(mode, guest)
+    cols = (events.kind.tolist(), events.asid.tolist(), events.value.tolist(), events.arg.tolist())
+    for kind, asid, value, arg in zip(*cols):
+        m.step(kind, asid, value, arg)
+    return m.counts(len(events), events.span_ns)
