@@ -1,0 +1,150 @@
+"""The `pipeline` command: generate, validate, replay, report.
+
+Options become typed records here and nowhere else; the layers below never read
+the command line, the environment or config files on their own.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from pipeline.config_error import ConfigError
+from pipeline.modes import load_modes, select_modes
+from pipeline.profile import DEFAULT_PROFILE, load_profile
+from pipeline.report import category_table, failures, seed_table
+from pipeline.results import read_summary, summarise, write_summary
+from pipeline.runner import ClusterSpec, run
+from pipeline.shards import find_traces
+from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="hvreplay: replay guest traces through hypervisor models and price each mode.")
+generate_app = typer.Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
+app.add_typer(generate_app, name="generate")
+# Piped output gets room for every mode column instead of rich's 80-column fallback.
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (every *.parquet below).")],
+    modes: Annotated[str, typer.Option(help="'all' or a comma-separated list of mode names.")] = "all",
+    out: Annotated[Path, typer.Option(help="Results folder (hive-partitioned counts + summary.parquet).")] = Path("results"),
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    workers: Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")] = 2,
+    scheduler_address: Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")] = None,
+    scheduler_file: Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")] = None,
+) -> None:
+    """Replay every trace under every mode on Dask; write counts and summary.parquet under --out."""
+    try:
+        chosen = select_modes(load_modes(), modes)
+        cost_profile = load_profile(profile)
+    except ConfigError as e:
+        _fail(str(e))
+    traces = find_traces(paths)
+    missing = [p for p in paths if not p.exists()]
+    if missing or not traces:
+        _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
+    spec = ClusterSpec(workers, scheduler_address, str(scheduler_file) if scheduler_file else None)
+    output = run(traces, chosen, out, spec, report=lambda line: err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True))
+    summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in chosen])
+    path = write_summary(out, summary)
+    out_console.print(seed_table(summary))
+    out_console.print(f"summary: {path} ({len(summary)} rows)")
+    if output.failures:
+        _fail(f"{len({f.trace for f in output.failures})} trace(s) failed; the summary marks them status=failed", 1)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A results folder (or its summary.parquet).")],
+    by: Annotated[Optional[str], typer.Option(help="'category': where the time goes, per trace and mode.")] = None,
+) -> None:
+    """Print the seed-shaped table (or the cost breakdown) from a results folder."""
+    try:
+        summary = read_summary(results)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    if by not in (None, "category"):
+        _fail(f"--by {by}: only 'category' is supported")
+    out_console.print(seed_table(summary))
+    if by == "category":
+        for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
+            out_console.print(category_table(summary, trace))
+    for line in failures(summary):
+        err_console.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")]) -> None:
+    """Check trace files against format v1; one line per bad file, exit 1 if any."""
+    traces = find_traces(paths)
+    if not traces:
+        _fail(f"{paths[0]}: no trace files (*.parquet) found")
+    bad = 0
+    for t in traces:
+        try:
+            meta = validate_trace(t.path)
+            out_console.print(f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})", highlight=False)
+        except TraceError as e:
+            bad += 1
+            err_console.print(f"[red]bad[/red] {e}", highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")]
+
+
+@generate_app.command("lat-ctx")
+def generate_lat_ctx(
+    out: OutOpt,
+    procs: Annotated[int, typer.Option(help="Processes in the ring (lat_ctx -s 0 N).")] = 2,
+    switches: Annotated[int, typer.Option(help="Context switches to generate.")] = 20000,
+    profile: ProfileOpt = DEFAULT_PROFILE,
+) -> None:
+    """lmbench lat_ctx: N processes pass a token round a ring of pipes."""
+    from pipeline.generate.lat_ctx import generate_lat_ctx as gen
+    _write(out, *gen(procs, switches, _profile(profile)))
+
+
+@generate_app.command("hackbench")
+def generate_hackbench(
+    out: OutOpt,
+    groups: Annotated[int, typer.Option(help="Groups of 20 senders + 20 receivers.")] = 1,
+    loops: Annotated[int, typer.Option(help="Messages each sender sends to each receiver.")] = 100,
+    pipe: Annotated[bool, typer.Option("--pipe", help="Pipes instead of AF_UNIX socketpairs.")] = False,
+    profile: ProfileOpt = DEFAULT_PROFILE,
+) -> None:
+    """hackbench (Rusty Russell, 2001): N groups exchanging 100-byte messages."""
+    from pipeline.generate.hackbench import generate_hackbench as gen
+    _write(out, *gen(groups, loops, pipe, _profile(profile)))
+
+
+def _profile(path: Path):
+    try:
+        return load_profile(path)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _write(out: Path, columns: dict, meta) -> None:
+    write_trace(out, columns, meta)
+    out_console.print(f"wrote {out}: {len(columns['kind'])} events, {meta.workload}, "
+                      f"native {meta.native_ns / 1e9:.4g} s for {meta.ops} {meta.op_unit}", highlight=False)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,86 @@
+"""Terminal reports from a summary: the seed-shaped table, and where the time goes.
+
+Every table says what its numbers are: native = the trace's own time (generated or
+recorded), virtualized = modelled (native + Σ count × unit cost) under a named cost
+profile.
+"""
+from __future__ import annotations
+
+import polars as pl
+from rich.table import Table
+
+
+def _unit(headline: str, op_unit: str) -> tuple[str, float, str]:
+    """(column of the summary, divisor to display units, unit label)."""
+    if headline == "per_op":
+        return "ns_per_op", 1e3, f"µs per {op_unit}"
+    return "virt_ns", 1e9, "s" if headline == "total" else "-"
+
+
+def _modes(summary: pl.DataFrame) -> list[str]:
+    ranked = summary.select("mode", "mode_rank").unique().sort("mode_rank")
+    return ranked["mode"].to_list()
+
+
+def _traces(summary: pl.DataFrame) -> list[tuple[str, str, str, str]]:
+    ok = summary.filter(pl.col("status") == "ok")
+    rows = ok.select("trace", "workload", "headline", "op_unit").unique().sort("trace").rows()
+    failed = sorted(set(summary["trace"]) - set(ok["trace"]))
+    return rows + [(t, "?", "failed", "") for t in failed]
+
+
+def _cell(row: dict | None, column: str, divisor: float, native: float | None) -> str:
+    if row is None:
+        return "—"
+    if row["status"] != "ok":
+        return "[red]failed[/red]"
+    value = row[column] / divisor
+    ratio = f" ({row[column] / divisor / native:.1f}×)" if native else ""
+    return f"{value:.3g}{ratio}"
+
+
+def seed_table(summary: pl.DataFrame) -> Table:
+    """Rows: traces; columns: modes; each cell the modelled time and its ×native ratio."""
+    profile = _profile(summary)
+    modes = _modes(summary)
+    table = Table(title=f"Modelled time by mode (×native)  ·  cost profile: {profile}",
+                  caption="native = the trace's own time; other modes = native + Σ count × unit cost (modelled)")
+    table.add_column("workload (unit)")
+    for m in modes:
+        table.add_column(m, justify="right", min_width=len(m))
+    index = {(r["trace"], r["mode"]): r for r in summary.iter_rows(named=True)}
+    for trace, workload, headline, op_unit in _traces(summary):
+        column, divisor, label = _unit(headline, op_unit)
+        native_row = index.get((trace, "native"))
+        native = native_row[column] / divisor if native_row and native_row["status"] == "ok" else None
+        cells = [_cell(index.get((trace, m)), column, divisor, native) for m in modes]
+        name = workload if trace == workload else f"{workload} [dim]{trace}[/dim]"
+        table.add_row(f"{name} ({label})", *cells)
+    return table
+
+
+def category_table(summary: pl.DataFrame, trace: str) -> Table:
+    """Where the time goes for one trace: rows modes, columns cost categories."""
+    rows = summary.filter((pl.col("trace") == trace) & (pl.col("status") == "ok")).sort("mode_rank")
+    first = rows.row(0, named=True)
+    column, divisor, label = _unit(first["headline"], first["op_unit"])
+    per = first["ops"] if column == "ns_per_op" else 1
+    cats = [c for c in summary.columns if c.startswith("time_") and c.endswith("_ns") and rows[c].abs().sum() > 0]
+    table = Table(title=f"{first['workload']} ({trace}): time by cost category, {label}  ·  profile: {_profile(summary)}",
+                  caption="native = trace time; categories = modelled overhead (count × unit cost)")
+    for name in ["mode", "native", *[c[5:-3] for c in cats], "total"]:
+        table.add_column(name, justify="left" if name == "mode" else "right", min_width=len(name))
+    for r in rows.iter_rows(named=True):
+        values = [r["native_ns"], *[r[c] for c in cats], r["virt_ns"]]
+        table.add_row(r["mode"], *[f"{v / per / divisor:.3g}" for v in values])
+    return table
+
+
+def failures(summary: pl.DataFrame) -> list[str]:
+    bad = summary.filter(pl.col("status") != "ok").select("trace", "error").unique().sort("trace")
+    return [f"{t}: {e}" for t, e in bad.rows()]
+
+
+def _profile(summary: pl.DataFrame) -> str:
+    names = summary.filter(pl.col("status") == "ok")["profile"].unique().to_list() if "profile" in summary.columns else []
+    return ", ".join(sorted(n for n in names if n)) or "?"

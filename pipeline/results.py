@@ -1,0 +1,100 @@
+"""The results dataset: per-shard count files, then the summary written last.
+
+Layout under OUT:
+  counts/mode=<mode>/<trace>__cpu<N>.parquet   one row of counts per shard (hive-partitioned)
+  summary.parquet                              one row per (trace, mode), priced
+Every file is written to a temporary name and renamed, so a reader (or a crashed
+run) never sees half a file.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.pricing import price
+from pipeline.profile import Profile
+from pipeline.shards import Shard
+from pipeline.trace_format import write_atomic
+from replay.counts import ALL_COUNTS, Counts
+
+SUMMARY = "summary.parquet"
+COUNTS_DIR = "counts"
+KEY_COLUMNS = ["trace", "workload", "mode"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A trace that could not be replayed (under one mode, or at all)."""
+
+    trace: str
+    mode: str
+    error: str
+
+
+def shard_row(shard: Shard, counts: Counts) -> dict[str, Any]:
+    """One shard's result: identity, the trace facts pricing needs, and every count."""
+    m = shard.meta
+    return {"trace": shard.trace, "workload": m.workload, "cpu": shard.cpu, "path": shard.path,
+            "native_ns": m.native_ns, "cpus": len(m.cpus), "ops": m.ops, "op_unit": m.op_unit,
+            "headline": m.headline, **counts.as_row()}
+
+
+def write_shard(out: Path, shard: Shard, row: dict[str, Any]) -> Path:
+    """Write one shard's row to its deterministic file (the mode is in the path)."""
+    path = out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
+    table = pa.Table.from_pylist([row])
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+def summarise(rows: list[tuple[str, dict[str, Any]]], failures: list[Failure], profile: Profile,
+              mode_order: list[str]) -> pl.DataFrame:
+    """Sum shards per (trace, mode), price them, and add one row per failure.
+
+    `mode_rank` keeps the run's mode order, so reports show modes as configured."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for mode, row in rows:
+        groups[(row["trace"], mode)].append(row)
+    failed = {(f.trace, f.mode) for f in failures}
+    ok = [_priced_row(mode, shards, profile) for (trace, mode), shards in sorted(groups.items())
+          if (trace, mode) not in failed]
+    bad = [{"trace": f.trace, "mode": f.mode, "status": "failed", "error": f.error} for f in failures]
+    rank = {m: i for i, m in enumerate(mode_order)}
+    rows_out = [{**r, "mode_rank": rank.get(r["mode"], len(rank))} for r in ok + bad]
+    frame = pl.DataFrame(rows_out, infer_schema_length=None) if rows_out else pl.DataFrame()
+    return frame.sort(["trace", "mode_rank"]) if len(frame) else frame
+
+
+def _priced_row(mode: str, shards: list[dict[str, Any]], profile: Profile) -> dict[str, Any]:
+    first = shards[0]
+    counts = {n: sum(s[n] for s in shards) for n in ALL_COUNTS}
+    p = price(counts, first["native_ns"], first["cpus"], profile)
+    return {
+        "trace": first["trace"], "workload": first["workload"], "mode": mode, "status": "ok", "error": None,
+        "native_ns": float(first["native_ns"]), "virt_ns": p.virt_ns, "slowdown": p.slowdown,
+        "ops": first["ops"], "op_unit": first["op_unit"], "headline": first["headline"],
+        "ns_per_op": p.virt_ns / first["ops"], "native_ns_per_op": first["native_ns"] / first["ops"],
+        "profile": profile.name, "shards": len(shards),
+        **{f"time_{cat}_ns": ns for cat, ns in p.by_category.items()},
+        **counts,
+    }
+
+
+def write_summary(out: Path, summary: pl.DataFrame) -> Path:
+    path = out / SUMMARY
+    write_atomic(path, lambda tmp: summary.write_parquet(tmp))
+    return path
+
+
+def read_summary(results: Path) -> pl.DataFrame:
+    """The summary of a results folder (or a summary file given directly)."""
+    path = results / SUMMARY if results.is_dir() else results
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no summary here (run `pipeline replay … --out {results}` first)")
+    return pl.read_parquet(path)

@@ -1,0 +1,67 @@
+"""Plan the work: which trace files, under which names, split into which shards.
+
+A shard is (trace, vCPU, mode): the unit a Dask task replays and the unit of one
+result file. Trace names become file names, so they are reduced to a safe alphabet
+and can never point outside the output folder.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.trace_format import TraceMeta
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    trace: str   # safe, unique name: the path below the input root, '/' -> '__'
+    path: Path
+
+
+@dataclass(frozen=True)
+class Shard:
+    trace: str
+    path: str
+    cpu: int
+    mode: str
+    meta: TraceMeta
+
+    @property
+    def file_name(self) -> str:
+        """Deterministic: a retried task overwrites its own file, never adds one."""
+        return f"{self.trace}__cpu{self.cpu}.parquet"
+
+
+def safe_name(relative: Path) -> str:
+    """A file-name-safe trace name: no separators, no leading dots, never empty."""
+    parts = [_UNSAFE.sub("_", p).lstrip(".") for p in relative.with_suffix("").parts]
+    name = "__".join(p for p in parts if p)
+    return name or "trace"
+
+
+def find_traces(inputs: list[Path]) -> list[TraceFile]:
+    """Every *.parquet under the given files/folders, sorted, each with a unique name."""
+    found: list[TraceFile] = []
+    for root in inputs:
+        if root.is_dir():
+            found += [TraceFile(safe_name(p.relative_to(root)), p) for p in sorted(root.rglob("*.parquet"))]
+        else:
+            found.append(TraceFile(safe_name(Path(root.name)), root))
+    return _deduplicate(found)
+
+
+def _deduplicate(found: list[TraceFile]) -> list[TraceFile]:
+    seen: dict[str, int] = {}
+    out = []
+    for t in found:
+        n = seen.get(t.trace, 0)
+        seen[t.trace] = n + 1
+        out.append(t if n == 0 else TraceFile(f"{t.trace}~{n}", t.path))
+    return out
+
+
+def plan(trace: TraceFile, meta: TraceMeta, modes: list[str]) -> list[Shard]:
+    return [Shard(trace.trace, str(trace.path), cpu, mode, meta) for mode in modes for cpu in meta.cpus]

@@ -1,0 +1,129 @@
+"""`pipeline replay` end to end on a real local Dask cluster, with real Parquet files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.modes import load_modes
+from pipeline.profile import load_profile
+from tests.pipeline.tracefiles import round_robin_events, write_events
+
+runner = CliRunner()
+SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
+
+
+def replay(paths: list[Path], out: Path, *extra: str):
+    return runner.invoke(app, ["replay", *map(str, paths), "--out", str(out), *extra])
+
+
+def test_all_modes_summary_rows_and_counts(traces_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = replay([traces_dir], out, "--workers", "2")
+    assert result.exit_code == 0, result.output
+    summary = pl.read_parquet(out / "summary.parquet")
+    assert sorted(summary["trace"].unique()) == ["rr2", "rr5"]
+    assert summary.filter(pl.col("trace") == "rr5")["mode"].to_list() == SEED_MODES
+    assert set(summary["status"]) == {"ok"}
+    # One hive partition per mode, one file per (trace, cpu) in each.
+    for mode in SEED_MODES:
+        files = sorted(p.name for p in (out / "counts" / f"mode={mode}").iterdir())
+        assert files == ["rr2__cpu0.parquet", "rr5__cpu0.parquet"]
+    row = summary.filter((pl.col("trace") == "rr5") & (pl.col("mode") == "kvm-paravirt")).row(0, named=True)
+    # 50 switches over 5 spaces never hit a 4-entry round-robin cache: 50 exits.
+    assert row["exit_cr3"] == 50 and row["cr3_cache_hit"] == 0
+    # 50 port-0x80 writes, all dropped by the paravirt guest.
+    assert row["native_io_avoided"] == 50 and row["exit_io"] == 0
+    rr2 = summary.filter((pl.col("trace") == "rr2") & (pl.col("mode") == "kvm-paravirt")).row(0, named=True)
+    # 40 switches over 2 spaces: 2 cold misses, then 38 hits.
+    assert (rr2["cr3_cache_miss"], rr2["cr3_cache_hit"]) == (2, 38)
+
+
+def test_pricing_matches_hand_calculation(traces_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert replay([traces_dir / "rr5.parquet"], out, "--modes", "kvm-trunk", "--workers", "1").exit_code == 0
+    row = pl.read_parquet(out / "summary.parquet").row(0, named=True)
+    costs = load_profile().costs
+    # 50 switches x 7 events x 100 ns = 35,000 ns native.
+    assert row["native_ns"] == 35_000
+    # kvm-trunk: 50 CR3 exits, 50 port-0x80 exits (userspace); 5 roots built once;
+    # shadow tables: 5 spaces x 2 user tables (0x08048>>10 == 0x0804a>>10, 0xbffff) + 1 kernel table = 11;
+    # shadow faults: 5 x 3 user pages + 2 kernel pages = 17, once each (pool is 2048).
+    expected = {"exit_cr3": 50, "exit_io": 50, "shadow_root_alloc": 5, "shadow_page_alloc": 11,
+                "exit_shadow_fault": 17}
+    for name, n in expected.items():
+        assert row[name] == n, name
+    # Every exit flushes the TLB (no VPID); native keeps the 2 global kernel pages across
+    # switches, so after the first quantum each quantum re-misses those 2: 49 x 2 extra.
+    assert row["tlb_refill_extra"] == 98
+    overhead = sum(n * costs[d].ns for d, n in expected.items()) + 98 * costs["tlb_refill_extra"].ns
+    assert row["virt_ns"] == pytest.approx(35_000 + overhead)
+    assert row["ns_per_op"] == pytest.approx(row["virt_ns"] / 50)
+
+
+def test_one_and_two_workers_give_identical_results(traces_dir: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "w1", tmp_path / "w2"
+    assert replay([traces_dir], one, "--workers", "1").exit_code == 0
+    assert replay([traces_dir], two, "--workers", "2").exit_code == 0
+    assert pl.read_parquet(one / "summary.parquet").equals(pl.read_parquet(two / "summary.parquet"))
+    for f in sorted((one / "counts").rglob("*.parquet")):
+        assert pq.read_table(f).equals(pq.read_table(two / f.relative_to(one)))
+
+
+def test_bad_traces_fail_alone_with_one_line_each(traces_dir: Path, tmp_path: Path) -> None:
+    (traces_dir / "garbage.parquet").write_bytes(b"this is not parquet at all")
+    good = (traces_dir / "rr2.parquet").read_bytes()
+    (traces_dir / "truncated.parquet").write_bytes(good[: len(good) // 2])
+    pl.DataFrame({"t_ns": [1, 2]}).write_parquet(traces_dir / "foreign.parquet")
+    rows = round_robin_events(2, 3)
+    rows.insert(4, (99, 0, 1, 0))  # unknown kind at row 4
+    write_events(traces_dir / "unknown_kind.parquet", rows)
+    out = tmp_path / "out"
+    result = replay([traces_dir], out, "--modes", "native,kvm-trunk", "--workers", "2")
+    assert result.exit_code == 1
+    summary = pl.read_parquet(out / "summary.parquet")
+    failed = summary.filter(pl.col("status") == "failed")
+    assert sorted(failed["trace"].unique()) == ["foreign", "garbage", "truncated", "unknown_kind"]
+    assert set(summary.filter(pl.col("status") == "ok")["trace"]) == {"rr2", "rr5"}
+    errors = dict(failed.select("trace", "error").unique().rows())
+    assert "row 4" in errors["unknown_kind"] and "unknown event kind 99" in errors["unknown_kind"]
+    assert "hvreplay trace metadata" in errors["foreign"]
+    for name, line in errors.items():
+        assert f"{name}.parquet" in line and "\n" not in line
+    assert "unknown_kind.parquet: row 4: unknown event kind 99" in " ".join(result.output.split())
+
+
+def test_trace_names_cannot_leave_out(tmp_path: Path) -> None:
+    nested = tmp_path / "in" / ".." / "in" / "..hidden dir" / "a b;c"
+    write_events(nested / "..x.parquet", round_robin_events(2, 4))
+    out = tmp_path / "out"
+    assert replay([tmp_path / "in"], out, "--modes", "native", "--workers", "1").exit_code == 0
+    written = [p.resolve() for p in out.rglob("*.parquet")]
+    assert written and all(p.is_relative_to(out.resolve()) for p in written)
+    assert pl.read_parquet(out / "summary.parquet")["trace"].to_list() == ["hidden_dir__a_b_c__x"]
+
+
+def test_unknown_mode_and_missing_path_are_one_line_errors(traces_dir: Path, tmp_path: Path) -> None:
+    r = replay([traces_dir], tmp_path / "o", "--modes", "kvm-nope")
+    assert r.exit_code == 2 and "unknown mode" in r.output and "kvm-nope" in r.output
+    r = replay([tmp_path / "nowhere"], tmp_path / "o")
+    assert r.exit_code == 2 and "nowhere" in r.output
+
+
+def test_report_by_category_sums_to_total(traces_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert replay([traces_dir], out, "--workers", "1").exit_code == 0
+    summary = pl.read_parquet(out / "summary.parquet")
+    cats = [c for c in summary.columns if c.startswith("time_")]
+    total = summary.select(pl.sum_horizontal(cats) + pl.col("native_ns")).to_series()
+    assert total.to_list() == pytest.approx(summary["virt_ns"].to_list())
+    r = runner.invoke(app, ["report", str(out), "--by", "category"])
+    assert r.exit_code == 0 and "paging" in r.output and "core2-2007" in r.output
+
+
+def test_modes_are_data_in_seed_order() -> None:
+    assert list(load_modes())[:5] == SEED_MODES
