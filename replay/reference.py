@@ -30,11 +30,13 @@ class Machine:
         self.soft = SoftTlb(mode.softmmu_tlb_entries) if mode.paging is Paging.SOFTMMU else None
         self.pool = ShadowPool(mode.shadow_pool_pages) if mode.paging is Paging.SHADOW else None
         self.cr3_cache = Cr3TargetCache(mode.cr3_cache_size)
-        self.handlers = {
+        handlers = {
             Kind.CR3_WRITE: self.cr3_write, Kind.TOUCH: self.touch,
             Kind.PTE_WRITE: self.pte_write, Kind.INVLPG: self.invlpg,
-            Kind.IO: self.io, Kind.HLT: self.hlt,
+            Kind.IO: self.io, Kind.HLT: self.hlt, Kind.SYSCALL: self.syscall,
         }
+        # Indexed by kind code: kinds without state of their own just cause their driver.
+        self.dispatch = [handlers.get(k, self.plain(k)) for k in Kind]
 
     # --- helpers -----------------------------------------------------------------
     def cause(self, driver: str) -> None:
@@ -47,6 +49,10 @@ class Machine:
         driver = self.mode.on_event.get(kind)
         if driver:
             self.cause(driver)
+
+    def plain(self, kind: Kind):
+        """Handler for a kind with no state: the mode's driver for it, if any."""
+        return lambda asid, value, arg: self.on_event(kind)
 
     def freed(self, keys: list[Key]) -> None:
         """Shadow pages zapped; a freed root invalidates its CR3 cache entry."""
@@ -62,7 +68,10 @@ class Machine:
     # --- event kinds ---------------------------------------------------------------
     def cr3_write(self, asid: int, value: int, arg: int) -> None:
         self.c["cr3_writes"] += 1
+        # mov cr3 drops non-global translations in every mode, exit or no exit
+        # (an untagged TLB must not carry the old space's entries into the new one).
         self.tlb_native.flush(keep_global=True)
+        self.tlb.flush(keep_global=True)
         if self.soft is not None:
             self.soft.flush()
             self.c["softmmu_flush"] += 1
@@ -86,7 +95,6 @@ class Machine:
             self.c["cr3_cache_miss"] += 1
             return False
         self.c["cr3_cache_hit"] += 1
-        self.tlb.flush(keep_global=True)
         self.pool.use((asid, ROOT))
         return True
 
@@ -140,15 +148,9 @@ class Machine:
         self.c["idle_ns"] += idle_ns
         self.on_event(Kind.HLT)
 
-    def step(self, kind: int, asid: int, value: int, arg: int) -> None:
-        k = Kind(kind)
-        if k is Kind.SYSCALL:
-            self.c["syscalls"] += 1
-        handler = self.handlers.get(k)
-        if handler is None:
-            self.on_event(k)
-        else:
-            handler(asid, value, arg)
+    def syscall(self, asid: int, number: int, arg: int) -> None:
+        self.c["syscalls"] += 1
+        self.on_event(Kind.SYSCALL)
 
     def counts(self, events: int, span_ns: int) -> Counts:
         c = dict(self.c)
@@ -164,6 +166,7 @@ def replay(events: Events, guest: Guest, mode: Mode) -> Counts:
     """Replay one vCPU's events under `mode`; the counts of every cost driver."""
     m = Machine(mode, guest)
     cols = (events.kind.tolist(), events.asid.tolist(), events.value.tolist(), events.arg.tolist())
+    dispatch = m.dispatch
     for kind, asid, value, arg in zip(*cols):
-        m.step(kind, asid, value, arg)
+        dispatch[kind](asid, value, arg)
     return m.counts(len(events), events.span_ns)

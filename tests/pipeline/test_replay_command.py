@@ -127,3 +127,20 @@ def test_report_by_category_sums_to_total(traces_dir: Path, tmp_path: Path) -> N
 
 def test_modes_are_data_in_seed_order() -> None:
     assert list(load_modes())[:5] == SEED_MODES
+
+
+@pytest.mark.cluster
+def test_existing_scheduler_by_address_and_environment(traces_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        by_option = tmp_path / "opt"
+        assert replay([traces_dir], by_option, "--scheduler-address", cluster.scheduler_address).exit_code == 0
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
+        by_env = tmp_path / "env"
+        assert replay([traces_dir], by_env).exit_code == 0
+        with Client(cluster) as client:
+            # The runs' tasks went to this cluster's scheduler, not to a private one.
+            prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+        assert "replay_shard" in prefixes
+    assert pl.read_parquet(by_option / "summary.parquet").equals(pl.read_parquet(by_env / "summary.parquet"))
