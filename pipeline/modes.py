@@ -20,6 +20,7 @@ from replay.mode import Mode, Paging
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "configs" / "modes"
 DOC_KEYS = {"description", "source", "inherits", "order"}
 FIELD_TYPES = {f.name: f.type for f in fields(Mode)}
+MINIMUM_SIZES = {"tlb_entries": 1, "softmmu_tlb_entries": 1, "cr3_cache_size": 0, "shadow_pool_pages": 2}
 
 
 def load_modes(directory: Path = DEFAULT_DIR) -> dict[str, Mode]:
@@ -95,9 +96,12 @@ def _build(path: Path, table: dict[str, Any]) -> Mode:
         raise ConfigError(path, "paging", f"must be one of {[p.value for p in Paging]}") from None
     values["on_event"] = _on_event(path, values.get("on_event", {}))
     values["dropped_io_ports"] = frozenset(_int_list(path, "dropped_io_ports", values.get("dropped_io_ports", [])))
-    for key in ("tlb_entries", "softmmu_tlb_entries", "cr3_cache_size", "shadow_pool_pages"):
-        if key in values and (type(values[key]) is not int or values[key] < 0):
-            raise ConfigError(path, key, f"must be a non-negative integer, got {values[key]!r}")
+    for key, least in MINIMUM_SIZES.items():
+        if key in values and (type(values[key]) is not int or values[key] < least):
+            raise ConfigError(path, key, f"must be an integer >= {least}, got {values[key]!r}")
+    soft = values.get("softmmu_tlb_entries", 1)
+    if soft & (soft - 1):
+        raise ConfigError(path, "softmmu_tlb_entries", f"must be a power of two (direct mapped), got {soft}")
     for key in ("tlb_flush_on_exit", "shadow_keep_on_cr3", "shadow_update_on_pte_write"):
         if key in values and not isinstance(values[key], bool):
             raise ConfigError(path, key, f"must be true or false, got {values[key]!r}")
@@ -110,6 +114,8 @@ def _on_event(path: Path, table: Any) -> dict:
     out = {}
     for kind, driver in table.items():
         key = kind if isinstance(kind, str) else kind.name.lower()
+        if driver == "":  # an inherited entry switched off: this mode does not trap it
+            continue
         if key not in KIND_NAMES:
             raise ConfigError(path, f"on_event.{key}", f"unknown event kind; known: {sorted(KIND_NAMES)}")
         if driver not in DRIVERS:

@@ -66,10 +66,11 @@ class TraceMeta:
     def from_json(cls, raw: bytes, path: Path | str) -> TraceMeta:
         try:
             d = json.loads(raw)
-            if d.pop("format", None) != FORMAT:
+            if not isinstance(d, dict) or d.pop("format", None) != FORMAT:
                 raise ValueError("not an hvreplay trace")
-            d["guest"] = Guest(**d["guest"])
-            d["cpus"] = tuple(d["cpus"])
+            _check_types(d)
+            d["guest"] = Guest(**d.get("guest", {}))
+            d["cpus"] = tuple(d.get("cpus", (0,)))
             meta = cls(**d)
         except (ValueError, TypeError, KeyError) as e:
             raise TraceError(path, f"bad trace metadata: {e}") from None
@@ -77,9 +78,33 @@ class TraceMeta:
             raise TraceError(path, f"trace format version {meta.version}, this reads {VERSION}")
         if meta.headline not in ("total", "per_op"):
             raise TraceError(path, f"metadata headline must be 'total' or 'per_op', got {meta.headline!r}")
-        if meta.ops <= 0 or meta.native_ns <= 0:
-            raise TraceError(path, "metadata ops and native_ns must be positive")
+        if meta.ops <= 0 or meta.native_ns <= 0 or not meta.cpus:
+            raise TraceError(path, "metadata ops and native_ns must be positive and cpus non-empty")
         return meta
+
+
+# JSON field -> (required, accepted type); guest and cpus default to one CPU, 3G/1G split.
+_FIELDS: dict[str, tuple[bool, type | tuple[type, ...]]] = {
+    "version": (True, int), "workload": (True, str), "native_ns": (True, int), "ops": (True, int),
+    "op_unit": (True, str), "headline": (False, str), "source": (False, dict),
+    "guest": (False, dict), "cpus": (False, list),
+}
+
+
+def _check_types(d: dict[str, Any]) -> None:
+    for name, (required, kind) in _FIELDS.items():
+        if name not in d:
+            if required:
+                raise ValueError(f"missing field {name!r}")
+        elif not isinstance(d[name], kind) or isinstance(d[name], bool):
+            raise ValueError(f"field {name!r} is {type(d[name]).__name__}, expected {getattr(kind, '__name__', kind)}")
+    unknown = set(d) - set(_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {sorted(unknown)}")
+    if not all(type(c) is int and c >= 0 for c in d.get("cpus", [])):
+        raise ValueError("cpus must be a list of non-negative integers")
+    if not all(type(v) is int for v in d.get("guest", {}).values()):
+        raise ValueError("guest facts must be integers")
 
 
 def write_atomic(path: Path, write: Any) -> None:
@@ -122,32 +147,31 @@ def read_meta(path: Path) -> TraceMeta:
 
 
 def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
-    """One vCPU's events, in file order, as the model's columns."""
-    try:
-        table = pq.read_table(path, columns=["cpu", "kind", "value", "asid", "arg"])
-    except (OSError, pa.ArrowException) as e:
-        raise TraceError(path, f"unreadable ({_first_line(e)})") from None
-    cols = {n: table.column(n).to_numpy() for n in table.column_names}
+    """One vCPU's events, in file order, as the model's columns.
+
+    The rows pass the same checks as `pipeline validate` first: a row of an
+    unlisted CPU or out of time order would otherwise be silently mis-replayed."""
+    cols = _read_columns(path, ["t_ns", "cpu", "kind", "value", "asid", "arg"])
+    _check_rows(path, cols["t_ns"], cols["cpu"], cols["kind"], meta)
     mine = cols["cpu"] == cpu
-    kind = cols["kind"][mine]
-    bad = np.flatnonzero(kind > MAX_KIND)
-    if bad.size:
-        row = int(np.flatnonzero(mine)[bad[0]])
-        raise TraceError(path, f"unknown event kind {int(kind[bad[0]])}", row=row)
-    return Events(kind=kind, value=cols["value"][mine], asid=cols["asid"][mine],
+    return Events(kind=cols["kind"][mine], value=cols["value"][mine], asid=cols["asid"][mine],
                   arg=cols["arg"][mine], span_ns=meta.native_ns)
 
 
 def validate(path: Path) -> TraceMeta:
     """Every check a trace must pass before it is replayed; raises TraceError."""
     meta = read_meta(path)
+    cols = _read_columns(path, ["t_ns", "cpu", "kind"])
+    _check_rows(path, cols["t_ns"], cols["cpu"], cols["kind"], meta)
+    return meta
+
+
+def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     try:
-        table = pq.read_table(path, columns=["t_ns", "cpu", "kind"])
+        table = pq.read_table(path, columns=names)
     except (OSError, pa.ArrowException) as e:
         raise TraceError(path, f"unreadable ({_first_line(e)})") from None
-    t, cpu, kind = (table.column(n).to_numpy() for n in ("t_ns", "cpu", "kind"))
-    _check_rows(path, t, cpu, kind, meta)
-    return meta
+    return {n: table.column(n).to_numpy() for n in names}
 
 
 def _check_rows(path: Path, t: np.ndarray, cpu: np.ndarray, kind: np.ndarray, meta: TraceMeta) -> None:

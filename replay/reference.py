@@ -132,10 +132,16 @@ class Machine:
             self.pool.drop_pte(key, vpn)
 
     def invlpg(self, asid: int, vpn: int, arg: int) -> None:
+        """A trapped invlpg also removes the shadow PTE (2.6.20's paging_inval_page);
+        once guest tables were write-protected, KVM stopped trapping it at all."""
         self.tlb_native.invalidate(vpn)
         self.tlb.invalidate(vpn)
         if self.soft is not None:
             self.soft.invalidate(vpn)
+        if self.pool is not None and Kind.INVLPG in self.mode.on_event:
+            key = table_of(self.space_of(vpn, asid)[0], vpn)
+            if self.pool.is_shadowed(key):
+                self.pool.drop_pte(key, vpn)
         self.on_event(Kind.INVLPG)
 
     def io(self, asid: int, port: int, arg: int) -> None:

@@ -1,0 +1,102 @@
+"""Configuration and metadata mistakes: one error naming the file, the key and the problem."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config_error import ConfigError
+from pipeline.modes import DEFAULT_DIR, load_modes
+from pipeline.profile import DEFAULT_PROFILE, load_profile
+from pipeline.trace_format import META_KEY, TraceError, validate
+from tests.pipeline.tracefiles import round_robin_events, write_events
+
+
+def modes_with(tmp_path: Path, text: str) -> Path:
+    """The shipped modes plus one extra file."""
+    d = tmp_path / "modes"
+    d.mkdir()
+    for f in DEFAULT_DIR.glob("*.toml"):
+        (d / f.name).write_text(f.read_text())
+    (d / "mine.toml").write_text(text)
+    return d
+
+
+@pytest.mark.parametrize("body, key, problem", [
+    ('name = "m"\npaging = "shadow"\ncr3_cache_sise = 4\n', "cr3_cache_sise", "unknown key"),
+    ('name = "m"\npaging = "nested"\n', "paging", "must be one of"),
+    ('name = "m"\npaging = "shadow"\ntlb_entries = 0\n', "tlb_entries", ">= 1"),
+    ('name = "m"\npaging = "shadow"\nshadow_pool_pages = 1\n', "shadow_pool_pages", ">= 2"),
+    ('name = "m"\npaging = "softmmu"\nsoftmmu_tlb_entries = 100\n', "softmmu_tlb_entries", "power of two"),
+    ('name = "m"\npaging = "shadow"\ntlb_flush_on_exit = "yes"\n', "tlb_flush_on_exit", "true or false"),
+    ('name = "m"\npaging = "shadow"\n[on_event]\nwrmsr = "exit_msr"\n', "on_event.wrmsr", "unknown event kind"),
+    ('name = "m"\npaging = "shadow"\n[on_event]\nio = "exit_port"\n', "on_event.io", "unknown driver"),
+    ('inherits = "kvm-nothing"\nname = "m"\n', "inherits", "does not exist"),
+    ('name = "m"\npaging = "shadow"\ndropped_io_ports = ["0x80"]\n', "dropped_io_ports", "list of integers"),
+    ('name = "m"\npaging = [\n', "", "cannot parse TOML"),
+])
+def test_mode_file_mistakes_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
+    d = modes_with(tmp_path, body)
+    with pytest.raises(ConfigError) as e:
+        load_modes(d)
+    message = str(e.value)
+    prefix = f"{d / 'mine.toml'}: {key}: " if key else f"{d / 'mine.toml'}: "
+    assert message.startswith(prefix), message
+    assert problem in message and "\n" not in message
+
+
+def test_a_new_mode_needs_no_code(tmp_path: Path) -> None:
+    d = modes_with(tmp_path, 'inherits = "kvm-paravirt"\nname = "kvm-paravirt-8"\norder = 55\ncr3_cache_size = 8\n')
+    modes = load_modes(d)
+    assert list(modes)[-2:] == ["kvm-paravirt", "kvm-paravirt-8"]
+    assert modes["kvm-paravirt-8"].cr3_cache_size == 8
+    assert modes["kvm-paravirt-8"].dropped_io_ports == modes["kvm-paravirt"].dropped_io_ports
+
+
+def test_profile_missing_cost_names_the_driver(tmp_path: Path) -> None:
+    text = DEFAULT_PROFILE.read_text().replace("[costs.exit_cr3]", "[costs.exit_cr3_typo]")
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"p\.toml: costs\.exit_cr3: missing"):
+        load_profile(tmp_path / "p.toml")
+
+
+def test_profile_cost_outside_its_range(tmp_path: Path) -> None:
+    text = DEFAULT_PROFILE.read_text().replace("ns = 4300", "ns = 99999", 1)
+    (tmp_path / "p.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"costs\.exit_cr3: ns=99999.0 outside its range"):
+        load_profile(tmp_path / "p.toml")
+
+
+def rewrite_meta(path: Path, change) -> None:
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[META_KEY])
+    change(meta)
+    pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), path)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda m: m.update(ops="40000"), "field 'ops' is str, expected int"),
+    (lambda m: m.pop("version"), "missing field 'version'"),
+    (lambda m: m.update(cpus=[0, "1"]), "cpus must be a list of non-negative integers"),
+    (lambda m: m.update(version=2), "trace format version 2"),
+    (lambda m: m.update(colour="blue"), "unknown field(s) ['colour']"),
+])
+def test_bad_metadata_is_a_trace_error(tmp_path: Path, change, problem: str) -> None:
+    path = write_events(tmp_path / "t.parquet", round_robin_events(2, 2))
+    rewrite_meta(path, change)
+    with pytest.raises(TraceError) as e:
+        validate(path)
+    assert str(e.value).startswith(f"{path}: ") and problem in str(e.value)
+
+
+def test_rows_of_an_unlisted_cpu_are_an_error_not_dropped(tmp_path: Path) -> None:
+    path = write_events(tmp_path / "t.parquet", round_robin_events(2, 2))
+    table = pq.read_table(path)
+    cpu = table.column("cpu").to_numpy().copy()
+    cpu[5] = 1  # metadata lists only cpu 0
+    i = table.schema.get_field_index("cpu")
+    pq.write_table(table.set_column(i, table.schema.field(i), [cpu]), path)
+    with pytest.raises(TraceError, match=r"row 5: cpu 1 not listed in metadata cpus"):
+        validate(path)
