@@ -107,6 +107,10 @@ def _check_types(d: dict[str, Any]) -> None:
         raise ValueError("guest facts must be integers")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, write: Any) -> None:
     """Call write(tmp_path) and rename into place: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +118,7 @@ def write_atomic(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -125,7 +130,11 @@ def write_trace(path: Path, columns: dict[str, np.ndarray], meta: TraceMeta) -> 
     table = pa.Table.from_arrays(
         [pa.array(columns[f.name], type=f.type) for f in SCHEMA], schema=SCHEMA
     ).replace_schema_metadata({META_KEY: meta.to_json()})
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp, row_group_size=1 << 20))
+    write_atomic(path, lambda tmp: pq.write_table(
+        table, tmp, row_group_size=1 << 20, compression="zstd",
+        # t_ns only grows: delta encoding makes it nearly free (hackbench-5: 32 MB -> 3 MB).
+        use_dictionary=[f.name for f in SCHEMA if f.name != "t_ns"],
+        column_encoding={"t_ns": "DELTA_BINARY_PACKED"}))
 
 
 def read_meta(path: Path) -> TraceMeta:
