@@ -130,7 +130,7 @@ def test_modes_are_data_in_seed_order() -> None:
 
 
 @pytest.mark.cluster
-def test_existing_scheduler_by_address_and_environment(traces_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_existing_scheduler_by_address_environment_and_file(traces_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from dask.distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
@@ -139,8 +139,16 @@ def test_existing_scheduler_by_address_and_environment(traces_dir: Path, tmp_pat
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
         by_env = tmp_path / "env"
         assert replay([traces_dir], by_env).exit_code == 0
+        monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+        by_file = tmp_path / "file"
         with Client(cluster) as client:
-            # The runs' tasks went to this cluster's scheduler, not to a private one.
-            prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
-        assert "replay_shard" in prefixes
-    assert pl.read_parquet(by_option / "summary.parquet").equals(pl.read_parquet(by_env / "summary.parquet"))
+            client.write_scheduler_file(str(tmp_path / "scheduler.json"))
+        assert replay([traces_dir], by_file, "--scheduler-file", str(tmp_path / "scheduler.json")).exit_code == 0
+        with Client(cluster) as client:
+            # All three runs' shards (2 traces x 5 modes each) ran on this cluster, none on a private one.
+            done = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.task_prefixes["replay_shard"].state_counts["memory"])
+        assert done == 3 * 2 * 5
+    first = pl.read_parquet(by_option / "summary.parquet")
+    assert first.equals(pl.read_parquet(by_env / "summary.parquet"))
+    assert first.equals(pl.read_parquet(by_file / "summary.parquet"))
