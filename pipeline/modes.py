@@ -95,7 +95,8 @@ def _build(path: Path, table: dict[str, Any]) -> Mode:
     except ValueError:
         raise ConfigError(path, "paging", f"must be one of {[p.value for p in Paging]}") from None
     values["on_event"] = _on_event(path, values.get("on_event", {}))
-    values["dropped_io_ports"] = frozenset(_int_list(path, "dropped_io_ports", values.get("dropped_io_ports", [])))
+    for key in ("dropped_io_ports", "dropped_io_reads"):
+        values[key] = frozenset(_int_list(path, key, values.get(key, [])))
     for key, least in MINIMUM_SIZES.items():
         if key in values and (type(values[key]) is not int or values[key] < least):
             raise ConfigError(path, key, f"must be an integer >= {least}, got {values[key]!r}")

@@ -27,8 +27,10 @@ class Mode:
     paging: Paging
     # Guest event kind -> priced driver it causes. Paging state adds its own drivers.
     on_event: dict[Kind, str] = field(default_factory=dict)
-    # Guest-side paravirt transform: writes to these ports are removed from the guest.
+    # Guest-side paravirt transforms: accesses to these ports are removed from the guest ...
     dropped_io_ports: frozenset[int] = frozenset()
+    # ... and reads (`in`) of these ports (e.g. the i8259A's dummy IMR read).
+    dropped_io_reads: frozenset[int] = frozenset()
     # Hardware TLB entries (fully associative LRU, untagged: no VPID/PCID in 2007).
     tlb_entries: int = 256
     # Without VPID every VM entry/exit flushes the whole TLB, global entries included.

@@ -145,7 +145,8 @@ class Machine:
         self.on_event(Kind.INVLPG)
 
     def io(self, asid: int, port: int, arg: int) -> None:
-        if port in self.mode.dropped_io_ports:
+        """arg 0 = in, 1 = out; the paravirt guest no longer makes some accesses at all."""
+        if port in self.mode.dropped_io_ports or (arg == 0 and port in self.mode.dropped_io_reads):
             self.c["native_io_avoided"] += 1
         else:
             self.on_event(Kind.IO)
