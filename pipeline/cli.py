@@ -14,8 +14,11 @@ from rich.console import Console
 
 from pipeline.config_error import ConfigError
 from pipeline.modes import load_modes, select_modes
-from pipeline.profile import DEFAULT_PROFILE, load_profile
-from pipeline.report import category_table, failures, seed_table
+from pipeline import calibrate as cal
+from pipeline.atomic import write_atomic
+from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
+from pipeline.reference import DEFAULT_REFERENCE, load_reference
+from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table
 from pipeline.results import read_summary, summarise, write_summary
 from pipeline.runner import ClusterSpec, run
 from pipeline.shards import find_traces
@@ -103,6 +106,46 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
             err_console.print(f"[red]bad[/red] {e}", highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)
+
+
+@app.command()
+def calibrate(
+    results: Annotated[Path, typer.Argument(help="A results folder (or its summary.parquet) with every mode replayed.")],
+    out: Annotated[Path, typer.Option(help="Fitted profile to write (.toml); tables go beside it as .cells/.costs.parquet.")],
+    fit: Annotated[str, typer.Option(help="Workloads whose reference cells the costs are fitted to (comma-separated).")] = "lat-ctx-2,hackbench-1",
+    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML).")] = DEFAULT_REFERENCE,
+    profile: Annotated[Path, typer.Option(help="Profile to start from: figures, ranges, sources.")] = START_PROFILE,
+    leave_one_out: Annotated[bool, typer.Option("--leave-one-out", help="Also fit without each workload in turn and predict it.")] = False,
+) -> None:
+    """Fit unit costs to reference measurements (bounded least squares on the counts in RESULTS)."""
+    try:
+        start, ref, summary = load_profile(profile), load_reference(reference), read_summary(results)
+        rows = cal.design(summary, ref, start)
+        costs, predictions = cal.calibrate(rows, start, [w.strip() for w in fit.split(",") if w.strip()])
+    except (ConfigError, FileNotFoundError, cal.CalibrationError) as e:
+        _fail(str(e))
+    out_console.print(cost_table(costs, start.name))
+    out_console.print(prediction_table(predictions, f"Reference {ref.name}: fitted on {fit}"))
+    tables = {"cells": cal.prediction_frame(predictions), "costs": cal.cost_frame(costs)}
+    if leave_one_out:
+        held = cal.leave_one_out(rows, start)
+        out_console.print(prediction_table(held, "Leave one workload out: each predicted by a fit on the others"))
+        tables["loo"] = cal.prediction_frame(held)
+    _write_fit(out, start, costs, predictions, ref.name, fit, results)
+    for kind, frame in tables.items():
+        write_atomic(out.with_suffix(f".{kind}.parquet"), frame.write_parquet)
+    out_console.print(f"wrote {out} and its tables: {', '.join(str(out.with_suffix(f'.{k}.parquet')) for k in tables)}")
+
+
+def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str, fit: str, results: Path) -> None:
+    fitted = [p for p in predictions if p.role == "fit" and not cal.is_native(p)]
+    header = {"fit": {"reference": reference, "fitted_on": fit.split(","), "started_from": start.name,
+                      "results": str(results), "max_abs_fit_error_pct": round(max(abs(p.error_pct) for p in fitted), 2)}}
+    notes = {d: {"start_ns": f.start, "identifiable": f.identifiable, "at_bound": f.at_bound} for d, f in costs.items()}
+    named = type(start)(name=out.stem, description=f"unit costs of {start.name} fitted to {reference} on {fit} "
+                        f"(ranges and sources from {start.name})",
+                        costs=start.costs, native=start.native)
+    write_profile(out, named, {d: f.fitted for d, f in costs.items()}, notes, header)
 
 
 OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")]

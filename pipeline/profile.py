@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from pipeline.atomic import write_atomic
 from pipeline.config_error import ConfigError
 from replay.counts import DRIVERS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "hardware"
-DEFAULT_PROFILE = CONFIG_DIR / "core2-2007.toml"
+# Starting figures with sources; calibration starts from these.
+START_PROFILE = CONFIG_DIR / "core2-2007.toml"
+DEFAULT_PROFILE = START_PROFILE
 
 
 @dataclass(frozen=True)
@@ -81,3 +86,15 @@ def _unit_cost(path: Path, driver: str, entry: Any) -> UnitCost:
     if not cost.low <= cost.ns <= cost.high:
         raise ConfigError(path, key, f"ns={cost.ns} outside its range [{cost.low}, {cost.high}]")
     return cost
+
+
+def write_profile(path: Path, profile: Profile, costs: dict[str, float], notes: dict[str, dict[str, Any]],
+                  header: dict[str, Any]) -> None:
+    """Write `profile` with new unit costs (atomically); `notes` add keys per cost, `header`
+    top-level keys (e.g. how the costs were fitted). Ranges, categories and sources stay."""
+    table: dict[str, Any] = {"name": profile.name, "description": profile.description, **header}
+    table["costs"] = {d: {"ns": round(costs[d], 3), "low": c.low, "high": c.high, "category": c.category,
+                          "source": c.source, **notes.get(d, {})} for d, c in profile.costs.items()}
+    if profile.native:
+        table["native"] = profile.native
+    write_atomic(Path(path), lambda tmp: Path(tmp).write_text(tomli_w.dumps(table)))

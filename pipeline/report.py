@@ -84,3 +84,29 @@ def failures(summary: pl.DataFrame) -> list[str]:
 def _profile(summary: pl.DataFrame) -> str:
     names = summary.filter(pl.col("status") == "ok")["profile"].unique().to_list() if "profile" in summary.columns else []
     return ", ".join(sorted(n for n in names if n)) or "?"
+
+
+def prediction_table(predictions: list, title: str) -> Table:
+    """Reference cells: measured vs modelled, error in %."""
+    table = Table(title=title, caption="native cells check the traces (no cost enters them); the others test the fit")
+    for name in ("workload", "mode", "unit", "measured", "modelled", "error", "role"):
+        table.add_column(name, justify="left" if name in ("workload", "mode", "unit", "role") else "right")
+    for p in predictions:
+        colour = "green" if abs(p.error_pct) <= 10 else "yellow" if abs(p.error_pct) <= 20 else "red"
+        table.add_row(p.workload, p.mode, p.unit, f"{p.measured:.4g}", f"{p.predicted:.4g}",
+                      f"[{colour}]{p.error_pct:+.1f}%[/{colour}]", p.role)
+    return table
+
+
+def cost_table(costs: dict, profile_name: str) -> Table:
+    """Fitted unit costs beside their starting figures and plausible ranges."""
+    table = Table(title=f"Unit costs (ns), fitted from profile {profile_name}",
+                  caption="bound = the fit pushed the cost to an end of its range; "
+                          "not identifiable = the fitted cells cannot tell it apart, it stays near its start")
+    for name in ("driver", "category", "start", "fitted", "range", "bound", "identified"):
+        table.add_column(name, justify="right" if name in ("start", "fitted", "range") else "left")
+    for f in costs.values():
+        ident = "yes" if f.identifiable else ("not identifiable" if f.seen else "not counted")
+        table.add_row(f.driver, f.cost.category, f"{f.start:.4g}", f"{f.fitted:.4g}",
+                      f"{f.cost.low:.4g}–{f.cost.high:.4g}", f.at_bound, ident)
+    return table

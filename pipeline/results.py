@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pipeline.pricing import price
 from pipeline.profile import Profile
 from pipeline.shards import Shard
-from pipeline.trace_format import write_atomic
+from pipeline.atomic import write_atomic
 from replay.counts import ALL_COUNTS, Counts
 
 SUMMARY = "summary.parquet"
@@ -80,7 +80,7 @@ def _priced_row(mode: str, shards: list[dict[str, Any]], profile: Profile) -> di
         "native_ns": float(first["native_ns"]), "virt_ns": p.virt_ns, "slowdown": p.slowdown,
         "ops": first["ops"], "op_unit": first["op_unit"], "headline": first["headline"],
         "ns_per_op": p.virt_ns / first["ops"], "native_ns_per_op": first["native_ns"] / first["ops"],
-        "profile": profile.name, "shards": len(shards),
+        "profile": profile.name, "shards": len(shards), "cpus": first["cpus"],
         **{f"time_{cat}_ns": ns for cat, ns in p.by_category.items()},
         **counts,
     }

@@ -6,8 +6,6 @@ metadata and the checks live in one place.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import write_atomic
 from replay.events import Events
 from replay.kinds import MAX_KIND, Kind
 from replay.mode import Guest
@@ -107,24 +106,6 @@ def _check_types(d: dict[str, Any]) -> None:
         raise ValueError("guest facts must be integers")
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Call write(tmp_path) and rename into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_trace(path: Path, columns: dict[str, np.ndarray], meta: TraceMeta) -> None:
     """Write a trace file (atomically) from columns named as in SCHEMA."""
     table = pa.Table.from_arrays(
@@ -204,5 +185,4 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "read_events", "read_meta",
-           "validate", "write_atomic", "write_trace"]
+__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "read_events", "read_meta", "validate", "write_trace"]
