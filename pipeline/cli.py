@@ -15,10 +15,11 @@ from rich.console import Console
 from pipeline.config_error import ConfigError
 from pipeline.modes import load_modes, select_modes
 from pipeline import calibrate as cal
+from pipeline import sweep as sw
 from pipeline.atomic import write_atomic
 from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
-from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table
+from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table
 from pipeline.results import read_summary, summarise, write_summary
 from pipeline.runner import ClusterSpec, run
 from pipeline.shards import find_traces
@@ -33,6 +34,10 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
+
+
+def _report_error(line: str) -> None:
+    err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -61,7 +66,7 @@ def replay(
     if missing or not traces:
         _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
     spec = ClusterSpec(workers, scheduler_address, str(scheduler_file) if scheduler_file else None)
-    output = run(traces, chosen, out, spec, report=lambda line: err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True))
+    output = run(traces, chosen, out, spec, report=_report_error)
     summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in chosen])
     path = write_summary(out, summary)
     out_console.print(seed_table(summary))
@@ -106,6 +111,40 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
             err_console.print(f"[red]bad[/red] {e}", highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)
+
+
+@app.command()
+def sweep(
+    paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")],
+    set_: Annotated[list[str], typer.Option("--set", help="FIELD=v1,v2,… (repeatable): a grid over mode fields.")],
+    out: Annotated[Path, typer.Option(help="Folder for the sweep's counts, summary.parquet and sweep.parquet.")] = Path("sweep"),
+    mode: Annotated[str, typer.Option(help="The mode to vary.")] = "kvm-paravirt",
+    baseline: Annotated[str, typer.Option(help="Mode each point's gain is measured against (same settings, less the paravirt guest's).")] = "kvm-trunk",
+    profile: ProfileOpt = DEFAULT_PROFILE,
+    workers: Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")] = 2,
+    scheduler_address: Annotated[Optional[str], typer.Option(help="Use this Dask scheduler.")] = None,
+) -> None:
+    """Re-replay traces under a grid of mode settings; print each point's time and gain."""
+    try:
+        available = load_modes()
+        chosen, base = select_modes(available, mode)[0], select_modes(available, baseline)[0]
+        grid_points = sw.points(chosen, base, sw.parse_sets(set_))
+        cost_profile = load_profile(profile)
+    except ConfigError as e:
+        _fail(str(e))
+    traces = find_traces(paths)
+    if not traces:
+        _fail(f"{paths[0]}: no trace files (*.parquet) found")
+    modes_run = sw.modes_to_run(grid_points)
+    output = run(traces, modes_run, out, ClusterSpec(workers, scheduler_address), report=_report_error)
+    summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes_run])
+    write_summary(out, summary)
+    table = sw.gains(summary, grid_points)
+    write_atomic(out / "sweep.parquet", table.write_parquet)
+    out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
+    out_console.print(f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / 'summary.parquet'}")
+    if output.failures:
+        _fail(f"{len({f.trace for f in output.failures})} trace(s) failed", 1)
 
 
 @app.command()

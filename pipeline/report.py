@@ -110,3 +110,27 @@ def cost_table(costs: dict, profile_name: str) -> Table:
         table.add_row(f.driver, f.cost.category, f"{f.start:.4g}", f"{f.fitted:.4g}",
                       f"{f.cost.low:.4g}–{f.cost.high:.4g}", f.at_bound, ident)
     return table
+
+
+def sweep_table(gains: pl.DataFrame, keys: list[str], profile: str) -> Table:
+    """Per grid point (rows) and trace (columns): modelled time, gain over the baseline, hit rate."""
+    table = Table(title=f"Sweep: modelled time, gain over baseline (×), CR3-cache hit rate  ·  profile: {profile}",
+                  caption="gain = baseline time ÷ variant time, both modelled with the same non-guest settings")
+    for k in keys:
+        table.add_column(k, justify="right")
+    traces = gains.select("trace", "headline", "op_unit").unique().sort("trace").rows()
+    for trace, headline, op_unit in traces:
+        _, _, label = _unit(headline, op_unit)
+        table.add_column(f"{trace} ({label})", justify="right")
+    for settings in gains.select(keys).unique(maintain_order=True).rows():
+        cells = []
+        for trace, headline, op_unit in traces:
+            column, divisor, _ = _unit(headline, op_unit)
+            match = gains.filter((pl.col("trace") == trace) & pl.all_horizontal(
+                [pl.col(k) == v for k, v in zip(keys, settings)]))
+            r = match.row(0, named=True) if len(match) else None
+            value = None if r is None else r["virt_ns"] / (r["ops"] if column == "ns_per_op" else 1) / divisor
+            rate = "" if r is None or r["cr3_cache_hit_rate"] is None else f", {r['cr3_cache_hit_rate']:.0%} hits"
+            cells.append("—" if r is None else f"{value:.3g} ({r['gain']:.2f}×{rate})")
+        table.add_row(*map(str, settings), *cells)
+    return table
