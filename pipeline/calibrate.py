@@ -177,3 +177,13 @@ def prediction_frame(predictions: list[Prediction]) -> pl.DataFrame:
         "workload": p.workload, "mode": p.mode, "unit": p.unit, "measured": p.measured,
         "predicted": p.predicted, "error_pct": p.error_pct, "role": p.role,
     } for p in predictions], schema_overrides={"measured": pl.Float64, "predicted": pl.Float64})
+
+
+def ratio(predictions: list[Prediction], over: str, under: str) -> list[tuple[str, float, float]]:
+    """Per workload, (measured, modelled) time of mode `over` ÷ mode `under`, e.g. the
+    paravirt gain kvm-trunk ÷ kvm-paravirt."""
+    cells = {(p.workload, p.mode): p for p in predictions}
+    return [(w, cells[(w, over)].measured / cells[(w, under)].measured,
+             cells[(w, over)].predicted / cells[(w, under)].predicted)
+            for w in dict.fromkeys(p.workload for p in predictions)
+            if (w, over) in cells and (w, under) in cells]

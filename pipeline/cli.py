@@ -165,6 +165,8 @@ def calibrate(
         _fail(str(e))
     out_console.print(cost_table(costs, start.name))
     out_console.print(prediction_table(predictions, f"Reference {ref.name}: fitted on {fit}"))
+    for workload, measured, modelled in cal.ratio(predictions, "kvm-trunk", "kvm-paravirt"):
+        out_console.print(f"paravirt gain (kvm-trunk ÷ kvm-paravirt) {workload}: modelled {modelled:.2f}×, measured {measured:.2f}×")
     tables = {"cells": cal.prediction_frame(predictions), "costs": cal.cost_frame(costs)}
     if leave_one_out:
         held = cal.leave_one_out(rows, start)
