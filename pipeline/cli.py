@@ -34,6 +34,7 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
+NativeProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware profile whose [native] table times the events.")]
 
 
 def _report_error(line: str) -> None:
@@ -197,7 +198,7 @@ def generate_lat_ctx(
     out: OutOpt,
     procs: Annotated[int, typer.Option(help="Processes in the ring (lat_ctx -s 0 N).")] = 2,
     switches: Annotated[int, typer.Option(help="Context switches to generate.")] = 20000,
-    profile: ProfileOpt = DEFAULT_PROFILE,
+    profile: NativeProfileOpt = START_PROFILE,
 ) -> None:
     """lmbench lat_ctx: N processes pass a token round a ring of pipes."""
     from pipeline.generate.lat_ctx import generate_lat_ctx as gen
@@ -210,7 +211,7 @@ def generate_hackbench(
     groups: Annotated[int, typer.Option(help="Groups of 20 senders + 20 receivers.")] = 1,
     loops: Annotated[int, typer.Option(help="Messages each sender sends to each receiver.")] = 100,
     pipe: Annotated[bool, typer.Option("--pipe", help="Pipes instead of AF_UNIX socketpairs.")] = False,
-    profile: ProfileOpt = DEFAULT_PROFILE,
+    profile: NativeProfileOpt = START_PROFILE,
 ) -> None:
     """hackbench (Rusty Russell, 2001): N groups exchanging 100-byte messages."""
     from pipeline.generate.hackbench import generate_hackbench as gen

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config_error import ConfigError
 from pipeline.modes import DEFAULT_DIR, load_modes
-from pipeline.profile import DEFAULT_PROFILE, load_profile
+from pipeline.profile import START_PROFILE, load_profile
 from pipeline.trace_format import META_KEY, TraceError, validate
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
@@ -56,14 +56,14 @@ def test_a_new_mode_needs_no_code(tmp_path: Path) -> None:
 
 
 def test_profile_missing_cost_names_the_driver(tmp_path: Path) -> None:
-    text = DEFAULT_PROFILE.read_text().replace("[costs.exit_cr3]", "[costs.exit_cr3_typo]")
+    text = START_PROFILE.read_text().replace("[costs.exit_cr3]", "[costs.exit_cr3_typo]")
     (tmp_path / "p.toml").write_text(text)
     with pytest.raises(ConfigError, match=r"p\.toml: costs\.exit_cr3: missing"):
         load_profile(tmp_path / "p.toml")
 
 
 def test_profile_cost_outside_its_range(tmp_path: Path) -> None:
-    text = DEFAULT_PROFILE.read_text().replace("ns = 4300", "ns = 99999", 1)
+    text = START_PROFILE.read_text().replace("ns = 4300", "ns = 99999", 1)
     (tmp_path / "p.toml").write_text(text)
     with pytest.raises(ConfigError, match=r"costs\.exit_cr3: ns=99999.0 outside its range"):
         load_profile(tmp_path / "p.toml")

@@ -19,7 +19,7 @@ from pipeline.generate.ipc import Buffers, Pipe, UnixStream
 from pipeline.generate.kernel import RUNNING, SLEEPING, Kernel, RunQueue, SchedPolicy
 from pipeline.generate.lat_ctx import simulate_lat_ctx
 from pipeline.generate.native import NativeCosts
-from pipeline.profile import load_profile
+from pipeline.profile import START_PROFILE, load_profile
 from pipeline.trace_format import validate, write_trace
 from replay.kinds import Kind
 
@@ -32,7 +32,7 @@ SEED_HACKBENCH5_S = 0.9
 
 @pytest.fixture(scope="module")
 def costs() -> NativeCosts:
-    return NativeCosts.from_profile(load_profile())
+    return NativeCosts.from_profile(load_profile(START_PROFILE))
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_every_touch_is_in_the_loaded_address_space(hb1: HackbenchRun) -> None:
 
 
 def test_trace_round_trips_and_validates(tmp_path: Path) -> None:
-    cols, meta = generate_hackbench(1, 5, False, load_profile())
+    cols, meta = generate_hackbench(1, 5, False, load_profile(START_PROFILE))
     assert (np.diff(cols["t_ns"]) >= 0).all()
     path = tmp_path / "hb.parquet"
     write_trace(path, cols, meta)
@@ -229,7 +229,7 @@ def test_hackbench5_full_size_native_matches_the_seed(costs: NativeCosts, hb1: H
 
 # --- metadata and configuration ----------------------------------------------------------
 def test_metadata() -> None:
-    profile = load_profile()
+    profile = load_profile(START_PROFILE)
     _, meta = generate_hackbench(1, 5, True, profile)
     assert (meta.workload, meta.ops, meta.op_unit, meta.headline) == ("hackbench-1-pipe", 2000, "message", "total")
     assert meta.source == {"tool": "pipeline generate hackbench", "args": {"groups": 1, "loops": 5, "pipe": True},
@@ -241,7 +241,7 @@ def test_metadata() -> None:
 
 
 def test_missing_native_cost_is_a_config_error() -> None:
-    profile = load_profile()
+    profile = load_profile(START_PROFILE)
     native = dict(profile.native)
     del native["switch_ns"]
     with pytest.raises(ConfigError, match="native.switch_ns"):
