@@ -20,7 +20,7 @@ from pipeline.atomic import write_atomic
 from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
 from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table
-from pipeline.results import read_summary, summarise, write_summary
+from pipeline.results import SUMMARY, read_summary, summarise, write_summary
 from pipeline.runner import ClusterSpec, run
 from pipeline.shards import find_traces
 from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
@@ -34,6 +34,9 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
+WorkersOpt = Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")]
+SchedulerFileOpt = Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")]
 NativeProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware profile whose [native] table times the events.")]
 
 
@@ -52,9 +55,9 @@ def replay(
     modes: Annotated[str, typer.Option(help="'all' or a comma-separated list of mode names.")] = "all",
     out: Annotated[Path, typer.Option(help="Results folder (hive-partitioned counts + summary.parquet).")] = Path("results"),
     profile: ProfileOpt = DEFAULT_PROFILE,
-    workers: Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")] = 2,
-    scheduler_address: Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")] = None,
-    scheduler_file: Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")] = None,
+    workers: WorkersOpt = 2,
+    scheduler_address: AddressOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
 ) -> None:
     """Replay every trace under every mode on Dask; write counts and summary.parquet under --out."""
     try:
@@ -62,18 +65,31 @@ def replay(
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
+    summary, failed = _replay(paths, chosen, out, cost_profile, ClusterSpec(workers, scheduler_address, _opt(scheduler_file)))
+    out_console.print(seed_table(summary))
+    out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
+    _exit_if_failed(failed)
+
+
+def _replay(paths: list[Path], modes: list, out: Path, cost_profile, spec: ClusterSpec) -> tuple:
+    """Find the traces, replay them under `modes`, write and return the summary (and failures)."""
     traces = find_traces(paths)
     missing = [p for p in paths if not p.exists()]
     if missing or not traces:
         _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
-    spec = ClusterSpec(workers, scheduler_address, str(scheduler_file) if scheduler_file else None)
-    output = run(traces, chosen, out, spec, report=_report_error)
-    summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in chosen])
-    path = write_summary(out, summary)
-    out_console.print(seed_table(summary))
-    out_console.print(f"summary: {path} ({len(summary)} rows)")
-    if output.failures:
-        _fail(f"{len({f.trace for f in output.failures})} trace(s) failed; the summary marks them status=failed", 1)
+    output = run(traces, modes, out, spec, report=_report_error)
+    summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes])
+    write_summary(out, summary)
+    return summary, output.failures
+
+
+def _exit_if_failed(failed: list) -> None:
+    if failed:
+        _fail(f"{len({f.trace for f in failed})} trace(s) failed; the summary marks them status=failed", 1)
+
+
+def _opt(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path else None
 
 
 @app.command()
@@ -122,8 +138,9 @@ def sweep(
     mode: Annotated[str, typer.Option(help="The mode to vary.")] = "kvm-paravirt",
     baseline: Annotated[str, typer.Option(help="Mode each point's gain is measured against (same settings, less the paravirt guest's).")] = "kvm-trunk",
     profile: ProfileOpt = DEFAULT_PROFILE,
-    workers: Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")] = 2,
-    scheduler_address: Annotated[Optional[str], typer.Option(help="Use this Dask scheduler.")] = None,
+    workers: WorkersOpt = 2,
+    scheduler_address: AddressOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
 ) -> None:
     """Re-replay traces under a grid of mode settings; print each point's time and gain."""
     try:
@@ -133,19 +150,13 @@ def sweep(
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
-    traces = find_traces(paths)
-    if not traces:
-        _fail(f"{paths[0]}: no trace files (*.parquet) found")
-    modes_run = sw.modes_to_run(grid_points)
-    output = run(traces, modes_run, out, ClusterSpec(workers, scheduler_address), report=_report_error)
-    summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes_run])
-    write_summary(out, summary)
+    spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file))
+    summary, failed = _replay(paths, sw.modes_to_run(grid_points), out, cost_profile, spec)
     table = sw.gains(summary, grid_points)
     write_atomic(out / "sweep.parquet", table.write_parquet)
     out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
-    out_console.print(f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / 'summary.parquet'}")
-    if output.failures:
-        _fail(f"{len({f.trace for f in output.failures})} trace(s) failed", 1)
+    out_console.print(f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / SUMMARY}")
+    _exit_if_failed(failed)
 
 
 @app.command()
