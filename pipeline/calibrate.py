@@ -19,7 +19,7 @@ import polars as pl
 from scipy.optimize import lsq_linear
 
 from pipeline.profile import Profile, UnitCost
-from pipeline.reference import Cell, Reference
+from pipeline.reference import UNITS, Cell, Reference
 
 PRIOR_WEIGHT = 1e-6     # relative weight of "stay at the starting figure" per cost
 # Directions whose singular value is below this × the largest are too weakly determined
@@ -133,9 +133,8 @@ def _fitted(cost: UnitCost, driver: str, value: float, identifiable: bool, seen:
 
 
 def predict(rows: list[Row], costs: dict[str, float], fitted_on: set[str]) -> list[Prediction]:
-    unit = {"s": 1e9, "us/op": 1e3}
     return [Prediction(r.cell.workload, r.cell.mode, r.cell.unit, r.cell.value,
-                       r.predict(costs) / unit[r.cell.unit],
+                       r.predict(costs) / UNITS[r.cell.unit],
                        "fit" if r.cell.workload in fitted_on else "held-out") for r in rows]
 
 
