@@ -1,0 +1,133 @@
+"""The line prefix shared by text traces: ftrace, `trace-cmd report` (-N, -R), `perf script`.
+
+Every event line of these tools starts the same way, `TASK-PID [CPU] TIMESTAMP: EVENT: PAYLOAD`,
+with variations that real files do show (see MODEL.md §5):
+
+    ftrace          `     Web Content-2711  [003] d... 26186.336632: sched_waking: comm=…`
+    atrace (TGID)   `ksoftirqd/1-12    (   12) [001] d..3 214168.479967: sched_switch: …`
+    trace-cmd       ` qemu-system-x86-533825 [005]303280081981165: kvm_exit: reason HLT …`
+    perf script     `perf 28039 [000] 194010.024771: cycles: ` / `swapper     0 194010.024867: sched:sched_switch: …`
+
+Importers (host-side `kvm_stat`, later guest-side ones) parse the prefix here and only the
+payload themselves. `parse_line` returns None for everything that is not an event line:
+headers, `cpus=`, `version =`, `CPU 3 is empty`, blank lines, callchains and the wrapped
+continuation lines of long bprint payloads. Opening (and decompressing) trace files lives
+here too, so no importer opens files on its own.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+# The prefix, anchored on `-PID [CPU] TIMESTAMP:` (or perf's `COMM PID [CPU] TIMESTAMP:`).
+# The task name is matched lazily: it may hold spaces and dashes (`CPU 0/KVM`,
+# `kworker/2:0H`, `my-tool-2`), and the first place where everything after it fits the
+# strict `PID [CPU] TS:` shape is the task's own `-PID`; a greedy match could instead run
+# into a payload, which is free text. Parts:
+#   pid      `-1234` (ftrace, trace-cmd) or ` 1234` (perf script), perf may print `pid/tid`
+#   tgid     atrace's `(  12)` / `(-----)` column, skipped
+#   cpu      `[005]`, absent in some perf script output
+#   flags    ftrace/trace-cmd latency flags `d.h.`, `dN..`, `d..2.`, skipped
+#   ts       `26186.336632` (seconds), or an integer count of the trace clock that
+#            trace-cmd glues to the CPU field when it is wide: `[005]303280081900681:`
+PREFIX_RE = re.compile(
+    r"^\s*(?P<comm>.*?)(?:-|\s+)(?P<pid>\d+)(?:/(?P<tid>\d+))?"
+    r"\s+(?:\(\s*(?:\d+|-+)\)\s+)?"
+    r"(?:\[(?P<cpu>\d+)\]\s*)?"
+    r"(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
+    r"(?P<ts>\d+(?:\.\d+)?):\s+"
+    r"(?P<rest>.*)$"
+)
+# After the prefix: perf may print a sample period before the event (`250000 cycles:`);
+# the event name may carry a subsystem (`sched:sched_switch:`, `kvm:kvm_exit:`).
+EVENT_RE = re.compile(r"^(?:\d+\s+)?(?P<event>[A-Za-z_][\w.:-]*?):(?:\s+(?P<payload>.*))?$")
+# ftrace's syscall tracer writes `sys_ioctl(fd: ff, …)` / `sys_ioctl -> 0x0` with no `event:`.
+SYSCALL_RE = re.compile(r"^(?P<event>sys_\w+)(?P<payload>(?:\(| -> ).*)$")
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class TraceLine:
+    """One event line. `ts` is an integer in `ts_unit`: "ns" when the trace printed
+    seconds (sec.usec or sec.nsec, converted exactly), "count" when it printed an integer
+    count of the trace clock (raw TSC cycles for x86-tsc, nanoseconds for a ns clock): only
+    the user knows which, so converting counts is left to the caller."""
+    comm: str
+    pid: int
+    cpu: int | None
+    ts: int
+    ts_unit: str
+    event: str      # as printed, subsystem included if perf printed one
+    payload: str
+
+    @property
+    def name(self) -> str:
+        """The event name without subsystem: `kvm:kvm_exit` -> `kvm_exit`."""
+        return self.event.rsplit(":", 1)[-1]
+
+
+def parse_timestamp(text: str) -> tuple[int, str]:
+    """(value, unit) of a printed timestamp; seconds become exact integer nanoseconds
+    (floats would lose the ns digits of a day-long uptime)."""
+    if "." not in text:
+        return int(text), "count"
+    sec, frac = text.split(".", 1)
+    return int(sec) * NS_PER_S + int(frac.ljust(9, "0")[:9]), "ns"
+
+
+def _event_and_payload(rest: str) -> tuple[str, str] | None:
+    m = EVENT_RE.match(rest) or SYSCALL_RE.match(rest)
+    if m is None:
+        return None
+    return m["event"], (m["payload"] or "").strip()
+
+
+def parse_line(line: str) -> TraceLine | None:
+    """The line's TraceLine, or None if it is not an event line."""
+    if not line or line[0] == "#" or line.startswith("\t"):
+        return None   # header, or a perf callchain frame
+    m = PREFIX_RE.match(line.rstrip("\n"))
+    if m is None:
+        return None
+    found = _event_and_payload(m["rest"])
+    if found is None:
+        return None
+    ts, unit = parse_timestamp(m["ts"])
+    pid = int(m["tid"] or m["pid"])  # perf's pid/tid: the thread is what runs a vCPU
+    cpu = int(m["cpu"]) if m["cpu"] is not None else None
+    return TraceLine(m["comm"].strip(), pid, cpu, ts, unit, found[0], found[1])
+
+
+_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
+_BINARY_MAGIC = {b"\x17\x08Dtracing": "a trace-cmd .dat file: render it with `trace-cmd report` first",
+                 b"PERFILE2": "a perf.data file: render it with `perf script` first"}
+
+
+class NotText(ValueError):
+    """The file is binary, not a text trace."""
+
+
+def sniff(path: Path) -> None:
+    """Raise NotText with a hint if the file's first bytes are binary."""
+    opener = _OPENERS.get(path.suffix, open)
+    with opener(path, "rb") as f:
+        head = f.read(4096)
+    for magic, hint in _BINARY_MAGIC.items():
+        if head.startswith(magic):
+            raise NotText(f"{path}: {hint}")
+    if b"\0" in head:
+        raise NotText(f"{path}: binary file, not a text trace")
+
+
+def open_lines(path: Path) -> Iterator[str]:
+    """The file's lines (decompressed by suffix); undecodable bytes become U+FFFD."""
+    sniff(path)
+    opener = _OPENERS.get(path.suffix, open)
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        yield from f

@@ -1,0 +1,114 @@
+"""kvm-stat on the HIP24 host trace: counts checked against plain string counting."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from pipeline.kvm_stat import from_name, from_number, kvm_stat_command, scan_lines, summarise, write_stats
+
+SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
+if not SAMPLES.is_dir():
+    pytest.skip(f"{SAMPLES} absent (real-trace samples live outside the repository)", allow_module_level=True)
+
+BASE = "HIP24_Masterarbeit__documentation_trace-cmd_LTS_trace-cmd-v3.2_trace.dat__"
+PLUGIN, KERNEL, RAW = (SAMPLES / f"{BASE}{s}.txt" for s in ("report", "report_N_noplugins", "report_R_raw"))
+# Independent of the parser: VMX numbers as listed in the Intel SDM, appendix C.
+SDM = {1: "EXTERNAL_INTERRUPT", 12: "HLT", 45: "EOI_INDUCED", 49: "EPT_MISCONFIG",
+       52: "PREEMPTION_TIMER", 56: "APIC_WRITE"}
+
+
+def _count_named(path: Path) -> Counter:
+    """` reason X ` on kvm_exit lines, by plain string splitting."""
+    out = Counter()
+    for line in path.read_text().splitlines():
+        if "kvm_exit:" in line:
+            out[line.split(" reason ", 1)[1].split(" ", 1)[0]] += 1
+    return out
+
+
+def _count_raw(path: Path) -> Counter:
+    return Counter(SDM[int(n)] for n in re.findall(r"kvm_exit:\s+exit_reason=(\d+) ", path.read_text()))
+
+
+def _counts(path: Path) -> dict:
+    stats = summarise([path], None)
+    return dict(stats.by_reason.select("reason", "count").iter_rows())
+
+
+@pytest.mark.parametrize("path,count", [(PLUGIN, _count_named), (KERNEL, _count_named), (RAW, _count_raw)])
+def test_counts_match_string_counting(path: Path, count) -> None:
+    assert _counts(path) == dict(count(path))
+
+
+def test_renderings_agree() -> None:
+    assert _counts(PLUGIN) == _counts(KERNEL) == _counts(RAW)
+
+
+def test_times_agree_across_renderings() -> None:
+    frames = [summarise([p], 1e9).by_vcpu.drop("files").sort("reason") for p in (PLUGIN, KERNEL, RAW)]
+    assert frames[0].equals(frames[1]) and frames[0].equals(frames[2])
+    assert frames[0]["vcpu"].to_list() == [0] * len(frames[0])
+
+
+def test_tsc_units() -> None:
+    cycles, ns = summarise([PLUGIN], None), summarise([PLUGIN], 2e9)
+    assert cycles.time_unit == "cycles" and "total_cycles" in cycles.by_reason.columns
+    assert ns.time_unit == "ns"
+    assert ns.by_reason["total_ns"].sum() == pytest.approx(cycles.by_reason["total_cycles"].sum() / 2)
+
+
+def test_pairing_by_thread() -> None:
+    """Time = exit to the next entry of the same thread; vcpu learned from any event."""
+    lines = [" CPU 1/KVM-11 [000] 100: kvm_exit: reason HLT rip 0x1 info 0 0",
+             " CPU 0/KVM-10 [001] 105: kvm_exit: reason npf rip 0x1 info 0 0",
+             " CPU 1/KVM-11 [000] 130: kvm_entry: vcpu 1 rip 0x2",
+             " CPU 0/KVM-10 [001] 112: kvm_entry: vcpu_id=0 rip=0x2",
+             " CPU 0/KVM-10 [001] 120: kvm_exit: exit_reason=1024 guest_rip=0x1 isa=2 info1=0 vcpu_id=0"]
+    scan = scan_lines(lines, "inline")
+    assert [(r["vcpu"], r["reason"], r["time"]) for r in scan.exits] == [(1, "HLT", 30), (0, "NPF", 7), (0, "NPF", None)]
+    assert scan.unpaired == 1
+
+
+def test_reason_names() -> None:
+    assert from_name("npf") == from_name("EXIT_NPF") == from_number(0x400, 2) == "NPF"
+    assert from_name("PF excp") == from_name("EXIT_EXCP_PF") == "EXCP_PF"
+    assert from_name("EPT_VIOLATION FAILED_VMENTRY") == from_number(0x80000030, 1) == "EPT_VIOLATION"
+    assert from_name("hlt") == from_name("HLT") == from_number(12, 1) == from_number(0x78, 2) == "HLT"
+
+
+def test_malformed_lines_counted_with_location() -> None:
+    lines = [" q-1 [000] 1.0: kvm_exit: reason HLT rip 0x1 info 0 0",
+             " q-1 [000] 2.0: kvm_exit: garbage",
+             " q-1 [000] 3.0: kvm_entry: vcpu 0 rip 0x1"]
+    scan = scan_lines(lines, "t.txt")
+    assert scan.malformed == 1 and scan.examples[0].startswith("t.txt:2: kvm_exit")
+    assert [r["time"] for r in scan.exits] == [2_000_000_000]
+
+
+def test_write_stats(tmp_path: Path) -> None:
+    written = write_stats(summarise([KERNEL], None), tmp_path)
+    df = pl.read_parquet(tmp_path / "STATS.parquet")
+    assert {"vcpu", "reason", "count", "total_cycles", "p95_cycles", "time_unit"} <= set(df.columns)
+    assert df["count"].sum() == 1558 and set(df["time_unit"]) == {"cycles"}
+    assert tmp_path / "STATS.io.parquet" in written
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_command_exit_codes(tmp_path: Path) -> None:
+    binary = tmp_path / "trace.dat"
+    binary.write_bytes(b"\x17\x08Dtracing6\0\0\0")
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("hello\n")
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=200)
+    assert kvm_stat_command([PLUGIN], tmp_path / "o", None, console) == 0
+    assert kvm_stat_command([PLUGIN, binary], None, None, console) == 1
+    assert kvm_stat_command([binary, unrelated, tmp_path / "missing"], None, None, console) == 2
+    console.file.close()
+    text = (tmp_path / "out.txt").read_text()
+    assert f"{binary}: a trace-cmd .dat file" in text and f"{unrelated}: no trace event lines" in text
+    assert "APIC_WRITE" in text and "total (cycles)" in text
