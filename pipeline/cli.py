@@ -6,6 +6,7 @@ the command line, the environment or config files on their own.
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -199,6 +200,42 @@ def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str,
                         f"(ranges and sources from {start.name})",
                         costs=start.costs, native=start.native)
     write_profile(out, named, {d: f.fitted for d, f in costs.items()}, notes, header)
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="perf script, ftrace or trace-cmd report text (any rendering).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
+    format: Annotated[Optional[str], typer.Option("--format", help="Force a format instead of detecting it.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A malformed line is an error (nothing written).")] = False,
+) -> None:
+    """Import guest-side recordings into a trace (switches, faults, IRQs, syscalls; estimated touches)."""
+    from pipeline.importers import import_command
+    raise typer.Exit(import_command(files, out, format, strict, out_console))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def record(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
+    cpu: Annotated[Optional[int], typer.Option(help="Pin the command to this CPU (taskset), like the seed's UP guests.")] = None,
+    workload: Annotated[Optional[str], typer.Option(help="Workload name in the trace metadata (default: the file stem).")] = None,
+) -> None:
+    """Run `-- CMD ARGS…` under perf record with the guest tracepoints and import the result."""
+    from pipeline.importers import ImportFailed, import_files, print_report
+    from pipeline.record import RecordError, record_text
+
+    if not ctx.args:
+        _fail("nothing to record: give the command after --, e.g. `pipeline record -o t.parquet -- perf bench sched pipe`")
+    with tempfile.TemporaryDirectory(prefix="hvreplay-") as tmp:
+        text = Path(tmp) / f"{out.stem}.perf.txt"
+        try:
+            events = record_text(list(ctx.args), text, cpu=cpu)
+            report = import_files([text], out, fmt="perf", workload=workload or out.stem)
+        except (RecordError, ImportFailed) as e:
+            _fail(str(e))
+    out_console.print(f"recorded {len(events)} tracepoints: {', '.join(events)}", highlight=False)
+    print_report(report, out_console)
 
 
 @app.command("kvm-stat")

@@ -30,14 +30,14 @@ from typing import Iterator
 # strict `PID [CPU] TS:` shape is the task's own `-PID`; a greedy match could instead run
 # into a payload, which is free text. Parts:
 #   pid      `-1234` (ftrace, trace-cmd) or ` 1234` (perf script), perf may print `pid/tid`
-#   tgid     atrace's `(  12)` / `(-----)` column, skipped
+#   tgid     atrace's `(  12)` / `(-----)` column (unknown)
 #   cpu      `[005]`, absent in some perf script output
 #   flags    ftrace/trace-cmd latency flags `d.h.`, `dN..`, `d..2.`, skipped
 #   ts       `26186.336632` (seconds), or an integer count of the trace clock that
 #            trace-cmd glues to the CPU field when it is wide: `[005]303280081900681:`
 PREFIX_RE = re.compile(
     r"^\s*(?P<comm>.*?)(?:-|\s+)(?P<pid>\d+)(?:/(?P<tid>\d+))?"
-    r"\s+(?:\(\s*(?:\d+|-+)\)\s+)?"
+    r"\s+(?:\(\s*(?:(?P<tgid>\d+)|-+)\)\s+)?"
     r"(?:\[(?P<cpu>\d+)\]\s*)?"
     r"(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
     r"(?P<ts>\d+(?:\.\d+)?):\s+"
@@ -65,6 +65,7 @@ class TraceLine:
     ts_unit: str
     event: str      # as printed, subsystem included if perf printed one
     payload: str
+    tgid: int | None = None   # process id where printed: atrace's TGID column, perf's `pid/tid`
 
     @property
     def name(self) -> str:
@@ -101,7 +102,9 @@ def parse_line(line: str) -> TraceLine | None:
     ts, unit = parse_timestamp(m["ts"])
     pid = int(m["tid"] or m["pid"])  # perf's pid/tid: the thread is what runs a vCPU
     cpu = int(m["cpu"]) if m["cpu"] is not None else None
-    return TraceLine(m["comm"].strip(), pid, cpu, ts, unit, found[0], found[1])
+    tgid = m["tgid"] or (m["pid"] if m["tid"] else None)
+    return TraceLine(m["comm"].strip(), pid, cpu, ts, unit, found[0], found[1],
+                     int(tgid) if tgid is not None else None)
 
 
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
