@@ -47,8 +47,10 @@ def test_real_recording_of_a_pipe_ping_pong(tmp_path: Path) -> None:
     events = record_text(["perf", "bench", "sched", "pipe", "-l", "200"], text, cpu=0)
     assert "sched:sched_switch" in events
     lines = text.read_text().splitlines()
-    # Two processes pass a token 200 times each way on one CPU: at least 400 switches
-    # among the bench's processes (counted here by plain string matching).
+    # Two processes pass a token 200 times each way on one CPU: 400 passes, each a switch
+    # into a sched-pipe process, less the first and last pass, which start-up and exit
+    # (the parent is a sched-pipe process too) may route elsewhere: at least 398
+    # (counted here by plain string matching).
     switches = [line for line in lines if "sched:sched_switch:" in line and "next_comm=sched-pipe" in line]
-    assert len(switches) >= 400
+    assert len(switches) >= 2 * 200 - 2
     assert all("[000]" in line for line in switches)
