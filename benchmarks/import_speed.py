@@ -44,8 +44,8 @@ def main() -> None:
         t1 = time.perf_counter()
         report = import_files([path], tmp / "out.parquet", fmt="perf", workload="bench")
         t2 = time.perf_counter()
-    count_rate, import_rate = n / (t1 - t0), n / (t2 - t1)
         size_mb = path.stat().st_size / 1e6
+    count_rate, import_rate = n / (t1 - t0), n / (t2 - t1)
     print(f"file: {path.name}, {n:,} lines, {size_mb:.0f} MB")
     print(f"plain line count : {count_rate / 1e6:8.2f} M lines/s")
     print(f"pipeline import  : {import_rate / 1e6:8.2f} M lines/s  ({sum(report.kinds.values()):,} rows written)")
