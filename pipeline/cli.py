@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -170,10 +171,11 @@ def calibrate(
     leave_one_out: Annotated[bool, typer.Option("--leave-one-out", help="Also fit without each workload in turn and predict it.")] = False,
 ) -> None:
     """Fit unit costs to reference measurements (bounded least squares on the counts in RESULTS)."""
+    fit_on = [w.strip() for w in fit.split(",") if w.strip()]
     try:
         start, ref, summary = load_profile(profile), load_reference(reference), read_summary(results)
         rows = cal.design(summary, ref, start)
-        costs, predictions = cal.calibrate(rows, start, [w.strip() for w in fit.split(",") if w.strip()])
+        costs, predictions = cal.calibrate(rows, start, fit_on)
     except (ConfigError, FileNotFoundError, cal.CalibrationError) as e:
         _fail(str(e))
     out_console.print(cost_table(costs, start.name))
@@ -185,20 +187,20 @@ def calibrate(
         held = cal.leave_one_out(rows, start)
         out_console.print(prediction_table(held, "Leave one workload out: each predicted by a fit on the others"))
         tables["loo"] = cal.prediction_frame(held)
-    _write_fit(out, start, costs, predictions, ref.name, fit, results)
+    _write_fit(out, start, costs, predictions, ref.name, fit_on, results)
     for kind, frame in tables.items():
         write_atomic(out.with_suffix(f".{kind}.parquet"), frame.write_parquet)
     out_console.print(f"wrote {out} and its tables: {', '.join(str(out.with_suffix(f'.{k}.parquet')) for k in tables)}")
 
 
-def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str, fit: str, results: Path) -> None:
+def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str, fit_on: list[str],
+               results: Path) -> None:
     fitted = [p for p in predictions if p.role == "fit" and not cal.is_native(p)]
-    header = {"fit": {"reference": reference, "fitted_on": fit.split(","), "started_from": start.name,
+    header = {"fit": {"reference": reference, "fitted_on": fit_on, "started_from": start.name,
                       "results": str(results), "max_abs_fit_error_pct": round(max(abs(p.error_pct) for p in fitted), 2)}}
     notes = {d: {"start_ns": f.start, "identifiable": f.identifiable, "at_bound": f.at_bound} for d, f in costs.items()}
-    named = type(start)(name=out.stem, description=f"unit costs of {start.name} fitted to {reference} on {fit} "
-                        f"(ranges and sources from {start.name})",
-                        costs=start.costs, native=start.native)
+    named = replace(start, name=out.stem, description=f"unit costs of {start.name} fitted to {reference} "
+                    f"on {','.join(fit_on)} (ranges and sources from {start.name})")
     write_profile(out, named, {d: f.fitted for d, f in costs.items()}, notes, header)
 
 

@@ -38,9 +38,6 @@ class Reference:
     source: str
     cells: tuple[Cell, ...]
 
-    def workloads(self) -> list[str]:
-        return list(dict.fromkeys(c.workload for c in self.cells))
-
 
 def load_reference(path: Path = DEFAULT_REFERENCE) -> Reference:
     try:

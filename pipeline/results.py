@@ -25,7 +25,6 @@ from replay.counts import ALL_COUNTS, Counts
 
 SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
-KEY_COLUMNS = ["trace", "workload", "mode"]
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ class Machine:
             if table == ROOT:
                 self.cr3_cache.invalidate(space)
 
+    def table_for(self, vpn: int, asid: int) -> Key:
+        """The guest page table (shadow page key) that maps `vpn` in `asid`."""
+        return table_of(self.space_of(vpn, asid)[0], vpn)
+
     def space_of(self, vpn: int, asid: int) -> tuple[int, bool]:
         is_global = vpn >= self.kernel_vpn_min
         return (GLOBAL_SPACE if is_global else asid), is_global
@@ -122,7 +126,7 @@ class Machine:
         """Writes to a shadowed (write-protected) guest table trap and are emulated."""
         if self.pool is None:
             return
-        key = table_of(self.space_of(vpn, asid)[0], vpn)
+        key = self.table_for(vpn, asid)
         if not self.pool.is_shadowed(key):
             return
         self.cause("exit_pte_write")
@@ -139,7 +143,7 @@ class Machine:
         if self.soft is not None:
             self.soft.invalidate(vpn)
         if self.pool is not None and Kind.INVLPG in self.mode.on_event:
-            key = table_of(self.space_of(vpn, asid)[0], vpn)
+            key = self.table_for(vpn, asid)
             if self.pool.is_shadowed(key):
                 self.pool.drop_pte(key, vpn)
         self.on_event(Kind.INVLPG)
