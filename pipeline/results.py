@@ -2,6 +2,8 @@
 
 Layout under OUT:
   counts/mode=<mode>/<trace>__cpu<N>.parquet   one row of counts per shard (hive-partitioned)
+  attribution/mode=<mode>/<trace>__cpu<N>.parquet  the same counts split by source: one row
+                                               per (event kind, address space, device, priced driver)
   summary.parquet                              one row per (trace, mode), priced
 Every file is written to a temporary name and renamed, so a reader (or a crashed
 run) never sees half a file.
@@ -21,10 +23,13 @@ from pipeline.pricing import price
 from pipeline.profile import Profile
 from pipeline.shards import Shard
 from pipeline.atomic import write_atomic
-from replay.counts import ALL_COUNTS, Counts
+from replay.counts import ALL_COUNTS, DRIVERS, Counts
+from replay.kinds import Kind
+from replay.reference import Source
 
 SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
+ATTRIBUTION_DIR = "attribution"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,29 @@ def write_shard(out: Path, shard: Shard, row: dict[str, Any]) -> Path:
     """Write one shard's row to its deterministic file (the mode is in the path)."""
     path = out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
     table = pa.Table.from_pylist([row])
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+ATTRIBUTION_SCHEMA = pa.schema([("trace", pa.string()), ("cpu", pa.int32()), ("mode", pa.string()),
+                                ("kind", pa.string()), ("asid", pa.int64()), ("device", pa.int64()),
+                                ("driver", pa.string()), ("count", pa.int64())])
+
+
+def attribution_rows(shard: Shard, by_source: dict[Source, Counts]) -> list[dict[str, Any]]:
+    """One shard's attribution rows: priced drivers only (what costs time); a kind of -1
+    is QEMU's busy time."""
+    return [{"trace": shard.trace, "cpu": shard.cpu, "mode": shard.mode,
+             "kind": "busy" if kind < 0 else Kind(kind).name.lower(), "asid": asid, "device": device,
+             "driver": name, "count": n}
+            for (kind, asid, device), counts in sorted(by_source.items())
+            for name, n in counts.values.items() if name in DRIVERS]
+
+
+def write_attribution(out: Path, shard: Shard, by_source: dict[Source, Counts]) -> Path:
+    """One shard's counts by source, beside its counts file (same name, own folder)."""
+    path = out / ATTRIBUTION_DIR / f"mode={shard.mode}" / shard.file_name
+    table = pa.Table.from_pylist(attribution_rows(shard, by_source), schema=ATTRIBUTION_SCHEMA)
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path
 

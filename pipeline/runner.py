@@ -17,11 +17,11 @@ from typing import Any
 from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.results import Failure, shard_row, write_shard
+from pipeline.results import Failure, shard_row, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, read_events, read_meta
 from replay.mode import Mode
-from replay.reference import replay
+from replay.reference import replay_by_source, total
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,11 @@ def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any
     """The Dask task: one shard under one mode, written to its own result file."""
     try:
         events = read_events(Path(shard.path), shard.cpu, shard.meta)
-        counts = replay(events, shard.meta.guest, mode)
+        by_source = replay_by_source(events, shard.meta.guest, mode)
     except (TraceError, ValueError) as e:
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
-    row = shard_row(shard, counts)
+    row = shard_row(shard, total(by_source))
+    write_attribution(Path(out), shard, by_source)
     write_shard(Path(out), shard, row)
     return mode.name, row
 

@@ -7,6 +7,8 @@ in the small types of tlb.py, softmmu.py, cr3_cache.py and shadow.py.
 from __future__ import annotations
 
 from collections import Counter
+from functools import reduce
+from operator import add
 
 from replay.counts import Counts
 from replay.cr3_cache import Cr3TargetCache
@@ -18,13 +20,29 @@ from replay.softmmu import SoftTlb
 from replay.tlb import Tlb
 
 
+# What caused a count: (event kind code, address space, device: the port of an I/O event,
+# the address of an MMIO one, else -1). Counts that no single event causes (QEMU's
+# translated busy time) belong to BUSY.
+Source = tuple[int, int, int]
+BUSY: Source = (-1, -1, -1)
+DEVICE_KINDS = frozenset({Kind.IO, Kind.MMIO})
+
+
+def source_of(kind: int, asid: int, value: int) -> Source:
+    return (kind, asid, value if kind in DEVICE_KINDS else -1)
+
+
 class Machine:
-    """One vCPU's virtualization state under one mode."""
+    """One vCPU's virtualization state under one mode.
+
+    Every count is kept per source (the event being replayed when it was caused), so
+    attribution is the same replay as the totals, not a second model."""
 
     def __init__(self, mode: Mode, guest: Guest) -> None:
         self.mode = mode
         self.kernel_vpn_min = guest.kernel_vpn_min
-        self.c: Counter[str] = Counter()
+        self.c: Counter[tuple[Source, str]] = Counter()
+        self.source: Source = BUSY
         self.tlb = Tlb(mode.tlb_entries)
         self.tlb_native = Tlb(mode.tlb_entries)
         self.soft = SoftTlb(mode.softmmu_tlb_entries) if mode.paging is Paging.SOFTMMU else None
@@ -39,9 +57,13 @@ class Machine:
         self.dispatch = [handlers.get(k, self.plain(k)) for k in Kind]
 
     # --- helpers -----------------------------------------------------------------
+    def add(self, name: str, n: int = 1) -> None:
+        """Count `n` of `name` against the event being replayed."""
+        self.c[(self.source, name)] += n
+
     def cause(self, driver: str) -> None:
         """Count a driver; a VM exit without VPID also flushes the whole TLB."""
-        self.c[driver] += 1
+        self.add(driver)
         if driver.startswith("exit_") and self.mode.tlb_flush_on_exit:
             self.tlb.flush(keep_global=False)
 
@@ -56,7 +78,7 @@ class Machine:
 
     def freed(self, keys: list[Key]) -> None:
         """Shadow pages zapped; a freed root invalidates its CR3 cache entry."""
-        self.c["shadow_page_zap"] += len(keys)
+        self.add("shadow_page_zap", len(keys))
         for space, table in keys:
             if table == ROOT:
                 self.cr3_cache.invalidate(space)
@@ -71,14 +93,14 @@ class Machine:
 
     # --- event kinds ---------------------------------------------------------------
     def cr3_write(self, asid: int, value: int, arg: int) -> None:
-        self.c["cr3_writes"] += 1
+        self.add("cr3_writes")
         # mov cr3 drops non-global translations in every mode, exit or no exit
         # (an untagged TLB must not carry the old space's entries into the new one).
         self.tlb_native.flush(keep_global=True)
         self.tlb.flush(keep_global=True)
         if self.soft is not None:
             self.soft.flush()
-            self.c["softmmu_flush"] += 1
+            self.add("softmmu_flush")
         if self.pool is None:
             self.on_event(Kind.CR3_WRITE)
             return
@@ -89,28 +111,33 @@ class Machine:
             self.freed(self.pool.drop_spaces_except(GLOBAL_SPACE))
         present, evicted = self.pool.use((value, ROOT))
         self.freed(evicted)
-        self.c["shadow_root_hit" if present else "shadow_root_alloc"] += 1
+        self.add("shadow_root_hit" if present else "shadow_root_alloc")
         self.cr3_cache.fill(value)
 
     def cr3_cache_hit(self, asid: int) -> bool:
         """The paravirt guest's lookup: a hit loads the cached root without exiting."""
-        self.c["cr3_cache_lookup"] += 1
+        self.add("cr3_cache_lookup")
         if not self.cr3_cache.lookup(asid):
-            self.c["cr3_cache_miss"] += 1
+            self.add("cr3_cache_miss")
             return False
-        self.c["cr3_cache_hit"] += 1
+        self.add("cr3_cache_hit")
         self.pool.use((asid, ROOT))
         return True
 
     def touch(self, asid: int, vpn: int, arg: int) -> None:
         space, is_global = self.space_of(vpn, asid)
         if self.soft is not None:
-            self.c["softmmu_fill"] += not self.soft.access(vpn)
+            self.add("softmmu_fill", not self.soft.access(vpn))
             return
         if self.pool is not None:
             self.shadow_map(space, vpn)
-            self.c["tlb_miss"] += not self.tlb.access(vpn, is_global)
-        self.c["tlb_miss_native"] += not self.tlb_native.access(vpn, is_global)
+        miss = not self.tlb.access(vpn, is_global)
+        native_miss = not self.tlb_native.access(vpn, is_global)
+        self.add("tlb_miss_native", native_miss)
+        if self.pool is not None:
+            # Per touch, so that the extra refills are attributed to the pages refilled.
+            self.add("tlb_miss", miss)
+            self.add("tlb_refill_extra", miss - native_miss)
 
     def shadow_map(self, space: int, vpn: int) -> None:
         """Walk the shadow tables for a touch: allocate the table, fill the PTE."""
@@ -118,7 +145,7 @@ class Machine:
         present, evicted = self.pool.use(key)
         self.freed(evicted)
         if not present:
-            self.c["shadow_page_alloc"] += 1
+            self.add("shadow_page_alloc")
         if self.pool.fill_pte(key, vpn):
             self.cause("exit_shadow_fault")
 
@@ -151,33 +178,46 @@ class Machine:
     def io(self, asid: int, port: int, arg: int) -> None:
         """arg 0 = in, 1 = out; the paravirt guest no longer makes some accesses at all."""
         if port in self.mode.dropped_io_ports or (arg == 0 and port in self.mode.dropped_io_reads):
-            self.c["native_io_avoided"] += 1
+            self.add("native_io_avoided")
         else:
             self.on_event(Kind.IO)
 
     def hlt(self, asid: int, idle_ns: int, arg: int) -> None:
-        self.c["idle_ns"] += idle_ns
+        self.add("idle_ns", idle_ns)
         self.on_event(Kind.HLT)
 
     def syscall(self, asid: int, number: int, arg: int) -> None:
-        self.c["syscalls"] += 1
+        self.add("syscalls")
         self.on_event(Kind.SYSCALL)
 
-    def counts(self, events: int, span_ns: int) -> Counts:
-        c = dict(self.c)
-        c["events"] = events
-        if self.pool is not None:
-            c["tlb_refill_extra"] = c.get("tlb_miss", 0) - c.get("tlb_miss_native", 0)
+    def by_source(self, events: Events) -> dict[Source, Counts]:
+        """The counts so far, per source; QEMU's busy time goes to BUSY."""
         if self.soft is not None:
-            c["emulated_ns"] = span_ns - c.get("idle_ns", 0)
-        return Counts({k: int(v) for k, v in c.items() if v})
+            self.source = BUSY
+            self.add("emulated_ns", events.span_ns - sum(n for (_, name), n in self.c.items() if name == "idle_ns"))
+        rows: dict[Source, dict[str, int]] = {}
+        for (source, name), n in self.c.items():
+            if n:
+                rows.setdefault(source, {})[name] = int(n)
+        return {source: Counts(values) for source, values in rows.items()}
 
 
-def replay(events: Events, guest: Guest, mode: Mode) -> Counts:
-    """Replay one vCPU's events under `mode`; the counts of every cost driver."""
+def replay_by_source(events: Events, guest: Guest, mode: Mode) -> dict[Source, Counts]:
+    """Replay one vCPU's events under `mode`; every count, split by the source that caused it."""
     m = Machine(mode, guest)
     cols = (events.kind.tolist(), events.asid.tolist(), events.value.tolist(), events.arg.tolist())
     dispatch = m.dispatch
     for kind, asid, value, arg in zip(*cols):
+        m.source = source_of(kind, asid, value)
+        m.add("events")
         dispatch[kind](asid, value, arg)
-    return m.counts(len(events), events.span_ns)
+    return m.by_source(events)
+
+
+def total(by_source: dict[Source, Counts]) -> Counts:
+    return reduce(add, by_source.values(), Counts())
+
+
+def replay(events: Events, guest: Guest, mode: Mode) -> Counts:
+    """Replay one vCPU's events under `mode`; the counts of every cost driver."""
+    return total(replay_by_source(events, guest, mode))
