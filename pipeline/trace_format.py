@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -136,53 +137,122 @@ def read_meta(path: Path) -> TraceMeta:
     return meta
 
 
-def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
-    """One vCPU's events, in file order, as the model's columns.
+# Rows decoded at a time when streaming: bounded memory whatever the trace's length.
+BATCH_ROWS = 1 << 20
+_REPLAY_COLUMNS = ["t_ns", "cpu", "kind", "value", "asid", "arg"]
 
-    The rows pass the same checks as `pipeline validate` first: a row of an
-    unlisted CPU or out of time order would otherwise be silently mis-replayed."""
-    cols = _read_columns(path, ["t_ns", "cpu", "kind", "value", "asid", "arg"])
-    _check_rows(path, cols["t_ns"], cols["cpu"], cols["kind"], meta)
-    mine = cols["cpu"] == cpu
-    return Events(kind=cols["kind"][mine], value=cols["value"][mine], asid=cols["asid"][mine],
-                  arg=cols["arg"][mine], span_ns=meta.native_ns)
+
+def iter_events(path: Path, cpu: int, meta: TraceMeta, start: int = 0, stop: int | None = None,
+                batch_rows: int = BATCH_ROWS) -> Iterator[Events]:
+    """One vCPU's events number `start` to `stop` (counted on that vCPU), streamed in batches.
+
+    Every row read passes the checks of `pipeline validate` first: a row of an unlisted
+    CPU or out of time order would otherwise be silently mis-replayed. A one-CPU trace
+    skips the row groups before `start` without decoding them."""
+    pf = _open(path)
+    groups, seen = _row_groups_from(pf, start if meta.cpus == (cpu,) else 0)
+    checker = RowChecker(path, meta, offset=seen)
+    for batch in _batches(pf, path, _REPLAY_COLUMNS, groups, batch_rows):
+        cols = {n: batch.column(n).to_numpy() for n in _REPLAY_COLUMNS}
+        checker.check(cols["t_ns"], cols["cpu"], cols["kind"])
+        mine = np.flatnonzero(cols["cpu"] == cpu)
+        lo, hi = max(start - seen, 0), len(mine) if stop is None else max(min(stop - seen, len(mine)), 0)
+        seen += len(mine)
+        if lo < hi:
+            rows = mine[lo:hi]
+            yield Events(kind=cols["kind"][rows], value=cols["value"][rows], asid=cols["asid"][rows],
+                         arg=cols["arg"][rows], span_ns=meta.native_ns)
+        if stop is not None and seen >= stop:
+            return
+
+
+def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
+    """One vCPU's events, all in memory (tests and short traces; replay streams)."""
+    parts = list(iter_events(path, cpu, meta))
+    cat = (lambda name: np.concatenate([getattr(p, name) for p in parts])) if parts else (
+        lambda name: np.zeros(0, dtype=SCHEMA.field(name).type.to_pandas_dtype()))
+    return Events(kind=cat("kind"), value=cat("value"), asid=cat("asid"), arg=cat("arg"), span_ns=meta.native_ns)
+
+
+def count_events(path: Path, cpu: int, meta: TraceMeta) -> int:
+    """How many events `cpu` has: the row count for a one-CPU trace, else a scan of `cpu`."""
+    pf = _open(path)
+    if meta.cpus == (cpu,):
+        return pf.metadata.num_rows
+    return sum(int(np.count_nonzero(b.column("cpu").to_numpy() == cpu))
+               for b in _batches(pf, path, ["cpu"], None, BATCH_ROWS))
 
 
 def validate(path: Path) -> TraceMeta:
     """Every check a trace must pass before it is replayed; raises TraceError."""
     meta = read_meta(path)
-    cols = _read_columns(path, ["t_ns", "cpu", "kind"])
-    _check_rows(path, cols["t_ns"], cols["cpu"], cols["kind"], meta)
+    pf = _open(path)
+    checker = RowChecker(path, meta)
+    for batch in _batches(pf, path, ["t_ns", "cpu", "kind"], None, BATCH_ROWS):
+        checker.check(*(batch.column(n).to_numpy() for n in ("t_ns", "cpu", "kind")))
     return meta
 
 
-def _read_columns(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+@dataclass
+class RowChecker:
+    """The row checks, batch after batch: `offset` is the file row of the next batch and
+    `last_t` each CPU's latest time so far, so order is checked across batch edges."""
+
+    path: Path
+    meta: TraceMeta
+    offset: int = 0
+    last_t: dict[int, int] = field(default_factory=dict)
+
+    def check(self, t: np.ndarray, cpu: np.ndarray, kind: np.ndarray) -> None:
+        self._first_bad(kind > MAX_KIND, lambda r: f"unknown event kind {int(kind[r])} (known: 0..{int(MAX_KIND)})")
+        self._first_bad(~np.isin(cpu, self.meta.cpus), lambda r: f"cpu {int(cpu[r])} not listed in metadata cpus")
+        self._first_bad((t < 0) | (t > self.meta.native_ns), lambda r: f"t_ns outside [0, native_ns={self.meta.native_ns}]")
+        for c in self.meta.cpus:
+            rows = np.flatnonzero(cpu == c)
+            if rows.size == 0:
+                continue
+            times = np.concatenate(([self.last_t.get(c, 0)], t[rows]))
+            back = np.flatnonzero(np.diff(times) < 0)
+            if back.size:
+                raise TraceError(self.path, f"t_ns goes backwards on cpu {c}", row=self.offset + int(rows[back[0]]))
+            self.last_t[c] = int(times[-1])
+        self.offset += len(t)
+
+    def _first_bad(self, bad: np.ndarray, problem: Callable[[int], str]) -> None:
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            raise TraceError(self.path, problem(int(rows[0])), row=self.offset + int(rows[0]))
+
+
+def _open(path: Path) -> pq.ParquetFile:
     try:
-        table = pq.read_table(path, columns=names)
+        return pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as e:
         raise TraceError(path, f"unreadable ({_first_line(e)})") from None
-    return {n: table.column(n).to_numpy() for n in names}
 
 
-def _check_rows(path: Path, t: np.ndarray, cpu: np.ndarray, kind: np.ndarray, meta: TraceMeta) -> None:
-    bad = np.flatnonzero(kind > MAX_KIND)
-    if bad.size:
-        raise TraceError(path, f"unknown event kind {int(kind[bad[0]])} (known: 0..{int(MAX_KIND)})", row=int(bad[0]))
-    stray = np.flatnonzero(~np.isin(cpu, meta.cpus))
-    if stray.size:
-        raise TraceError(path, f"cpu {int(cpu[stray[0]])} not listed in metadata cpus", row=int(stray[0]))
-    for c in meta.cpus:
-        rows = np.flatnonzero(cpu == c)
-        back = np.flatnonzero(np.diff(t[rows]) < 0)
-        if back.size:
-            raise TraceError(path, f"t_ns goes backwards on cpu {c}", row=int(rows[back[0] + 1]))
-    if t.size and (t.min() < 0 or t.max() > meta.native_ns):
-        row = int(np.flatnonzero((t < 0) | (t > meta.native_ns))[0])
-        raise TraceError(path, f"t_ns outside [0, native_ns={meta.native_ns}]", row=row)
+def _row_groups_from(pf: pq.ParquetFile, row: int) -> tuple[list[int], int]:
+    """Row groups from the one holding file row `row` on, and the first row they hold."""
+    first = 0
+    for g in range(pf.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if first + n > row:
+            return list(range(g, pf.num_row_groups)), first
+        first += n
+    return [], first
+
+
+def _batches(pf: pq.ParquetFile, path: Path, columns: list[str], groups: list[int] | None,
+             batch_rows: int) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=groups)
+    except (OSError, pa.ArrowException) as e:
+        raise TraceError(path, f"unreadable ({_first_line(e)})") from None
 
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "read_events", "read_meta", "validate", "write_trace"]
+__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "count_events", "iter_events", "read_events", "read_meta",
+           "validate", "write_trace"]
