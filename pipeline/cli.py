@@ -151,6 +151,31 @@ def _print_top(summary, attribution) -> None:
 
 
 @app.command()
+def diff(
+    results_a: Annotated[Path, typer.Argument(help="Results folder A (or its summary.parquet).")],
+    results_b: Annotated[Path, typer.Argument(help="Results folder B, compared with A.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet).")] = None,
+) -> None:
+    """Per (trace, mode): how the modelled time and each cost category change from A to B."""
+    from pipeline.diff import diff as compare
+    from pipeline.report import diff_table
+
+    try:
+        a, b = read_summary(results_a), read_summary(results_b)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    table = compare(a, b)
+    both = table.filter(table["status"] == "both")
+    for trace in both["trace"].unique(maintain_order=True):
+        out_console.print(diff_table(table, trace, (str(results_a), str(results_b))))
+    for trace, mode, status in table.filter(table["status"] != "both").select("trace", "mode", "status").rows():
+        out_console.print(f"{trace} / {mode}: {status}", highlight=False)
+    if out:
+        write_atomic(out, table.write_parquet)
+        out_console.print(f"wrote {out} ({len(table)} rows)", highlight=False)
+
+
+@app.command()
 def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")]) -> None:
     """Check trace files against format v1; one line per bad file, exit 1 if any."""
     traces = find_traces(paths)

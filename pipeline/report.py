@@ -191,3 +191,37 @@ def top_table(ranked: pl.DataFrame, summary: pl.DataFrame, trace: str, dimension
 
 TOP_CAPTION = ("modelled: Σ count × unit cost of each source's drivers; % of the mode's modelled overhead; "
                "negative = time saved")
+
+
+def diff_table(d: pl.DataFrame, trace: str, names: tuple[str, str]) -> Table:
+    """One trace's rows of diff.diff (in both): modelled time A, B, B − A and each part's
+    change, in the trace's display unit."""
+    rows = d.filter((pl.col("trace") == trace) & (pl.col("status") == "both"))
+    first = rows.row(0, named=True)
+    scale, label = display_scale(first)
+    profiles = [" + ".join(sorted(set(rows[f"profile_{s}"].drop_nulls()))) or "?" for s in "ab"]
+    changed = [p for p in parts_of(d) if rows[f"{p}_delta"].abs().sum() > 0]
+    table = Table(title=f"{first['workload']} ({trace}): modelled time, A = {names[0]} (profile {profiles[0]}) "
+                        f"→ B = {names[1]} (profile {profiles[1]}), {label}",
+                  caption="Δ = B − A (% of A); native = the trace's own time, categories = modelled overhead")
+    for name in ["mode", "A", "B", "Δ", *[f"Δ {_part_name(p)}" for p in changed]]:
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for r in rows.iter_rows(named=True):
+        table.add_row(r["mode"], f"{r['virt_ns_a'] / scale:.4g}", f"{r['virt_ns_b'] / scale:.4g}",
+                      *[_change(r, p, scale) for p in ["virt_ns", *changed]])
+    return table
+
+
+def parts_of(d: pl.DataFrame) -> list[str]:
+    """The parts (native_ns, time_<category>_ns) a diff frame compares."""
+    return [c.removesuffix("_delta") for c in d.columns
+            if c.endswith("_delta") and c.removesuffix("_delta") != "virt_ns"]
+
+
+def _part_name(part: str) -> str:
+    return "native" if part == "native_ns" else part.removeprefix("time_").removesuffix("_ns")
+
+
+def _change(r: dict, part: str, scale: float) -> str:
+    pct = r[f"{part}_pct"]
+    return f"{r[f'{part}_delta'] / scale:+.3g}" + ("" if pct is None else f" ({pct:+.1f}%)")
