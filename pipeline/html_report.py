@@ -289,6 +289,7 @@ def _document(name: str, page: _Page, sections: list[Section]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>hvreplay report: {html.escape(name)}</title>
+<link rel="icon" href="data:,">
 <style>{CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
