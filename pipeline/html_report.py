@@ -9,7 +9,7 @@ the cost profile that priced it and says what is modelled.
 from __future__ import annotations
 
 import html
-import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,10 +121,18 @@ def _per_op_figure(page: _Page, summary: pl.DataFrame) -> str:
         fig.add_bar(name=mode, x=xs, y=ys, marker_color=page.colour("mode", mode),
                     hovertemplate=f"{mode}<br>%{{x}}: %{{y:.4g}} µs<extra></extra>")
     fig.update_layout(barmode="group")
-    fig.update_yaxes(type="log", title_text="µs per op (log scale)")
+    fig.update_yaxes(type="log", title_text="µs per op (log scale)",
+                     range=_log_range([r["ns_per_op"] / 1e3 for r in ok.iter_rows(named=True)]))
     fig.update_xaxes(title_text="trace (op = the workload's unit of work)")
     return page.figure(fig, "Per-op latency by mode, every workload",
                        f"modelled, cost profile {page.profile}; native = the trace's own time per op")
+
+
+def _log_range(values: list[float]) -> list[float]:
+    """A log axis from half a decade below the smallest bar: a bar's base is the axis's bottom,
+    so an axis starting just under the smallest value would draw it as nearly nothing."""
+    positive = [v for v in values if v > 0]
+    return [math.log10(min(positive)) - 0.5, math.log10(max(positive)) + 0.15] if positive else [0, 1]
 
 
 def _workload(page: _Page, inputs: ReportInputs, trace: str, rows: pl.DataFrame) -> Section:
@@ -148,7 +156,8 @@ def _time_figure(page: _Page, reference: Reference | None, name: str, rows: pl.D
         fig.add_scatter(x=[c.mode for c in cells], y=measured, mode="markers", name=f"measured ({reference.name})",
                         marker=dict(symbol="diamond", size=13, color="black", line=dict(color="white", width=1)),
                         hovertemplate="%{x}: %{y:.4g} " + label + "<extra>measured</extra>")
-    fig.update_yaxes(type="log", title_text=f"{label} (log scale)")
+    fig.update_yaxes(type="log", title_text=f"{label} (log scale)",
+                     range=_log_range(values + (measured if cells else [])))
     fig.update_xaxes(title_text="mode")
     fig.update_layout(showlegend=True)
     source = f"; ◆ measured: {reference.name}" if cells else "; no reference measurement for this workload"
