@@ -23,7 +23,8 @@ from plotly.colors import qualitative
 from pipeline.atomic import write_atomic
 from pipeline.attribution import DIMENSIONS
 from pipeline.reference import Reference
-from pipeline.report import display_scale, failures, mode_order, profile_names, seed_rows, top_grid, trace_rows
+from pipeline.report import (TOP_CAPTION, display_scale, failures, mode_order, profile_names, seed_rows,
+                             top_grid, trace_rows)
 from pipeline.report_data import Attribution, Calibration, Sweep
 
 # One palette per kind of thing, so a colour means one thing on the whole page.
@@ -73,7 +74,7 @@ class Section:
     heading: str
     body: str       # HTML
 
-    def html(self) -> str:
+    def to_html(self) -> str:
         return f'<section id="{html.escape(self.anchor)}"><h2>{html.escape(self.heading)}</h2>{self.body}</section>'
 
 
@@ -93,10 +94,10 @@ class _Page:
             self._colours[(kind, key)] = palette[sum(k == kind for k, _ in self._colours) % len(palette)]
         return self._colours[(kind, key)]
 
-    def figure(self, fig: go.Figure, title: str, subtitle: str, height: int = FIG_HEIGHT) -> str:
+    def figure(self, fig: go.Figure, title: str, subtitle: str, height: int = FIG_HEIGHT, top: int = 90) -> str:
         """The figure as a div + script, titled, with the profile and 'modelled' in its subtitle."""
         self.count += 1
-        fig.update_layout(template="plotly_white", height=height, margin=dict(t=90, l=70, r=30, b=60),
+        fig.update_layout(template="plotly_white", height=height, margin=dict(t=top, l=70, r=30, b=60),
                           title=dict(text=f"{html.escape(title)}<br><sup>{html.escape(subtitle)}</sup>", x=0.01),
                           legend=dict(title=dict(text="")), font=dict(size=13))
         div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"fig{self.count}",
@@ -199,9 +200,9 @@ def _attribution(page: _Page, attribution: Attribution | None, summary: pl.DataF
             continue
         parts.append(_top_figure(page, attribution.profile, name, mine, rows, dimension))
         label, modes, grid = top_grid(ranked, summary, trace)
+        caption = f"{name}: top cost sources by {DIMENSIONS[dimension]}, {label}, cost profile {attribution.profile}. {TOP_CAPTION}"
         parts.append(f"<details><summary>Top sources by {DIMENSIONS[dimension]}: table</summary>"
-                     f"{_table(['#', *modes], grid, f'{name}: top cost sources by {DIMENSIONS[dimension]}, {label}, modelled, cost profile {attribution.profile}; % of the mode’s modelled overhead')}"
-                     "</details>")
+                     f"{_table(['#', *modes], grid, caption)}</details>")
     return "".join(parts)
 
 
@@ -251,7 +252,7 @@ def _sweep(page: _Page, sweep: Sweep) -> Section:
     fig.update_yaxes(title_text="hits (% of CR3 writes)", range=[0, 100], row=1, col=2)
     figure = page.figure(fig, f"Sweep: {mode} against {baseline} by {x_key}",
                          f"modelled, cost profile {sweep.profile}; baseline with the same settings less the paravirt guest's own",
-                         height=470)
+                         height=490, top=120)
     return Section(f"sweep-{'-'.join(keys)}", f"Sweep of {mode} over {', '.join(keys)}", figure)
 
 
@@ -306,7 +307,7 @@ def _document(name: str, page: _Page, sections: list[Section]) -> str:
 <p class="lede">Cost profile: <b>{html.escape(page.profile)}</b>. Modes: {html.escape(", ".join(page.modes))}.
 {html.escape(MODELLED)}. Measured values come only from the reference measurements, marked as such.</p>
 <nav>{nav}</nav>
-{"".join(s.html() for s in sections)}
+{"".join(s.to_html() for s in sections)}
 <footer>Written by <code>pipeline report {html.escape(name)} --html</code>. Self-contained: plotly.js is embedded, nothing is fetched.</footer>
 </body></html>
 """
