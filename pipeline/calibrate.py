@@ -72,13 +72,28 @@ class Prediction:
 
 def design(summary: pl.DataFrame, reference: Reference, profile: Profile) -> list[Row]:
     """Every reference cell that has a replayed (trace, mode) in the summary."""
+    return [_row(cell, r, profile) for cell, r in _matches(summary, reference)]
+
+
+def modelled(summary: pl.DataFrame, reference: Reference, fitted_on: tuple[str, ...]) -> list[Prediction]:
+    """Every reference cell beside the value the summary models for it, under the profile
+    that priced the summary (no fit): how far that profile is from the measurements.
+    Cells of `fitted_on` (the profile's own fit, if any) are in-sample."""
+    return [Prediction(cell.workload, cell.mode, cell.unit, cell.value,
+                       r["ns_per_op" if cell.per_op else "virt_ns"] / UNITS[cell.unit],
+                       "fit" if cell.workload in fitted_on else "held-out")
+            for cell, r in _matches(summary, reference)]
+
+
+def _matches(summary: pl.DataFrame, reference: Reference) -> list[tuple[Cell, dict]]:
+    """(cell, summary row) for each reference cell with a replayed (workload, mode)."""
     ok = summary.filter(pl.col("status") == "ok")
-    rows = []
+    out = []
     for cell in reference.cells:
         match = ok.filter((pl.col("workload") == cell.workload) & (pl.col("mode") == cell.mode))
         if len(match):
-            rows.append(_row(cell, _one_trace(match, cell.workload), profile))
-    return rows
+            out.append((cell, _one_trace(match, cell.workload)))
+    return out
 
 
 def _one_trace(match: pl.DataFrame, workload: str) -> dict:

@@ -21,7 +21,7 @@ from pipeline import sweep as sw
 from pipeline.atomic import write_atomic
 from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
-from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table
+from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
 from pipeline.results import SUMMARY, read_summary, summarise, write_summary
 from pipeline.runner import ClusterSpec, run
 from pipeline.shards import find_traces
@@ -98,20 +98,81 @@ def _opt(path: Optional[Path]) -> Optional[str]:
 def report(
     results: Annotated[Path, typer.Argument(help="A results folder (or its summary.parquet).")],
     by: Annotated[Optional[str], typer.Option(help="'category': where the time goes, per trace and mode.")] = None,
+    top: Annotated[Optional[int], typer.Option(help="Print each mode's N costliest sources by event kind, address space and I/O port / MMIO address.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (figures, attribution with --top N sources, default 5, calibration) here.")] = None,
+    sweep: Annotated[Optional[list[Path]], typer.Option(help="A `pipeline sweep --out` folder to plot in the HTML report (repeatable).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Cells of a fit (`pipeline calibrate` writes FIT.cells.parquet) for the HTML report; default: the reference beside these results.")] = None,
+    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML) overlaid in the HTML report.")] = DEFAULT_REFERENCE,
+    profile: Annotated[Optional[Path], typer.Option(help="Cost profile to price attribution with; default: the one named in the summary, from configs/hardware.")] = None,
 ) -> None:
-    """Print the seed-shaped table (or the cost breakdown) from a results folder."""
+    """Print the seed-shaped table (or the cost breakdown, or the top cost sources) from a results folder."""
+    from pipeline import report_data as rd
+    from pipeline.html_report import ReportInputs, write_report
+
     try:
         summary = read_summary(results)
     except FileNotFoundError as e:
         _fail(str(e))
     if by not in (None, "category"):
         _fail(f"--by {by}: only 'category' is supported")
+    if top is not None and top < 1:
+        _fail(f"--top {top}: must be at least 1")
     out_console.print(seed_table(summary))
     if by == "category":
         for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
             out_console.print(category_table(summary, trace))
+    cost_profile, why = rd.summary_profile(summary, profile)
+    attribution = rd.load_attribution(results, summary, cost_profile, why, top or 5) if top or html else None
+    if top:
+        _print_top(summary, attribution)
+    if html:
+        try:
+            ref = load_reference(reference)
+            sweeps = [rd.load_sweep(s) for s in sweep or []]
+            cal_table = rd.load_calibration(calibration, summary, ref, cost_profile)
+        except (ConfigError, rd.ReportInputError) as e:
+            _fail(str(e))
+        write_report(html, ReportInputs(str(results), summary, ref, attribution, cal_table, sweeps))
+        out_console.print(f"wrote {html}", highlight=False)
     for line in failures(summary):
         err_console.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
+
+
+def _print_top(summary, attribution) -> None:
+    if attribution.top is None:
+        err_console.print(attribution.note, highlight=False, soft_wrap=True)
+        return
+    if attribution.note:
+        err_console.print(f"[yellow]warning:[/yellow] {attribution.note}", highlight=False, soft_wrap=True)
+    for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
+        for dimension, ranked in attribution.top.items():
+            if len(ranked.filter(ranked["trace"] == trace)):
+                out_console.print(top_table(ranked, summary, trace, dimension, attribution.profile))
+
+
+@app.command()
+def diff(
+    results_a: Annotated[Path, typer.Argument(help="Results folder A (or its summary.parquet).")],
+    results_b: Annotated[Path, typer.Argument(help="Results folder B, compared with A.")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet).")] = None,
+) -> None:
+    """Per (trace, mode): how the modelled time and each cost category change from A to B."""
+    from pipeline.diff import diff as compare
+    from pipeline.report import diff_table
+
+    try:
+        a, b = read_summary(results_a), read_summary(results_b)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    table = compare(a, b)
+    both = table.filter(table["status"] == "both")
+    for trace in both["trace"].unique(maintain_order=True):
+        out_console.print(diff_table(table, trace, (str(results_a), str(results_b))))
+    for trace, mode, status in table.filter(table["status"] != "both").select("trace", "mode", "status").rows():
+        out_console.print(f"{trace} / {mode}: {status}", highlight=False)
+    if out:
+        write_atomic(out, table.write_parquet)
+        out_console.print(f"wrote {out} ({len(table)} rows)", highlight=False)
 
 
 @app.command()

@@ -41,6 +41,7 @@ class Profile:
     description: str
     costs: dict[str, UnitCost]
     native: dict[str, float] = field(default_factory=dict)
+    fitted_on: tuple[str, ...] = ()  # workloads a fitted profile was fitted to ([fit] header)
 
     def categories(self) -> list[str]:
         """Cost categories in first-seen order (report columns)."""
@@ -64,7 +65,20 @@ def load_profile(path: Path = DEFAULT_PROFILE) -> Profile:
         description=_str(path, table, "description"),
         costs={d: _unit_cost(path, d, costs[d]) for d in DRIVERS},
         native={k: float(v) for k, v in table.get("native", {}).items()},
+        fitted_on=tuple(table.get("fit", {}).get("fitted_on", ())),
     )
+
+
+def find_profile(name: str, folder: Path = CONFIG_DIR) -> Path | None:
+    """The profile file in `folder` whose `name` is `name`: results record the name of the
+    profile that priced them, and re-pricing a part of them (attribution) needs its costs."""
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            if tomllib.loads(path.read_text()).get("name") == name:
+                return path
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return None
 
 
 def _str(path: Path, table: dict[str, Any], key: str) -> str:

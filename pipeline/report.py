@@ -9,20 +9,28 @@ from __future__ import annotations
 import polars as pl
 from rich.table import Table
 
+from pipeline.attribution import DIMENSIONS
 
-def _unit(headline: str, op_unit: str) -> tuple[str, float, str]:
+
+def display_unit(headline: str, op_unit: str) -> tuple[str, float, str]:
     """(column of the summary, divisor to display units, unit label)."""
     if headline == "per_op":
         return "ns_per_op", 1e3, f"µs per {op_unit}"
     return "virt_ns", 1e9, "s" if headline == "total" else "-"
 
 
-def _modes(summary: pl.DataFrame) -> list[str]:
+def display_scale(row: dict) -> tuple[float, str]:
+    """ns of a trace's run → its display unit: (ns per unit, label), e.g. (1e3 × ops, 'µs per switch')."""
+    column, divisor, label = display_unit(row["headline"], row["op_unit"])
+    return divisor * (row["ops"] if column == "ns_per_op" else 1), label
+
+
+def mode_order(summary: pl.DataFrame) -> list[str]:
     ranked = summary.select("mode", "mode_rank").unique().sort("mode_rank")
     return ranked["mode"].to_list()
 
 
-def _traces(summary: pl.DataFrame) -> list[tuple[str, str, str, str]]:
+def trace_rows(summary: pl.DataFrame) -> list[tuple[str, str, str, str]]:
     ok = summary.filter(pl.col("status") == "ok")
     rows = ok.select("trace", "workload", "headline", "op_unit").unique().sort("trace").rows()
     failed = sorted(set(summary["trace"]) - set(ok["trace"]))
@@ -33,29 +41,38 @@ def _cell(row: dict | None, column: str, divisor: float, native: float | None) -
     if row is None:
         return "—"
     if row["status"] != "ok":
-        return "[red]failed[/red]"
+        return "failed"
     value = row[column] / divisor
     ratio = f" ({row[column] / divisor / native:.1f}×)" if native else ""
     return f"{value:.3g}{ratio}"
 
 
+def seed_rows(summary: pl.DataFrame) -> list[list[str]]:
+    """Rows: traces ("workload (unit)" first); then per mode the modelled time and its ×native
+    ratio, as text. The terminal and the HTML report both show these."""
+    index = {(r["trace"], r["mode"]): r for r in summary.iter_rows(named=True)}
+    rows = []
+    for trace, workload, headline, op_unit in trace_rows(summary):
+        column, divisor, label = display_unit(headline, op_unit)
+        native_row = index.get((trace, "native"))
+        native = native_row[column] / divisor if native_row and native_row["status"] == "ok" else None
+        name = workload if trace == workload else f"{workload} · {trace}"
+        rows.append([f"{name} ({label})", *[_cell(index.get((trace, m)), column, divisor, native)
+                                            for m in mode_order(summary)]])
+    return rows
+
+
 def seed_table(summary: pl.DataFrame) -> Table:
     """Rows: traces; columns: modes; each cell the modelled time and its ×native ratio."""
-    profile = _profile(summary)
-    modes = _modes(summary)
+    profile = profile_names(summary)
+    modes = mode_order(summary)
     table = Table(title=f"Modelled time by mode (×native)  ·  cost profile: {profile}",
                   caption="native = the trace's own time; other modes = native + Σ count × unit cost (modelled)")
     table.add_column("workload (unit)")
     for m in modes:
         table.add_column(m, justify="right", min_width=len(m))
-    index = {(r["trace"], r["mode"]): r for r in summary.iter_rows(named=True)}
-    for trace, workload, headline, op_unit in _traces(summary):
-        column, divisor, label = _unit(headline, op_unit)
-        native_row = index.get((trace, "native"))
-        native = native_row[column] / divisor if native_row and native_row["status"] == "ok" else None
-        cells = [_cell(index.get((trace, m)), column, divisor, native) for m in modes]
-        name = workload if trace == workload else f"{workload} [dim]{trace}[/dim]"
-        table.add_row(f"{name} ({label})", *cells)
+    for row in seed_rows(summary):
+        table.add_row(*["[red]failed[/red]" if c == "failed" else c for c in row])
     return table
 
 
@@ -63,16 +80,15 @@ def category_table(summary: pl.DataFrame, trace: str) -> Table:
     """Where the time goes for one trace: rows modes, columns cost categories."""
     rows = summary.filter((pl.col("trace") == trace) & (pl.col("status") == "ok")).sort("mode_rank")
     first = rows.row(0, named=True)
-    column, divisor, label = _unit(first["headline"], first["op_unit"])
-    per = first["ops"] if column == "ns_per_op" else 1
+    scale, label = display_scale(first)
     cats = [c for c in summary.columns if c.startswith("time_") and c.endswith("_ns") and rows[c].abs().sum() > 0]
-    table = Table(title=f"{first['workload']} ({trace}): time by cost category, {label}  ·  profile: {_profile(summary)}",
+    table = Table(title=f"{first['workload']} ({trace}): time by cost category, {label}  ·  profile: {profile_names(summary)}",
                   caption="native = trace time; categories = modelled overhead (count × unit cost)")
     for name in ["mode", "native", *[c[5:-3] for c in cats], "total"]:
         table.add_column(name, justify="left" if name == "mode" else "right", min_width=len(name))
     for r in rows.iter_rows(named=True):
         values = [r["native_ns"], *[r[c] for c in cats], r["virt_ns"]]
-        table.add_row(r["mode"], *[f"{v / per / divisor:.3g}" for v in values])
+        table.add_row(r["mode"], *[f"{v / scale:.3g}" for v in values])
     return table
 
 
@@ -81,7 +97,7 @@ def failures(summary: pl.DataFrame) -> list[str]:
     return [f"{t}: {e}" for t, e in bad.rows()]
 
 
-def _profile(summary: pl.DataFrame) -> str:
+def profile_names(summary: pl.DataFrame) -> str:
     names = summary.filter(pl.col("status") == "ok")["profile"].unique().to_list() if "profile" in summary.columns else []
     return ", ".join(sorted(n for n in names if n)) or "?"
 
@@ -120,12 +136,12 @@ def sweep_table(gains: pl.DataFrame, keys: list[str], profile: str) -> Table:
         table.add_column(k, justify="right")
     traces = gains.select("trace", "headline", "op_unit").unique().sort("trace").rows()
     for trace, headline, op_unit in traces:
-        _, _, label = _unit(headline, op_unit)
+        _, _, label = display_unit(headline, op_unit)
         table.add_column(f"{trace} ({label})", justify="right")
     for settings in gains.select(keys).unique(maintain_order=True).rows():
         cells = []
         for trace, headline, op_unit in traces:
-            column, divisor, _ = _unit(headline, op_unit)
+            column, divisor, _ = display_unit(headline, op_unit)
             match = gains.filter((pl.col("trace") == trace) & pl.all_horizontal(
                 [pl.col(k) == v for k, v in zip(keys, settings)]))
             r = match.row(0, named=True) if len(match) else None
@@ -134,3 +150,78 @@ def sweep_table(gains: pl.DataFrame, keys: list[str], profile: str) -> Table:
             cells.append("—" if r is None else f"{value:.3g} ({r['gain']:.2f}×{rate})")
         table.add_row(*map(str, settings), *cells)
     return table
+
+
+def top_grid(ranked: pl.DataFrame, summary: pl.DataFrame, trace: str) -> tuple[str, list[str], list[list[str]]]:
+    """One trace's top sources as text (attribution.top's rows): (unit label, modes,
+    rows of [rank, one cell per mode]). Shared by the terminal and the HTML report."""
+    first = summary.filter((pl.col("trace") == trace) & (pl.col("status") == "ok")).row(0, named=True)
+    scale, label = display_scale(first)
+    mine = ranked.filter(pl.col("trace") == trace)
+    modes = [m for m in mode_order(summary) if m in set(mine["mode"])]
+    cells = {(r["mode"], r["rank"]): r for r in mine.iter_rows(named=True)}
+
+    def text(r: dict | None) -> str:
+        if r is None:
+            return ""
+        many = "source" if r["sources"] == 1 else "sources"
+        name = f"other ({r['sources']} {many})" if r["source"] == "other" else r["source"]
+        return f"{name}  {r['time_ns'] / scale:.3g} ({_percent(r['share'])})"
+    return label, modes, [[str(k), *[text(cells.get((m, k))) for m in modes]] for k in sorted(set(mine["rank"]))]
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage that does not round a real cost to 0%."""
+    return f"{100 * share:.0f}%" if abs(share) >= 0.01 or share == 0 else f"{100 * share:.1g}%"
+
+
+def top_table(ranked: pl.DataFrame, summary: pl.DataFrame, trace: str, dimension: str, profile: str) -> Table:
+    """One trace's top cost sources along one dimension: rows rank, columns modes."""
+    label, modes, rows = top_grid(ranked, summary, trace)
+    workload = summary.filter(pl.col("trace") == trace)["workload"][0]
+    table = Table(title=f"{workload} ({trace}): top cost sources by {DIMENSIONS[dimension]}, {label}"
+                        f"  ·  profile: {profile}", caption=TOP_CAPTION)
+    table.add_column("#", justify="right")
+    for m in modes:
+        table.add_column(m, min_width=len(m))
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+TOP_CAPTION = ("modelled: Σ count × unit cost of each source's drivers; % of the mode's modelled overhead; "
+               "negative = time saved")
+
+
+def diff_table(d: pl.DataFrame, trace: str, names: tuple[str, str]) -> Table:
+    """One trace's rows of diff.diff (in both): modelled time A, B, B − A and each part's
+    change, in the trace's display unit."""
+    rows = d.filter((pl.col("trace") == trace) & (pl.col("status") == "both"))
+    first = rows.row(0, named=True)
+    scale, label = display_scale(first)
+    profiles = [" + ".join(sorted(set(rows[f"profile_{s}"].drop_nulls()))) or "?" for s in "ab"]
+    changed = [p for p in parts_of(d) if rows[f"{p}_delta"].abs().sum() > 0]
+    table = Table(title=f"{first['workload']} ({trace}): modelled time, A = {names[0]} (profile {profiles[0]}) "
+                        f"→ B = {names[1]} (profile {profiles[1]}), {label}",
+                  caption="Δ = B − A (% of A); native = the trace's own time, categories = modelled overhead")
+    for name in ["mode", "A", "B", "Δ", *[f"Δ {_part_name(p)}" for p in changed]]:
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for r in rows.iter_rows(named=True):
+        table.add_row(r["mode"], f"{r['virt_ns_a'] / scale:.4g}", f"{r['virt_ns_b'] / scale:.4g}",
+                      *[_change(r, p, scale) for p in ["virt_ns", *changed]])
+    return table
+
+
+def parts_of(d: pl.DataFrame) -> list[str]:
+    """The parts (native_ns, time_<category>_ns) a diff frame compares."""
+    return [c.removesuffix("_delta") for c in d.columns
+            if c.endswith("_delta") and c.removesuffix("_delta") != "virt_ns"]
+
+
+def _part_name(part: str) -> str:
+    return "native" if part == "native_ns" else part.removeprefix("time_").removesuffix("_ns")
+
+
+def _change(r: dict, part: str, scale: float) -> str:
+    pct = r[f"{part}_pct"]
+    return f"{r[f'{part}_delta'] / scale:+.3g}" + ("" if pct is None else f" ({pct:+.1f}%)")

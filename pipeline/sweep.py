@@ -88,3 +88,8 @@ def gains(summary: pl.DataFrame, grid_points: list[Point]) -> pl.DataFrame:
                          **{k: v[k] for k in ("exit_cr3", "exit_shadow_fault", "shadow_page_zap")},
                          "baseline_shadow_faults": b["exit_shadow_fault"]})
     return pl.DataFrame(rows)
+
+
+def setting_keys(table: pl.DataFrame) -> list[str]:
+    """The swept fields of a sweep.parquet table, in grid order."""
+    return [c for c in table.columns if c in SWEEPABLE]

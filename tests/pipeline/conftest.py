@@ -15,3 +15,20 @@ def traces_dir(tmp_path: Path) -> Path:
     write_events(d / "rr5.parquet", round_robin_events(5, 50), workload="rr5")
     write_events(d / "rr2.parquet", round_robin_events(2, 40), workload="rr2")
     return d
+
+
+QUICK_TRACE = Path(__file__).resolve().parents[2] / "traces" / "quick" / "lat-ctx-2-small.parquet"
+
+
+@pytest.fixture(scope="session")
+def quick_results(tmp_path_factory) -> Path:
+    """The shipped small lat-ctx trace replayed under every mode, default profile (shared:
+    read it, never write into it)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    out = tmp_path_factory.mktemp("quick") / "results"
+    result = CliRunner().invoke(app, ["replay", str(QUICK_TRACE), "--out", str(out), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    return out

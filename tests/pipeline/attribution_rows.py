@@ -1,0 +1,34 @@
+"""Attribution datasets in the contract's shape (OUT/attribution/mode=M/TRACE__cpuN.parquet),
+written from hand-made rows, and a profile with round unit costs to price them by hand."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tomli_w
+
+from replay.counts import DRIVERS
+
+SCHEMA = pa.schema([("trace", pa.string()), ("cpu", pa.int64()), ("mode", pa.string()), ("kind", pa.string()),
+                    ("asid", pa.int64()), ("device", pa.int64()), ("driver", pa.string()), ("count", pa.int64())])
+# Source = (kind, asid, device); one row per (source, driver).
+Row = tuple[str, int, int, str, int]
+
+
+def write_attribution(results: Path, trace: str, cpu: int, mode: str, rows: list[Row]) -> Path:
+    path = results / "attribution" / f"mode={mode}" / f"{trace}__cpu{cpu}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{"trace": trace, "cpu": cpu, "mode": mode, "kind": k, "asid": a, "device": d,
+                                   "driver": drv, "count": n} for k, a, d, drv, n in rows], schema=SCHEMA)
+    pq.write_table(table, path)
+    return path
+
+
+def write_round_profile(path: Path, costs: dict[str, float], name: str = "round-costs") -> Path:
+    """A valid profile: the given unit costs, every other driver free (0 ns)."""
+    table = {"name": name, "description": "round unit costs for hand-priced tests",
+             "costs": {d: {"ns": float(costs.get(d, 0.0)), "low": -1e6, "high": 1e6, "category": "c", "source": "test"}
+                       for d in DRIVERS}}
+    path.write_text(tomli_w.dumps(table))
+    return path

@@ -1,0 +1,156 @@
+"""`pipeline report --html`: the page's numbers, and the page itself in a real headless Chromium
+served from 127.0.0.1 (renders, no console error, nothing fetched from elsewhere, every mode drawn)."""
+from __future__ import annotations
+
+import functools
+import io
+import re
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from replay.counts import ALL_COUNTS
+from tests.pipeline.attribution_rows import write_attribution
+from tests.pipeline.conftest import QUICK_TRACE
+
+runner = CliRunner()
+MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
+MODE_COLOURS = {"native": (0x1F, 0x77, 0xB4), "qemu": (0xFF, 0x7F, 0x0E), "kvm-upstream": (0x2C, 0xA0, 0x2C),
+                "kvm-trunk": (0xD6, 0x27, 0x28), "kvm-paravirt": (0x94, 0x67, 0xBD)}  # plotly D3, in mode order
+KIND_OF = {"exit_cr3": "cr3_write", "cr3_cache_lookup": "cr3_write", "shadow_root_alloc": "cr3_write",
+           "softmmu_flush": "cr3_write", "shadow_page_zap": "cr3_write", "exit_io": "io", "emul_io": "io",
+           "native_io_avoided": "io", "exit_mmio": "mmio", "emulated_ns": "busy"}
+DEVICE_OF = {"io": 0x80, "mmio": 0xFEE00000}
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def attribute_counts(results: Path) -> None:
+    """Split every shard's counts over made-up sources (kind by driver, halves to asids 1 and 2):
+    the contract's invariant holds, the sources sum to the shard's counts."""
+    for path in sorted((results / "counts").glob("mode=*/*.parquet")):
+        shard = pq.read_table(path).to_pylist()[0]
+        rows = []
+        for driver in ALL_COUNTS:
+            kind = KIND_OF.get(driver, "touch")
+            halves = {-1: shard[driver]} if kind == "busy" else {1: shard[driver] // 2, 2: shard[driver] - shard[driver] // 2}
+            rows += [(kind, asid, DEVICE_OF.get(kind, -1), driver, n) for asid, n in halves.items() if n > 0]
+        write_attribution(results, shard["trace"], shard["cpu"], path.parent.name.removeprefix("mode="), rows)
+
+
+@pytest.fixture(scope="module")
+def full_report(quick_results: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """(results with attribution, report.html) with a real sweep of the CR3 cache size."""
+    base = tmp_path_factory.mktemp("html")
+    results = base / "results"
+    shutil.copytree(quick_results, results)
+    attribute_counts(results)
+    sweep = base / "sweep"
+    r = runner.invoke(app, ["sweep", str(QUICK_TRACE), "--set", "cr3_cache_size=0,2", "--out", str(sweep), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    page = base / "site" / "report.html"
+    r = runner.invoke(app, ["report", str(results), "--html", str(page), "--sweep", str(sweep), "--top", "3"])
+    assert r.exit_code == 0, r.output
+    return results, page
+
+
+def text_of(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
+
+
+def test_page_is_self_contained_and_states_profile_and_numbers(full_report: tuple[Path, Path]) -> None:
+    results, page = full_report
+    doc = text_of(page)
+    assert not re.search(r"<script[^>]*\bsrc=", doc) and "<iframe" not in doc
+    assert re.findall(r"<link[^>]*>", doc) == ['<link rel="icon" href="data:,">']  # no favicon request either
+    summary = {r["mode"]: r for r in pl.read_parquet(results / "summary.parquet").iter_rows(named=True)}
+    assert "Cost profile: <b>core2-2007-fitted</b>" in doc
+    for mode, row in summary.items():
+        assert f"<th>{mode}</th>" in doc
+        ratio = row["ns_per_op"] / summary["native"]["ns_per_op"]
+        assert f"<td>{row['ns_per_op'] / 1e3:.3g} ({ratio:.1f}×)</td>" in doc, mode
+    # Calibration cell lat-ctx-2 / kvm-trunk: the seed measured 6.36 µs; modelled = the summary's.
+    modelled = summary["kvm-trunk"]["ns_per_op"] / 1e3
+    error = 100 * (modelled - 6.36) / 6.36
+    cells = f"<td>lat-ctx-2</td><td>kvm-trunk</td><td>µs/op</td><td>6.36</td><td>{modelled:.4g}</td>"
+    assert re.search(re.escape(cells) + r'<td class="\w+">' + re.escape(f"{error:+.1f}%</td><td>fit</td>"), doc)
+    assert "Sweep of kvm-paravirt over cr3_cache_size" in doc
+    assert "top cost sources by address space" in doc and "attribution not available" not in doc
+    assert "does not add up" not in doc  # the made-up sources sum to the counts
+
+
+def test_top_sources_in_the_page_match_the_terminal(full_report: tuple[Path, Path]) -> None:
+    results, page = full_report
+    r = runner.invoke(app, ["report", str(results), "--top", "3"])
+    assert r.exit_code == 0, r.output
+    # kvm-trunk's CR3 exits were given to cr3_write, halves to asids 1 and 2.
+    cells = set(re.findall(r"cr3_write  [0-9.]+ \(\d+%\)", r.output))
+    assert cells and all(c in text_of(page) for c in cells)
+
+
+def test_page_without_attribution_and_with_a_calibration_file(quick_results: Path, tmp_path: Path) -> None:
+    cells = tmp_path / "myfit.cells.parquet"
+    pl.DataFrame({"workload": ["lat-ctx-2"], "mode": ["kvm-trunk"], "unit": ["us/op"], "measured": [6.36],
+                  "predicted": [6.0], "error_pct": [100 * (6.0 - 6.36) / 6.36], "role": ["held-out"]}).write_parquet(cells)
+    fitted = (QUICK_TRACE.parents[2] / "configs" / "hardware" / "core2-2007.toml").read_text()
+    (tmp_path / "myfit.toml").write_text(fitted.replace('name = "core2-2007"', 'name = "myfit-profile"', 1))
+    page = tmp_path / "r.html"
+    r = runner.invoke(app, ["report", str(quick_results), "--html", str(page), "--calibration", str(cells)])
+    assert r.exit_code == 0, r.output
+    doc = text_of(page)
+    assert "attribution not available" in doc and "attribution does not exist" in doc
+    assert "<td>6.36</td><td>6</td><td class=\"good\">-5.7%</td><td>held-out</td>" in doc
+    assert "cost profile myfit-profile" in doc
+    r = runner.invoke(app, ["report", str(quick_results), "--html", str(page), "--sweep", str(tmp_path)])
+    assert r.exit_code == 2 and "sweep.parquet" in r.output
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian package `chromium`; .ci/run installs it)")
+def test_report_renders_in_headless_chromium(full_report: tuple[Path, Path]) -> None:
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    _, page_path = full_report
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(page_path.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{page_path.name}"
+    errors, requests = [], []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(url, wait_until="load")
+            page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
+                                   ".every(d => d.querySelector('.main-svg'))", timeout=30_000)
+            figures = page.evaluate("""[...document.querySelectorAll('.plotly-graph-div')].map(d => ({
+                title: d.layout.title.text,
+                axes: Object.keys(d.layout).filter(k => /^[xy]axis\\d*$/.test(k))
+                            .map(k => (d.layout[k].title || {}).text || '')}))""")
+            svg_text = set(page.eval_on_selector_all(".plotly-graph-div text", "els => els.map(e => e.textContent)"))
+            shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+            first = Image.open(io.BytesIO(page.locator("#fig2").screenshot())).convert("RGB")
+            browser.close()
+    finally:
+        server.shutdown()
+    assert errors == []
+    assert requests and all(r.startswith(url) for r in requests), requests  # nothing from off the machine
+    assert len(figures) == 7  # per-op, time, categories, attribution by kind and asid (no I/O here), sweep, calibration
+    for f in figures:
+        assert "profile" in f["title"] and "modelled" in f["title"].lower(), f["title"]
+        assert f["axes"] and all(f["axes"]), f
+    assert all(m in svg_text for m in MODES), set(MODES) - svg_text
+    assert len(shot.getcolors(maxcolors=1 << 20)) > 200  # text, tables, bars: not a blank page
+    drawn = {c for _, c in first.getcolors(maxcolors=1 << 20)}
+    assert all(MODE_COLOURS[m] in drawn for m in MODES)  # each mode's bar is on screen in its colour
