@@ -2,7 +2,7 @@
 
 This is the model's definition and the oracle for any faster kernel. Each handler
 says what the mode does to one event kind (MODEL.md §2); the state it keeps lives
-in the small types of tlb.py, softmmu.py, cr3_cache.py and shadow.py.
+in the small types of tlb.py, softmmu.py, cr3_cache.py, shadow.py and prev_roots.py.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from replay.cr3_cache import Cr3TargetCache
 from replay.events import Events
 from replay.kinds import Kind
 from replay.mode import Guest, Mode, Paging
+from replay.prev_roots import PrevRoots
 from replay.shadow import GLOBAL_SPACE, ROOT, Key, ShadowPool, table_of
 from replay.softmmu import SoftTlb
 from replay.tlb import Tlb
@@ -30,10 +31,14 @@ class Machine:
         self.soft = SoftTlb(mode.softmmu_tlb_entries) if mode.paging is Paging.SOFTMMU else None
         self.pool = ShadowPool(mode.shadow_pool_pages) if mode.paging is Paging.SHADOW else None
         self.cr3_cache = Cr3TargetCache(mode.cr3_cache_size)
+        self.roots = PrevRoots(mode.prev_roots) if self.pool is not None and mode.prev_roots else None
+        # Shadow and two-dimensional paging: the guest's TLB is the hardware's, so exits
+        # flush it and its misses are counted beside native's.
+        self.virtual_tlb = mode.paging in (Paging.SHADOW, Paging.TDP)
         handlers = {
             Kind.CR3_WRITE: self.cr3_write, Kind.TOUCH: self.touch,
             Kind.PTE_WRITE: self.pte_write, Kind.INVLPG: self.invlpg,
-            Kind.IO: self.io, Kind.HLT: self.hlt, Kind.SYSCALL: self.syscall,
+            Kind.IO: self.io, Kind.MMIO: self.mmio, Kind.HLT: self.hlt, Kind.SYSCALL: self.syscall,
         }
         # Indexed by kind code: kinds without state of their own just cause their driver.
         self.dispatch = [handlers.get(k, self.plain(k)) for k in Kind]
@@ -55,11 +60,13 @@ class Machine:
         return lambda asid, value, arg: self.on_event(kind)
 
     def freed(self, keys: list[Key]) -> None:
-        """Shadow pages zapped; a freed root invalidates its CR3 cache entry."""
+        """Shadow pages zapped; a freed root leaves the CR3 cache and the previous roots."""
         self.c["shadow_page_zap"] += len(keys)
         for space, table in keys:
             if table == ROOT:
                 self.cr3_cache.invalidate(space)
+                if self.roots is not None:
+                    self.roots.invalidate(space)
 
     def table_for(self, vpn: int, asid: int) -> Key:
         """The guest page table (shadow page key) that maps `vpn` in `asid`."""
@@ -84,6 +91,11 @@ class Machine:
             return
         if self.mode.cr3_cache_size and self.cr3_cache_hit(value):
             return
+        if self.roots is not None and self.roots.lookup(value):
+            # KVM's fast_pgd_switch: the root is still held; no free, no reload.
+            self.cause("exit_cr3_fast")
+            self.pool.use((value, ROOT))
+            return
         self.on_event(Kind.CR3_WRITE)
         if not self.mode.shadow_keep_on_cr3:
             self.freed(self.pool.drop_spaces_except(GLOBAL_SPACE))
@@ -91,6 +103,8 @@ class Machine:
         self.freed(evicted)
         self.c["shadow_root_hit" if present else "shadow_root_alloc"] += 1
         self.cr3_cache.fill(value)
+        if self.roots is not None:
+            self.roots.load(value)
 
     def cr3_cache_hit(self, asid: int) -> bool:
         """The paravirt guest's lookup: a hit loads the cached root without exiting."""
@@ -109,6 +123,7 @@ class Machine:
             return
         if self.pool is not None:
             self.shadow_map(space, vpn)
+        if self.virtual_tlb:
             self.c["tlb_miss"] += not self.tlb.access(vpn, is_global)
         self.c["tlb_miss_native"] += not self.tlb_native.access(vpn, is_global)
 
@@ -150,10 +165,18 @@ class Machine:
 
     def io(self, asid: int, port: int, arg: int) -> None:
         """arg 0 = in, 1 = out; the paravirt guest no longer makes some accesses at all."""
-        if port in self.mode.dropped_io_ports or (arg == 0 and port in self.mode.dropped_io_reads):
+        dropped_one_way = self.mode.dropped_io_writes if arg else self.mode.dropped_io_reads
+        if port in self.mode.dropped_io_ports or port in dropped_one_way:
             self.c["native_io_avoided"] += 1
         else:
             self.on_event(Kind.IO)
+
+    def mmio(self, asid: int, address: int, arg: int) -> None:
+        """arg 0 = read, 1 = write; as for ports, a paravirt guest may not make the access."""
+        if address in (self.mode.dropped_mmio_writes if arg else self.mode.dropped_mmio_reads):
+            self.c["native_mmio_avoided"] += 1
+        else:
+            self.on_event(Kind.MMIO)
 
     def hlt(self, asid: int, idle_ns: int, arg: int) -> None:
         self.c["idle_ns"] += idle_ns
@@ -166,8 +189,10 @@ class Machine:
     def counts(self, events: int, span_ns: int) -> Counts:
         c = dict(self.c)
         c["events"] = events
-        if self.pool is not None:
+        if self.virtual_tlb:
             c["tlb_refill_extra"] = c.get("tlb_miss", 0) - c.get("tlb_miss_native", 0)
+        if self.mode.paging is Paging.TDP:
+            c["tdp_walk_extra"] = c.get("tlb_miss", 0)   # every miss walks both dimensions
         if self.soft is not None:
             c["emulated_ns"] = span_ns - c.get("idle_ns", 0)
         return Counts({k: int(v) for k, v in c.items() if v})
