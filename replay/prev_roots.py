@@ -14,26 +14,26 @@ class PrevRoots:
     """Address spaces whose shadow root KVM holds, most recently used first."""
 
     def __init__(self, previous: int) -> None:
-        self.size = previous + 1           # the current root and `previous` earlier ones
-        self._roots: list[int] = []
+        self.size = previous + 1   # the current root and `previous` earlier ones
+        self.held: list[int] = []  # address spaces, the current one first
 
     def lookup(self, asid: int) -> bool:
         """The fast switch: a held root becomes current (most recently used)."""
-        if asid not in self._roots:
+        if asid not in self.held:
             return False
-        self._roots.remove(asid)
-        self._roots.insert(0, asid)
+        self.held.remove(asid)
+        self.held.insert(0, asid)
         return True
 
     def load(self, asid: int) -> None:
         """The slow switch: the new root becomes current, the least recently used is let go."""
         self.invalidate(asid)
-        self._roots.insert(0, asid)
-        del self._roots[self.size:]
+        self.held.insert(0, asid)
+        del self.held[self.size:]
 
     def invalidate(self, asid: int) -> None:
-        if asid in self._roots:
-            self._roots.remove(asid)
+        if asid in self.held:
+            self.held.remove(asid)
 
     def __len__(self) -> int:
-        return len(self._roots)
+        return len(self.held)
