@@ -42,7 +42,7 @@ def load_modes(directory: Path = DEFAULT_DIR, extra: Sequence[Path] = ()) -> dic
             raise ConfigError(path, "name", f"mode {name!r} is already defined in {by_name[name][0]}")
         by_name[name] = (path, table)
     resolved = {name: _resolve(name, by_name, ()) for name in by_name}
-    ordered = sorted(resolved, key=lambda n: (_order(by_name[n][0], resolved[n]), n))
+    ordered = sorted(resolved, key=lambda n: (_order(*by_name[n]), n))  # a file's own order, not inherited
     return {name: _build(by_name[name][0], resolved[name]) for name in ordered}
 
 
