@@ -10,8 +10,8 @@ See configs/modes/README.md.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
