@@ -40,6 +40,7 @@ WorkersOpt = Annotated[int, typer.Option(help="Worker processes of the local Das
 AddressOpt = Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")]
 SchedulerFileOpt = Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")]
 NativeProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware profile whose [native] table times the events.")]
+ModesDirOpt = Annotated[Optional[list[Path]], typer.Option("--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
 
 
 def _report_error(line: str) -> None:
@@ -60,10 +61,11 @@ def replay(
     workers: WorkersOpt = 2,
     scheduler_address: AddressOpt = None,
     scheduler_file: SchedulerFileOpt = None,
+    modes_dir: ModesDirOpt = None,
 ) -> None:
     """Replay every trace under every mode on Dask; write counts and summary.parquet under --out."""
     try:
-        chosen = select_modes(load_modes(), modes)
+        chosen = select_modes(load_modes(extra=modes_dir or []), modes)
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
@@ -204,10 +206,11 @@ def sweep(
     workers: WorkersOpt = 2,
     scheduler_address: AddressOpt = None,
     scheduler_file: SchedulerFileOpt = None,
+    modes_dir: ModesDirOpt = None,
 ) -> None:
     """Re-replay traces under a grid of mode settings; print each point's time and gain."""
     try:
-        available = load_modes()
+        available = load_modes(extra=modes_dir or [])
         chosen, base = select_modes(available, mode)[0], select_modes(available, baseline)[0]
         grid_points = sw.points(chosen, base, sw.parse_sets(set_))
         cost_profile = load_profile(profile)

@@ -3,11 +3,14 @@
 A mode file may say `inherits = "other-mode"`: it starts from that mode's table and
 overrides keys (nested tables merge key by key). Every key must be a Mode field,
 `on_event` keys event kinds and its values priced drivers; anything else is an
-error naming the file and key. See configs/modes/README.md.
+error naming the file and key. Users add modes in their own folders (`--modes-dir`),
+loaded together with the shipped ones so that they can inherit from them.
+See configs/modes/README.md.
 """
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -20,15 +23,26 @@ from replay.mode import Mode, Paging
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "configs" / "modes"
 DOC_KEYS = {"description", "source", "inherits", "order"}
 FIELD_TYPES = {f.name: f.type for f in fields(Mode)}
-MINIMUM_SIZES = {"tlb_entries": 1, "softmmu_tlb_entries": 1, "cr3_cache_size": 0, "shadow_pool_pages": 2}
+MINIMUM_SIZES = {"tlb_entries": 1, "softmmu_tlb_entries": 1, "cr3_cache_size": 0, "shadow_pool_pages": 2,
+                 "prev_roots": 0}
+# Sets of guest accesses a paravirt guest no longer makes, and the values they may hold.
+PORT_SETS = ("dropped_io_ports", "dropped_io_reads", "dropped_io_writes")
+ADDRESS_SETS = ("dropped_mmio_reads", "dropped_mmio_writes")
+MAX_PORT, MAX_ADDRESS = 0xFFFF, 2**64 - 1
 
 
-def load_modes(directory: Path = DEFAULT_DIR) -> dict[str, Mode]:
-    """Every mode in `directory`, by name, ordered by each file's `order` key, then name."""
-    raw = {p: _read(p) for p in sorted(directory.glob("*.toml"))}
-    by_name = {_name(p, t): (p, t) for p, t in raw.items()}
+def load_modes(directory: Path = DEFAULT_DIR, extra: Sequence[Path] = ()) -> dict[str, Mode]:
+    """Every mode in `directory` and in the `extra` folders (or files), by name, ordered
+    by each file's `order` key, then name. A name defined twice is an error."""
+    by_name: dict[str, tuple[Path, dict]] = {}
+    for path in _mode_files([directory, *extra]):
+        table = _read(path)
+        name = _name(path, table)
+        if name in by_name:
+            raise ConfigError(path, "name", f"mode {name!r} is already defined in {by_name[name][0]}")
+        by_name[name] = (path, table)
     resolved = {name: _resolve(name, by_name, ()) for name in by_name}
-    ordered = sorted(resolved, key=lambda n: (_order(by_name[n][0], resolved[n]), n))
+    ordered = sorted(resolved, key=lambda n: (_order(*by_name[n]), n))  # a file's own order, not inherited
     return {name: _build(by_name[name][0], resolved[name]) for name in ordered}
 
 
@@ -50,6 +64,20 @@ def with_overrides(mode: Mode, overrides: dict[str, Any], origin: str = "--set")
     return _build(Path(origin), table)
 
 
+def _mode_files(paths: Sequence[Path]) -> list[Path]:
+    """*.toml of each folder (not below it), or the file itself; each file once."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.toml"))
+        elif path.is_file():
+            found = [path]
+        else:
+            raise ConfigError(path, "", "no such mode folder or file")
+        files += [f for f in found if f.resolve() not in {g.resolve() for g in files}]
+    return files
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
@@ -66,6 +94,9 @@ def _name(path: Path, table: dict[str, Any]) -> str:
 
 def _resolve(name: str, by_name: dict[str, tuple[Path, dict]], seen: tuple[str, ...]) -> dict[str, Any]:
     path, table = by_name[name]
+    for key in DOC_KEYS - {"order"}:
+        if key in table and not isinstance(table[key], str):
+            raise ConfigError(path, key, f"must be a string, got {table[key]!r}")
     parent = table.get("inherits")
     if parent is None:
         return dict(table)
@@ -95,15 +126,16 @@ def _build(path: Path, table: dict[str, Any]) -> Mode:
     except ValueError:
         raise ConfigError(path, "paging", f"must be one of {[p.value for p in Paging]}") from None
     values["on_event"] = _on_event(path, values.get("on_event", {}))
-    for key in ("dropped_io_ports", "dropped_io_reads"):
-        values[key] = frozenset(_int_list(path, key, values.get(key, [])))
+    for key in PORT_SETS + ADDRESS_SETS:
+        top = MAX_PORT if key in PORT_SETS else MAX_ADDRESS
+        values[key] = frozenset(_int_list(path, key, values.get(key, []), top))
     for key, least in MINIMUM_SIZES.items():
         if key in values and (type(values[key]) is not int or values[key] < least):
             raise ConfigError(path, key, f"must be an integer >= {least}, got {values[key]!r}")
     soft = values.get("softmmu_tlb_entries", 1)
     if soft & (soft - 1):
         raise ConfigError(path, "softmmu_tlb_entries", f"must be a power of two (direct mapped), got {soft}")
-    for key in ("tlb_flush_on_exit", "shadow_keep_on_cr3", "shadow_update_on_pte_write"):
+    for key in (k for k, t in FIELD_TYPES.items() if t == "bool"):
         if key in values and not isinstance(values[key], bool):
             raise ConfigError(path, key, f"must be true or false, got {values[key]!r}")
     return Mode(**values)
@@ -115,19 +147,24 @@ def _on_event(path: Path, table: Any) -> dict:
     out = {}
     for kind, driver in table.items():
         key = kind if isinstance(kind, str) else kind.name.lower()
-        if driver == "":  # an inherited entry switched off: this mode does not trap it
-            continue
         if key not in KIND_NAMES:
             raise ConfigError(path, f"on_event.{key}", f"unknown event kind; known: {sorted(KIND_NAMES)}")
+        if not isinstance(driver, str):
+            raise ConfigError(path, f"on_event.{key}", f"must be a driver name in quotes, got {driver!r}")
+        if driver == "":  # an inherited entry switched off: this mode does not trap it
+            continue
         if driver not in DRIVERS:
             raise ConfigError(path, f"on_event.{key}", f"unknown driver {driver!r}; known: {sorted(DRIVERS)}")
         out[KIND_NAMES[key]] = driver
     return out
 
 
-def _int_list(path: Path, key: str, value: Any) -> list[int]:
+def _int_list(path: Path, key: str, value: Any, top: int) -> list[int]:
     if isinstance(value, (set, frozenset)):
         value = sorted(value)
     if not isinstance(value, list) or not all(type(v) is int for v in value):
         raise ConfigError(path, key, "must be a list of integers")
+    bad = [v for v in value if not 0 <= v <= top]
+    if bad:
+        raise ConfigError(path, key, f"{bad[0]:#x} is outside 0..{top:#x}")
     return value

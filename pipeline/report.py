@@ -176,16 +176,18 @@ def _percent(share: float) -> str:
 
 
 def top_table(ranked: pl.DataFrame, summary: pl.DataFrame, trace: str, dimension: str, profile: str) -> Table:
-    """One trace's top cost sources along one dimension: rows rank, columns modes."""
+    """One trace's top cost sources along one dimension: a row per (mode, rank), so the
+    table stays narrow however many modes were replayed."""
     label, modes, rows = top_grid(ranked, summary, trace)
     workload = summary.filter(pl.col("trace") == trace)["workload"][0]
-    table = Table(title=f"{workload} ({trace}): top cost sources by {DIMENSIONS[dimension]}, {label}"
+    table = Table(title=f"{workload} ({trace}): top cost sources by {DIMENSIONS[dimension]}"
                         f"  ·  profile: {profile}", caption=TOP_CAPTION)
-    table.add_column("#", justify="right")
-    for m in modes:
-        table.add_column(m, min_width=len(m))
-    for row in rows:
-        table.add_row(*row)
+    for name in ("mode", "#", f"source  time, {label} (share)"):
+        table.add_column(name, justify="right" if name == "#" else "left")
+    for col, mode in enumerate(modes, start=1):
+        ranked_cells = [(row[0], row[col]) for row in rows if row[col]]
+        for k, (rank, cell) in enumerate(ranked_cells):
+            table.add_row(mode if k == 0 else "", rank, cell, end_section=k == len(ranked_cells) - 1)
     return table
 
 

@@ -18,7 +18,8 @@ from pipeline.modes import with_overrides
 from replay.mode import Mode
 
 # Settings that describe the paravirt guest itself; a baseline guest keeps its own.
-GUEST_SIDE = frozenset({"cr3_cache_size", "dropped_io_ports", "dropped_io_reads"})
+GUEST_SIDE = frozenset({"cr3_cache_size", "dropped_io_ports", "dropped_io_reads", "dropped_io_writes",
+                        "dropped_mmio_reads", "dropped_mmio_writes"})
 SWEEPABLE = {f.name for f in fields(Mode)} - {"name", "paging", "on_event"}
 
 

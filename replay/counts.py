@@ -34,6 +34,9 @@ DRIVERS: dict[str, str] = {
     "emul_irq": "QEMU: an external interrupt delivered between translated blocks",
     "emulated_ns": "QEMU: native busy time run as translated code (unit cost = slowdown - 1)",
     "native_io_avoided": "port I/O the paravirt guest no longer makes (its native time is saved)",
+    "tdp_walk_extra": "a TLB miss under two-dimensional paging (EPT/NPT): the 2-D walk's cost beyond a native walk",
+    "exit_cr3_fast": "VM exit on a guest CR3 write whose shadow root KVM still holds among its previous roots",
+    "native_mmio_avoided": "MMIO the paravirt guest no longer makes (its native time is saved)",
 }
 
 # Informational counts: reported, never priced.

@@ -17,6 +17,9 @@ class Paging(str, Enum):
     NATIVE = "native"    # hardware page tables, hardware TLB
     SOFTMMU = "softmmu"  # QEMU's software TLB in front of an emulated page walk
     SHADOW = "shadow"    # hypervisor-maintained shadow page tables, guest tables write-protected
+    # Two-dimensional paging (KVM's "TDP": Intel EPT, AMD NPT): the hardware walks the guest's
+    # tables and the host's; no shadow state, and every TLB miss is a 2-D walk.
+    TDP = "tdp"
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,13 @@ class Mode:
     on_event: dict[Kind, str] = field(default_factory=dict)
     # Guest-side paravirt transforms: accesses to these ports are removed from the guest ...
     dropped_io_ports: frozenset[int] = frozenset()
-    # ... and reads (`in`) of these ports (e.g. the i8259A's dummy IMR read).
+    # ... and reads (`in`) of these ports (e.g. the i8259A's dummy IMR read) ...
     dropped_io_reads: frozenset[int] = frozenset()
+    # ... and writes (`out`) to these ports (e.g. the EOI that PV EOI makes unnecessary) ...
+    dropped_io_writes: frozenset[int] = frozenset()
+    # ... and MMIO reads / writes of these guest-physical addresses (e.g. the HPET counter).
+    dropped_mmio_reads: frozenset[int] = frozenset()
+    dropped_mmio_writes: frozenset[int] = frozenset()
     # Hardware TLB entries (fully associative LRU, untagged: no VPID/PCID in 2007).
     tlb_entries: int = 256
     # Without VPID every VM entry/exit flushes the whole TLB, global entries included.
@@ -45,6 +53,9 @@ class Mode:
     shadow_keep_on_cr3: bool = True
     # True = the trapped guest PTE write also updates the shadow PTE (no re-fault).
     shadow_update_on_pte_write: bool = True
+    # Shadow roots KVM keeps besides the current one (KVM_MMU_NUM_PREV_ROOTS = 3 since 2018);
+    # a CR3 write to one of them is a fast switch. 0 = no such LRU (2007).
+    prev_roots: int = 0
 
 
 @dataclass(frozen=True)

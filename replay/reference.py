@@ -2,7 +2,7 @@
 
 This is the model's definition and the oracle for any faster kernel. Each handler
 says what the mode does to one event kind (MODEL.md §2); the state it keeps lives
-in the small types of tlb.py, softmmu.py, cr3_cache.py and shadow.py.
+in the small types of tlb.py, softmmu.py, cr3_cache.py, shadow.py and prev_roots.py.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from replay.cr3_cache import Cr3TargetCache
 from replay.events import Events
 from replay.kinds import Kind
 from replay.mode import Guest, Mode, Paging
+from replay.prev_roots import PrevRoots
 from replay.shadow import GLOBAL_SPACE, ROOT, Key, ShadowPool, table_of
 from replay.softmmu import SoftTlb
 from replay.tlb import Tlb
@@ -48,10 +49,14 @@ class Machine:
         self.soft = SoftTlb(mode.softmmu_tlb_entries) if mode.paging is Paging.SOFTMMU else None
         self.pool = ShadowPool(mode.shadow_pool_pages) if mode.paging is Paging.SHADOW else None
         self.cr3_cache = Cr3TargetCache(mode.cr3_cache_size)
+        self.roots = PrevRoots(mode.prev_roots) if self.pool is not None and mode.prev_roots else None
+        # Shadow and two-dimensional paging: the guest's TLB is the hardware's, so exits
+        # flush it and its misses are counted beside native's.
+        self.virtual_tlb = mode.paging in (Paging.SHADOW, Paging.TDP)
         handlers = {
             Kind.CR3_WRITE: self.cr3_write, Kind.TOUCH: self.touch,
             Kind.PTE_WRITE: self.pte_write, Kind.INVLPG: self.invlpg,
-            Kind.IO: self.io, Kind.HLT: self.hlt, Kind.SYSCALL: self.syscall,
+            Kind.IO: self.io, Kind.MMIO: self.mmio, Kind.HLT: self.hlt, Kind.SYSCALL: self.syscall,
         }
         # Indexed by kind code: kinds without state of their own just cause their driver.
         self.dispatch = [handlers.get(k, self.plain(k)) for k in Kind]
@@ -77,11 +82,13 @@ class Machine:
         return lambda asid, value, arg: self.on_event(kind)
 
     def freed(self, keys: list[Key]) -> None:
-        """Shadow pages zapped; a freed root invalidates its CR3 cache entry."""
+        """Shadow pages zapped; a freed root leaves the CR3 cache and the previous roots."""
         self.add("shadow_page_zap", len(keys))
         for space, table in keys:
             if table == ROOT:
                 self.cr3_cache.invalidate(space)
+                if self.roots is not None:
+                    self.roots.invalidate(space)
 
     def table_for(self, vpn: int, asid: int) -> Key:
         """The guest page table (shadow page key) that maps `vpn` in `asid`."""
@@ -106,6 +113,11 @@ class Machine:
             return
         if self.mode.cr3_cache_size and self.cr3_cache_hit(value):
             return
+        if self.roots is not None and self.roots.lookup(value):
+            # KVM's fast_pgd_switch: the root is still held; no free, no reload.
+            self.cause("exit_cr3_fast")
+            self.pool.use((value, ROOT))
+            return
         self.on_event(Kind.CR3_WRITE)
         if not self.mode.shadow_keep_on_cr3:
             self.freed(self.pool.drop_spaces_except(GLOBAL_SPACE))
@@ -113,6 +125,8 @@ class Machine:
         self.freed(evicted)
         self.add("shadow_root_hit" if present else "shadow_root_alloc")
         self.cr3_cache.fill(value)
+        if self.roots is not None:
+            self.roots.load(value)
 
     def cr3_cache_hit(self, asid: int) -> bool:
         """The paravirt guest's lookup: a hit loads the cached root without exiting."""
@@ -134,10 +148,12 @@ class Machine:
         miss = not self.tlb.access(vpn, is_global)
         native_miss = not self.tlb_native.access(vpn, is_global)
         self.add("tlb_miss_native", native_miss)
-        if self.pool is not None:
-            # Per touch, so that the extra refills are attributed to the pages refilled.
+        if self.virtual_tlb:
+            # Per touch, so that extra refills and walks are attributed to the pages refilled.
             self.add("tlb_miss", miss)
             self.add("tlb_refill_extra", miss - native_miss)
+            if self.mode.paging is Paging.TDP:
+                self.add("tdp_walk_extra", miss)  # every miss walks both dimensions
 
     def shadow_map(self, space: int, vpn: int) -> None:
         """Walk the shadow tables for a touch: allocate the table, fill the PTE."""
@@ -177,10 +193,18 @@ class Machine:
 
     def io(self, asid: int, port: int, arg: int) -> None:
         """arg 0 = in, 1 = out; the paravirt guest no longer makes some accesses at all."""
-        if port in self.mode.dropped_io_ports or (arg == 0 and port in self.mode.dropped_io_reads):
+        dropped_one_way = self.mode.dropped_io_writes if arg else self.mode.dropped_io_reads
+        if port in self.mode.dropped_io_ports or port in dropped_one_way:
             self.add("native_io_avoided")
         else:
             self.on_event(Kind.IO)
+
+    def mmio(self, asid: int, address: int, arg: int) -> None:
+        """arg 0 = read, 1 = write; as for ports, a paravirt guest may not make the access."""
+        if address in (self.mode.dropped_mmio_writes if arg else self.mode.dropped_mmio_reads):
+            self.add("native_mmio_avoided")
+        else:
+            self.on_event(Kind.MMIO)
 
     def hlt(self, asid: int, idle_ns: int, arg: int) -> None:
         self.add("idle_ns", idle_ns)

@@ -61,7 +61,8 @@ def replayed(tmp_path_factory) -> Path:
     for name, mix in MIXES.items():
         write_events(d / "traces" / f"{name}.parquet", mixed_events(*mix), workload=name,
                      step_ns=STEP_NS[name], headline="total")
-    result = runner.invoke(app, ["replay", str(d / "traces"), "--out", str(d / "results"), "--workers", "2"])
+    result = runner.invoke(app, ["replay", str(d / "traces"), "--out", str(d / "results"), "--workers", "2",
+                                 "--modes", ",".join(MODES)])  # the synthetic reference covers the seed's modes
     assert result.exit_code == 0, result.output
     return d
 

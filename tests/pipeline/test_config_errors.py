@@ -36,6 +36,14 @@ def modes_with(tmp_path: Path, text: str) -> Path:
     ('inherits = "kvm-nothing"\nname = "m"\n', "inherits", "does not exist"),
     ('name = "m"\npaging = "shadow"\ndropped_io_ports = ["0x80"]\n', "dropped_io_ports", "list of integers"),
     ('name = "m"\npaging = [\n', "", "cannot parse TOML"),
+    ('inherits = "m"\nname = "m"\n', "inherits", "inheritance cycle"),
+    ('inherits = ["kvm-trunk"]\nname = "m"\n', "inherits", "must be a string"),
+    ('name = "m"\npaging = "tdp"\ndescription = 3\n', "description", "must be a string"),
+    ('name = "kvm-trunk"\npaging = "shadow"\n', "name", "already defined in"),
+    ('name = "m"\npaging = "shadow"\n[on_event]\nio = 5\n', "on_event.io", "driver name in quotes"),
+    ('name = "m"\npaging = "shadow"\nprev_roots = -1\n', "prev_roots", ">= 0"),
+    ('name = "m"\npaging = "tdp"\ndropped_io_writes = [0x10000]\n', "dropped_io_writes", "outside 0..0xffff"),
+    ('name = "m"\npaging = "tdp"\ndropped_mmio_reads = "0xFED000F0"\n', "dropped_mmio_reads", "list of integers"),
 ])
 def test_mode_file_mistakes_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
     d = modes_with(tmp_path, body)
@@ -50,9 +58,28 @@ def test_mode_file_mistakes_name_file_and_key(tmp_path: Path, body: str, key: st
 def test_a_new_mode_needs_no_code(tmp_path: Path) -> None:
     d = modes_with(tmp_path, 'inherits = "kvm-paravirt"\nname = "kvm-paravirt-8"\norder = 55\ncr3_cache_size = 8\n')
     modes = load_modes(d)
-    assert list(modes)[-2:] == ["kvm-paravirt", "kvm-paravirt-8"]
+    names = list(modes)  # order 55: right after kvm-paravirt (50), before the modern modes (60+)
+    assert names[names.index("kvm-paravirt") + 1] == "kvm-paravirt-8"
     assert modes["kvm-paravirt-8"].cr3_cache_size == 8
     assert modes["kvm-paravirt-8"].dropped_io_ports == modes["kvm-paravirt"].dropped_io_ports
+
+
+def test_an_inheritance_cycle_across_files(tmp_path: Path) -> None:
+    d = modes_with(tmp_path, 'inherits = "b"\nname = "a"\n')
+    (d / "z.toml").write_text('inherits = "a"\nname = "b"\n')
+    with pytest.raises(ConfigError, match=r"(mine|z)\.toml: inherits: inheritance cycle"):
+        load_modes(d)
+
+
+def test_user_folders_load_with_the_shipped_modes(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.toml").write_text('inherits = "kvm-ept-vpid"\nname = "ept-big-tlb"\ntlb_entries = 1536\n')
+    modes = load_modes(extra=[mine])
+    assert list(modes)[-1] == "ept-big-tlb" and modes["ept-big-tlb"].tlb_entries == 1536
+    assert load_modes(extra=[mine / "a.toml"]) == modes  # a file works as well as its folder
+    with pytest.raises(ConfigError, match=r"nowhere: no such mode folder or file"):
+        load_modes(extra=[tmp_path / "nowhere"])
 
 
 def test_profile_missing_cost_names_the_driver(tmp_path: Path) -> None:

@@ -11,48 +11,27 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from replay.counts import ALL_COUNTS
-from tests.pipeline.attribution_rows import write_attribution
 from tests.pipeline.conftest import QUICK_TRACE
 
 runner = CliRunner()
 MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 MODE_COLOURS = {"native": (0x1F, 0x77, 0xB4), "qemu": (0xFF, 0x7F, 0x0E), "kvm-upstream": (0x2C, 0xA0, 0x2C),
                 "kvm-trunk": (0xD6, 0x27, 0x28), "kvm-paravirt": (0x94, 0x67, 0xBD)}  # plotly D3, in mode order
-KIND_OF = {"exit_cr3": "cr3_write", "cr3_cache_lookup": "cr3_write", "shadow_root_alloc": "cr3_write",
-           "softmmu_flush": "cr3_write", "shadow_page_zap": "cr3_write", "exit_io": "io", "emul_io": "io",
-           "native_io_avoided": "io", "exit_mmio": "mmio", "emulated_ns": "busy"}
-DEVICE_OF = {"io": 0x80, "mmio": 0xFEE00000}
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
 
-def attribute_counts(results: Path) -> None:
-    """Split every shard's counts over made-up sources (kind by driver, halves to asids 1 and 2):
-    the contract's invariant holds, the sources sum to the shard's counts."""
-    for path in sorted((results / "counts").glob("mode=*/*.parquet")):
-        shard = pq.read_table(path).to_pylist()[0]
-        rows = []
-        for driver in ALL_COUNTS:
-            kind = KIND_OF.get(driver, "touch")
-            halves = {-1: shard[driver]} if kind == "busy" else {1: shard[driver] // 2, 2: shard[driver] - shard[driver] // 2}
-            rows += [(kind, asid, DEVICE_OF.get(kind, -1), driver, n) for asid, n in halves.items() if n > 0]
-        write_attribution(results, shard["trace"], shard["cpu"], path.parent.name.removeprefix("mode="), rows)
-
-
 @pytest.fixture(scope="module")
 def full_report(quick_results: Path, tmp_path_factory) -> tuple[Path, Path]:
-    """(results with attribution, report.html) with a real sweep of the CR3 cache size."""
+    """(results with their replay's attribution, report.html) with a real sweep of the CR3 cache size."""
     base = tmp_path_factory.mktemp("html")
     results = base / "results"
     shutil.copytree(quick_results, results)
-    attribute_counts(results)
     sweep = base / "sweep"
     r = runner.invoke(app, ["sweep", str(QUICK_TRACE), "--set", "cr3_cache_size=0,2", "--out", str(sweep), "--workers", "1"])
     assert r.exit_code == 0, r.output
@@ -84,32 +63,34 @@ def test_page_is_self_contained_and_states_profile_and_numbers(full_report: tupl
     assert re.search(re.escape(cells) + r'<td class="\w+">' + re.escape(f"{error:+.1f}%</td><td>fit</td>"), doc)
     assert "Sweep of kvm-paravirt over cr3_cache_size" in doc
     assert "top cost sources by address space" in doc and "attribution not available" not in doc
-    assert "does not add up" not in doc  # the made-up sources sum to the counts
+    assert "does not add up" not in doc  # the replay's sources sum to its counts
 
 
 def test_top_sources_in_the_page_match_the_terminal(full_report: tuple[Path, Path]) -> None:
     results, page = full_report
     r = runner.invoke(app, ["report", str(results), "--top", "3"])
     assert r.exit_code == 0, r.output
-    # kvm-trunk's CR3 exits were given to cr3_write, halves to asids 1 and 2.
+    # The replay charges CR3 exits to the CR3 writes: the same cells in both renderings.
     cells = set(re.findall(r"cr3_write  [0-9.]+ \(\d+%\)", r.output))
     assert cells and all(c in text_of(page) for c in cells)
 
 
 def test_page_without_attribution_and_with_a_calibration_file(quick_results: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(quick_results, bare, ignore=shutil.ignore_patterns("attribution"))
     cells = tmp_path / "myfit.cells.parquet"
     pl.DataFrame({"workload": ["lat-ctx-2"], "mode": ["kvm-trunk"], "unit": ["us/op"], "measured": [6.36],
                   "predicted": [6.0], "error_pct": [100 * (6.0 - 6.36) / 6.36], "role": ["held-out"]}).write_parquet(cells)
     fitted = (QUICK_TRACE.parents[2] / "configs" / "hardware" / "core2-2007.toml").read_text()
     (tmp_path / "myfit.toml").write_text(fitted.replace('name = "core2-2007"', 'name = "myfit-profile"', 1))
     page = tmp_path / "r.html"
-    r = runner.invoke(app, ["report", str(quick_results), "--html", str(page), "--calibration", str(cells)])
+    r = runner.invoke(app, ["report", str(bare), "--html", str(page), "--calibration", str(cells)])
     assert r.exit_code == 0, r.output
     doc = text_of(page)
     assert "attribution not available" in doc and "attribution does not exist" in doc
     assert "<td>6.36</td><td>6</td><td class=\"good\">-5.7%</td><td>held-out</td>" in doc
     assert "cost profile myfit-profile" in doc
-    r = runner.invoke(app, ["report", str(quick_results), "--html", str(page), "--sweep", str(tmp_path)])
+    r = runner.invoke(app, ["report", str(bare), "--html", str(page), "--sweep", str(tmp_path)])
     assert r.exit_code == 2 and "sweep.parquet" in r.output
 
 

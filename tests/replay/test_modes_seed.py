@@ -17,8 +17,8 @@ KVM = ["kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 # --- the mode files, as read by hand ----------------------------------------------------
 
 def test_seed_modes_load_in_report_order(modes):
-    # order keys 10, 20, 30, 40, 50
-    assert list(modes) == SEED
+    # order keys 10, 20, 30, 40, 50; the modes after 2007 follow (test_modes_modern.py)
+    assert list(modes)[:5] == SEED
 
 
 def test_seed_mode_state(modes):
