@@ -4,7 +4,9 @@ Layout under OUT:
   counts/mode=<mode>/<trace>__cpu<N>.parquet   one row of counts per shard (hive-partitioned)
   summary.parquet                              one row per (trace, mode), priced
 Every file is written to a temporary name and renamed, so a reader (or a crashed
-run) never sees half a file.
+run) never sees half a file. A shard file's Parquet footer holds its manifest entry
+(MANIFEST_KEY: what it was computed from, see pipeline/manifest.py), committed by
+the same rename as its counts.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from replay.counts import ALL_COUNTS, Counts
 
 SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
+MANIFEST_KEY = b"hvreplay.shard"
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,28 @@ def shard_row(shard: Shard, counts: Counts) -> dict[str, Any]:
             "headline": m.headline, **counts.as_row()}
 
 
-def write_shard(out: Path, shard: Shard, row: dict[str, Any]) -> Path:
-    """Write one shard's row to its deterministic file (the mode is in the path)."""
-    path = out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
-    table = pa.Table.from_pylist([row])
+def shard_path(out: Path, shard: Shard) -> Path:
+    """A shard's deterministic result file (the mode is in the path)."""
+    return out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
+
+
+def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Path:
+    """Write one shard's row with its manifest entry in the footer, in one atomic rename."""
+    path = shard_path(out, shard)
+    table = pa.Table.from_pylist([row]).replace_schema_metadata({MANIFEST_KEY: entry.encode()})
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path
+
+
+def read_shard(path: Path) -> tuple[dict[str, Any], str] | None:
+    """A shard file's row and manifest entry; None if it cannot be read (it is then recomputed)."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+    entry = (table.schema.metadata or {}).get(MANIFEST_KEY)
+    rows = table.to_pylist()
+    return (rows[0], entry.decode()) if len(rows) == 1 and entry else None
 
 
 def summarise(rows: list[tuple[str, dict[str, Any]]], failures: list[Failure], profile: Profile,
