@@ -14,6 +14,7 @@ tasks), and shards whose files in OUT already match are read back, not replayed
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, TraceMeta, read_events, read_meta
 from replay.mode import Mode
 from replay.reference import replay
+
+
+# distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
+_COMM_NAME = re.compile(r"in <[^>]*>: ")
 
 
 class ClusterError(Exception):
@@ -110,7 +115,7 @@ def _connect_problem(e: Exception, tls: Tls | None) -> str:
     if isinstance(e, TypeError) and "TLS" in str(e):  # a tls:// address and no certificates
         return "it uses TLS; give --tls-ca-file, --tls-cert and --tls-key"
     hint = "" if tls else " (a TLS scheduler needs its tls:// address and --tls-ca-file, --tls-cert, --tls-key)"
-    return _one_line(f"{type(e).__name__}: {e}") + hint
+    return _COMM_NAME.sub("", _one_line(f"{type(e).__name__}: {e}")) + hint
 
 
 def open_traces(traces: list[TraceFile], modes: list[Mode],

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.trace_format import TraceMeta
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SHARD_FILE = re.compile(r"(?P<trace>.+)__cpu(?P<cpu>[0-9]+)\.parquet")
+_SHARD_FILE = re.compile(r"(?P<trace>.+)__cpu[0-9]+\.parquet")
 
 
 @dataclass(frozen=True)
