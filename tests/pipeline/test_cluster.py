@@ -7,6 +7,7 @@ cluster fails its test; clusters are stopped by fixture finalizers.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -79,13 +80,17 @@ def assert_same_results(out: Path, reference: Path) -> None:
 
 
 def replay_tasks_done(cluster: DaskCluster) -> int:
+    """replay_shard tasks the scheduler has seen finish, over all its clients so far."""
+    def count(dask_scheduler) -> int:
+        prefix = dask_scheduler.task_prefixes.get("replay_shard")
+        return prefix.state_counts["memory"] if prefix is not None else 0
     with cluster.client() as client:
-        return client.run_on_scheduler(
-            lambda dask_scheduler: dask_scheduler.task_prefixes["replay_shard"].state_counts["memory"])
+        return client.run_on_scheduler(count)
 
 
 def test_dask_cli_cluster_by_address_and_by_scheduler_file(cluster: DaskCluster, traces: Path, clean: Path,
                                                            tmp_path: Path) -> None:
+    done_before = replay_tasks_done(cluster)
     by_address = pipeline_replay(traces, "--out", tmp_path / "a", "--scheduler-address", cluster.address)
     assert by_address.returncode == 0, by_address.stderr
     by_file = pipeline_replay(traces, "--out", tmp_path / "f", "--scheduler-file", cluster.scheduler_file)
@@ -93,7 +98,7 @@ def test_dask_cli_cluster_by_address_and_by_scheduler_file(cluster: DaskCluster,
     assert_same_results(tmp_path / "a", clean)
     assert_same_results(tmp_path / "f", clean)
     # Both runs' 15 shards ran on this cluster's workers, not on a private local cluster.
-    assert replay_tasks_done(cluster) == 2 * 3 * MODES
+    assert replay_tasks_done(cluster) - done_before == 2 * 3 * MODES
 
 
 def test_tls_cluster_and_plaintext_client_refused(traces: Path, clean: Path, tmp_path: Path) -> None:
@@ -170,14 +175,38 @@ def shard_files(out: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in counts.rglob("*.parquet")} if counts.exists() else {}
 
 
+def session_ends(session: int, within_s: float) -> bool:
+    """Whether every live process of the session (process group) is gone within `within_s`.
+
+    Zombies count as gone: whether one is reaped is up to the container's init."""
+    deadline = time.monotonic() + within_s
+    while any(group == session and state != "Z" for state, group in processes()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def processes() -> list[tuple[str, int]]:
+    """(state, process group) of every process, from /proc/PID/stat."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "PID (comm)"
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        found.append((fields[0], int(fields[2])))
+    return found
+
+
 def test_driver_killed_then_resumed(cluster: DaskCluster, clean: Path, tmp_path: Path) -> None:
     traces = write_traces(tmp_path / "traces")
     out, hold = tmp_path / "out", tmp_path / "hold"
     hold.touch()
     held = {"DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{SLOW_SHARDS}"]', "HVREPLAY_TEST_SHARD_HOLD": str(hold)}
-    # The driver and its local cluster's processes form one session, killed at once (as a
-    # batch system or a closed terminal would) when each of its 2 workers has written a
-    # shard file and is held before reporting it.
+    # SIGKILL the driver when each of its local cluster's 2 workers has written a shard
+    # file and is held before reporting it. The workers, left without their scheduler,
+    # must go too (the whole session is killed at the end in any case).
     driver = subprocess.Popen([str(PIPELINE), "replay", str(traces), "--out", str(out), "--workers", "2"],
                               env={**os.environ, **held}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
@@ -186,9 +215,13 @@ def test_driver_killed_then_resumed(cluster: DaskCluster, clean: Path, tmp_path:
         while len(shard_files(out)) < 2:
             assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
             time.sleep(0.02)
+        driver.kill()
+        assert driver.wait(10) == -signal.SIGKILL
+        assert session_ends(driver.pid, within_s=30), "local workers outlived their driver"
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait(10)
+        if not session_ends(driver.pid, within_s=0):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGKILL)
     before = shard_files(out)
     assert len(before) == 2 and not (out / "summary.parquet").exists()
 
