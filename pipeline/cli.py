@@ -23,7 +23,7 @@ from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
 from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
 from pipeline.results import SUMMARY, read_summary, summarise, write_summary
-from pipeline.runner import ClusterSpec, run
+from pipeline.runner import ClusterError, ClusterSpec, Tls, run
 from pipeline.shards import find_traces
 from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
 
@@ -39,6 +39,9 @@ ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profi
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")]
 SchedulerFileOpt = Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")]
+TlsCaOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: CA certificate (PEM) that signed the cluster's certificates.")]
+TlsCertOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: this client's certificate (PEM).")]
+TlsKeyOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: this client's private key (PEM), unless it is in --tls-cert.")]
 NativeProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware profile whose [native] table times the events.")]
 ModesDirOpt = Annotated[Optional[list[Path]], typer.Option("--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
 
@@ -62,14 +65,20 @@ def replay(
     scheduler_address: AddressOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     modes_dir: ModesDirOpt = None,
+    tls_ca_file: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
-    """Replay every trace under every mode on Dask; write counts and summary.parquet under --out."""
+    """Replay every trace under every mode on Dask; write counts and summary.parquet under --out.
+
+    Rerun with the same --out to resume: shards already done with the same inputs are kept."""
     try:
         chosen = select_modes(load_modes(extra=modes_dir or []), modes)
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
-    summary, failed = _replay(paths, chosen, out, cost_profile, ClusterSpec(workers, scheduler_address, _opt(scheduler_file)))
+    spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
+    summary, failed = _replay(paths, chosen, out, cost_profile, spec)
     out_console.print(seed_table(summary))
     out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
@@ -81,7 +90,10 @@ def _replay(paths: list[Path], modes: list, out: Path, cost_profile, spec: Clust
     missing = [p for p in paths if not p.exists()]
     if missing or not traces:
         _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
-    output = run(traces, modes, out, spec, report=_report_error)
+    try:
+        output = run(traces, modes, out, spec, report=_report_error, note=err_console.print)
+    except ClusterError as e:
+        _fail(str(e))
     summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes])
     write_summary(out, summary)
     return summary, output.failures
@@ -94,6 +106,18 @@ def _exit_if_failed(failed: list) -> None:
 
 def _opt(path: Optional[Path]) -> Optional[str]:
     return str(path) if path else None
+
+
+def _tls(ca_file: Optional[Path], cert: Optional[Path], key: Optional[Path]) -> Optional[Tls]:
+    """TLS client settings: none, or a CA and a certificate (and a key unless it is in the cert)."""
+    if not (ca_file or cert or key):
+        return None
+    if not (ca_file and cert):
+        _fail("--tls-ca-file and --tls-cert go together (with --tls-key unless the key is in the cert file)")
+    missing = [p for p in (ca_file, cert, key) if p and not p.is_file()]
+    if missing:
+        _fail(f"{missing[0]}: no such file")
+    return Tls(str(ca_file), str(cert), _opt(key))
 
 
 @app.command()
@@ -207,6 +231,9 @@ def sweep(
     scheduler_address: AddressOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     modes_dir: ModesDirOpt = None,
+    tls_ca_file: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Re-replay traces under a grid of mode settings; print each point's time and gain."""
     try:
@@ -216,7 +243,7 @@ def sweep(
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
-    spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file))
+    spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
     summary, failed = _replay(paths, sw.modes_to_run(grid_points), out, cost_profile, spec)
     table = sw.gains(summary, grid_points)
     write_atomic(out / "sweep.parquet", table.write_parquet)

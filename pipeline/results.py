@@ -6,7 +6,9 @@ Layout under OUT:
                                                per (event kind, address space, device, priced driver)
   summary.parquet                              one row per (trace, mode), priced
 Every file is written to a temporary name and renamed, so a reader (or a crashed
-run) never sees half a file.
+run) never sees half a file. A shard file's Parquet footer holds its manifest entry
+(MANIFEST_KEY: what it was computed from, see pipeline/manifest.py), committed by
+the same rename as its counts.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from replay.reference import Source
 SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
 ATTRIBUTION_DIR = "attribution"
+MANIFEST_KEY = b"hvreplay.shard"
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,15 @@ def shard_row(shard: Shard, counts: Counts) -> dict[str, Any]:
             "headline": m.headline, **counts.as_row()}
 
 
-def write_shard(out: Path, shard: Shard, row: dict[str, Any]) -> Path:
-    """Write one shard's row to its deterministic file (the mode is in the path)."""
-    path = out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
-    table = pa.Table.from_pylist([row])
+def shard_path(out: Path, shard: Shard) -> Path:
+    """A shard's deterministic result file (the mode is in the path)."""
+    return out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
+
+
+def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Path:
+    """Write one shard's row with its manifest entry in the footer, in one atomic rename."""
+    path = shard_path(out, shard)
+    table = pa.Table.from_pylist([row]).replace_schema_metadata({MANIFEST_KEY: entry.encode()})
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
@@ -72,12 +80,39 @@ def attribution_rows(shard: Shard, by_source: dict[Source, Counts]) -> list[dict
             for name, n in counts.values.items() if name in DRIVERS]
 
 
-def write_attribution(out: Path, shard: Shard, by_source: dict[Source, Counts]) -> Path:
-    """One shard's counts by source, beside its counts file (same name, own folder)."""
-    path = out / ATTRIBUTION_DIR / f"mode={shard.mode}" / shard.file_name
+def attribution_path(out: Path, shard: Shard) -> Path:
+    """A shard's attribution file: the counts file's name, in its own folder."""
+    return out / ATTRIBUTION_DIR / f"mode={shard.mode}" / shard.file_name
+
+
+def write_attribution(out: Path, shard: Shard, by_source: dict[Source, Counts], entry: str) -> Path:
+    """One shard's counts by source, with the same manifest entry as its counts file.
+
+    Written before the counts file, whose rename commits the shard: a resumed run keeps
+    a shard only when both files carry this run's entry."""
+    path = attribution_path(out, shard)
     table = pa.Table.from_pylist(attribution_rows(shard, by_source), schema=ATTRIBUTION_SCHEMA)
+    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path
+
+
+def read_entry(path: Path) -> str | None:
+    """The manifest entry in a result file's footer; None if absent or unreadable."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(MANIFEST_KEY)
+    except (OSError, pa.ArrowException):
+        return None
+    return raw.decode() if raw else None
+def read_shard(path: Path) -> tuple[dict[str, Any], str] | None:
+    """A shard file's row and manifest entry; None if it cannot be read (it is then recomputed)."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+    entry = (table.schema.metadata or {}).get(MANIFEST_KEY)
+    rows = table.to_pylist()
+    return (rows[0], entry.decode()) if len(rows) == 1 and entry else None
 
 
 def summarise(rows: list[tuple[str, dict[str, Any]]], failures: list[Failure], profile: Profile,

@@ -3,11 +3,18 @@
 Dask only maps and reduces here: the task is `replay_shard`, a plain function of a
 shard and a mode that reads its columns, replays them and writes its own file. A
 local cluster is started unless a scheduler is named (address, scheduler file or
-DASK_SCHEDULER_ADDRESS).
+DASK_SCHEDULER_ADDRESS), over TLS when certificates are given.
+
+Faults: a task lost with its worker is rerun by Dask on another (up to the
+scheduler's distributed.scheduler.allowed-failures); a rerun overwrites the same
+file, so a shard is never counted twice. Resume: the traces are hashed first (as
+tasks), and shards whose files in OUT already match are read back, not replayed
+(pipeline/manifest.py).
 """
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,13 +22,36 @@ from pathlib import Path
 from typing import Any
 
 from dask.distributed import Client, LocalCluster, as_completed
+from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.manifest import entry, resume, trace_digest
 from pipeline.results import Failure, shard_row, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
-from pipeline.trace_format import TraceError, read_events, read_meta
+from pipeline.trace_format import TraceError, TraceMeta, read_events, read_meta
 from replay.mode import Mode
 from replay.reference import replay_by_source, total
+
+
+# distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
+_COMM_NAME = re.compile(r"in <[^>]*>: ")
+
+
+class ClusterError(Exception):
+    """The named scheduler cannot be used; str() is one line saying why."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Client certificates for a TLS scheduler (the key may be inside the cert file)."""
+
+    ca_file: str
+    cert: str
+    key: str | None = None
+
+    def security(self) -> Security:
+        return Security(tls_ca_file=self.ca_file, tls_client_cert=self.cert, tls_client_key=self.key,
+                        require_encryption=True)
 
 
 @dataclass(frozen=True)
@@ -31,11 +61,12 @@ class ClusterSpec:
     workers: int = 2
     scheduler_address: str | None = None
     scheduler_file: str | None = None
+    tls: Tls | None = None
 
 
 @dataclass(frozen=True)
 class RunOutput:
-    rows: list[tuple[str, dict[str, Any]]]  # (mode, shard row)
+    rows: list[tuple[str, dict[str, Any]]]  # (mode, shard row), replayed or resumed
     failures: list[Failure]
 
 
@@ -47,47 +78,101 @@ def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any
     except (TraceError, ValueError) as e:
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
     row = shard_row(shard, total(by_source))
-    write_attribution(Path(out), shard, by_source)
-    write_shard(Path(out), shard, row)
+    done = entry(shard, mode)
+    write_attribution(Path(out), shard, by_source, done)
+    write_shard(Path(out), shard, row, done)
     return mode.name, row
 
 
 @contextmanager
 def connect(spec: ClusterSpec) -> Iterator[Client]:
     address = spec.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if spec.scheduler_file:
-        with Client(scheduler_file=spec.scheduler_file) as client:
+    if spec.scheduler_file or address:
+        with _client(spec, address) as client:
             yield client
-    elif address:
-        with Client(address) as client:
-            yield client
+    elif spec.tls:
+        raise ClusterError("--tls-ca-file/--tls-cert/--tls-key are for an existing scheduler: "
+                           "give --scheduler-address or --scheduler-file")
     else:
         with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             yield client
 
 
-def open_traces(traces: list[TraceFile], modes: list[Mode], report: Any) -> tuple[list[Shard], list[Failure]]:
+def _client(spec: ClusterSpec, address: str | None) -> Client:
+    """A client of the named scheduler; any failure to connect is one ClusterError line."""
+    if spec.tls and address and "://" not in address:
+        address = f"tls://{address}"
+    where = f"scheduler file {spec.scheduler_file}" if spec.scheduler_file else f"scheduler {address}"
+    security = {"security": spec.tls.security()} if spec.tls else {}
+    try:
+        if spec.scheduler_file:
+            return Client(scheduler_file=spec.scheduler_file, **security)
+        return Client(address, **security)
+    except (OSError, TypeError, RuntimeError, ValueError) as e:
+        raise ClusterError(f"cannot connect to the Dask {where}: {_connect_problem(e, spec.tls)}") from None
+
+
+def _connect_problem(e: Exception, tls: Tls | None) -> str:
+    if isinstance(e, TypeError) and "TLS" in str(e):  # a tls:// address and no certificates
+        return "it uses TLS; give --tls-ca-file, --tls-cert and --tls-key"
+    hint = "" if tls else " (a TLS scheduler needs its tls:// address and --tls-ca-file, --tls-cert, --tls-key)"
+    return _COMM_NAME.sub("", _one_line(f"{type(e).__name__}: {e}")) + hint
+
+
+def open_traces(traces: list[TraceFile], modes: list[Mode],
+                report: Any) -> tuple[list[tuple[TraceFile, TraceMeta]], list[Failure]]:
     """Read every trace's metadata up front; a bad file fails alone, with one line."""
-    shards: list[Shard] = []
+    opened: list[tuple[TraceFile, TraceMeta]] = []
     failures: list[Failure] = []
     for t in traces:
         try:
-            shards += plan(t, read_meta(t.path), [m.name for m in modes])
+            opened.append((t, read_meta(t.path)))
         except TraceError as e:
             report(str(e))
             failures += [Failure(t.trace, m.name, str(e)) for m in modes]
+    return opened, failures
+
+
+def plan_shards(client: Client, opened: list[tuple[TraceFile, TraceMeta]], modes: list[Mode],
+                report: Any) -> tuple[list[Shard], list[Failure]]:
+    """Hash every trace on the workers (they read it next anyway), then split it into shards."""
+    digests = client.map(trace_digest, [str(t.path.absolute()) for t, _ in opened], pure=False)
+    shards: list[Shard] = []
+    failures: list[Failure] = []
+    for (t, meta), digest in zip(opened, digests):
+        try:
+            shards += plan(t, meta, [m.name for m in modes], digest.result())
+        except Exception as e:  # unreadable now, or a lost worker: this trace fails, the run goes on
+            line = _one_line(f"{t.path}: cannot read: {type(e).__name__}: {e}")
+            report(line)
+            failures += [Failure(t.trace, m.name, line) for m in modes]
     return shards, failures
 
 
-def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Any = print) -> RunOutput:
-    """Replay every trace under every mode; per-shard files land under `out`."""
-    shards, failures = open_traces(traces, modes, report)
+def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Any = print,
+        note: Any = print) -> RunOutput:
+    """Replay every trace under every mode; per-shard files land under `out`.
+
+    Shards whose result files already match (same trace bytes, mode, model) are kept."""
+    opened, failures = open_traces(traces, modes, report)
     by_name = {m.name: m for m in modes}
+    if not opened:
+        return RunOutput([], failures)
+    with connect(spec) as client:
+        shards, unread = plan_shards(client, opened, modes, report)
+        resumed = resume(out, shards, by_name, {t.trace for t in traces})
+        if resumed.done:
+            note(f"resumed: {len(resumed.done)} of {len(shards)} shards already done in {out}")
+        rows, failed = _replay_all(client, resumed.todo, by_name, out, report)
+    return RunOutput(resumed.done + rows, _dedupe(failures + unread + failed))
+
+
+def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path,
+                report: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
     rows: list[tuple[str, dict[str, Any]]] = []
-    if not shards:
-        return RunOutput(rows, failures)
-    with connect(spec) as client, _progress() as bar:
+    failures: list[Failure] = []
+    with _progress() as bar:
         task = bar.add_task("replaying shards", total=len(shards))
         futures = {client.submit(replay_shard, s, by_name[s.mode], str(out), pure=False): s for s in shards}
         for future in as_completed(futures):
@@ -98,7 +183,7 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
             else:
                 rows.append(outcome)
             bar.advance(task)
-    return RunOutput(rows, _dedupe(failures))
+    return rows, failures
 
 
 def _outcome(future: Any, shard: Shard) -> tuple[str, dict[str, Any]] | Failure:

@@ -2,7 +2,9 @@
 
 A shard is (trace, vCPU, mode): the unit a Dask task replays and the unit of one
 result file. Trace names become file names, so they are reduced to a safe alphabet
-and can never point outside the output folder.
+and can never point outside the output folder. Shards carry absolute paths (workers
+on a cluster do not share the driver's working directory) and the trace file's
+content digest, which its result file records (pipeline/manifest.py).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from pipeline.trace_format import TraceMeta
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SHARD_FILE = re.compile(r"(?P<trace>.+)__cpu[0-9]+\.parquet")
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,18 @@ class Shard:
     cpu: int
     mode: str
     meta: TraceMeta
+    digest: str  # SHA-256 of the trace file's bytes
 
     @property
     def file_name(self) -> str:
         """Deterministic: a retried task overwrites its own file, never adds one."""
         return f"{self.trace}__cpu{self.cpu}.parquet"
+
+
+def trace_of_file(name: str) -> str | None:
+    """The trace a shard file name belongs to (the inverse of Shard.file_name), else None."""
+    m = _SHARD_FILE.fullmatch(name)
+    return m["trace"] if m else None
 
 
 def safe_name(relative: Path) -> str:
@@ -63,5 +73,6 @@ def _deduplicate(found: list[TraceFile]) -> list[TraceFile]:
     return out
 
 
-def plan(trace: TraceFile, meta: TraceMeta, modes: list[str]) -> list[Shard]:
-    return [Shard(trace.trace, str(trace.path), cpu, mode, meta) for mode in modes for cpu in meta.cpus]
+def plan(trace: TraceFile, meta: TraceMeta, modes: list[str], digest: str) -> list[Shard]:
+    path = str(trace.path.absolute())
+    return [Shard(trace.trace, path, cpu, mode, meta, digest) for mode in modes for cpu in meta.cpus]

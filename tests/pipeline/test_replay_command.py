@@ -122,6 +122,18 @@ def test_unknown_mode_and_missing_path_are_one_line_errors(traces_dir: Path, tmp
     assert r.exit_code == 2 and "nowhere" in r.output
 
 
+def test_tls_options_are_checked_before_connecting(traces_dir: Path, tmp_path: Path) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("not checked yet")
+    r = replay([traces_dir], tmp_path / "o", "--tls-cert", str(pem))
+    assert r.exit_code == 2 and "--tls-ca-file and --tls-cert go together" in r.output
+    r = replay([traces_dir], tmp_path / "o", "--tls-ca-file", str(pem), "--tls-cert", str(tmp_path / "gone.pem"))
+    assert r.exit_code == 2 and "gone.pem: no such file" in r.output
+    r = replay([traces_dir], tmp_path / "o", "--tls-ca-file", str(pem), "--tls-cert", str(pem))
+    assert r.exit_code == 2 and "are for an existing scheduler" in " ".join(r.output.split())
+    assert not (tmp_path / "o").exists()
+
+
 def test_report_by_category_sums_to_total(traces_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert replay([traces_dir], out, "--workers", "1").exit_code == 0

@@ -1,0 +1,106 @@
+"""Resume: which shard results already in OUT a run may keep.
+
+Each shard's result file carries its own manifest entry in its Parquet footer
+(results.MANIFEST_KEY): the trace file's SHA-256 and path, the vCPU, the whole mode
+definition and the model's code version. Entry and counts are committed by one
+rename, so whenever the driver, a worker or the machine dies, every shard file that
+exists is complete and says what it was computed from; there is no separate manifest
+to fall out of step with the files. A run keeps a file whose entry equals the one it
+would write and recomputes every other shard.
+
+Why a content hash and not size + mtime: copies (cp, rsync, git checkout) change the
+mtime of unchanged bytes, and a regenerated trace can keep its size and, on a file
+system with coarse timestamps, its mtime: the first costs a needless recompute, the
+second silently keeps stale results. SHA-256 reads each trace once per run (about
+1.7 GB/s on one core here), in Dask tasks on the workers, which is small next to
+replaying it under several modes. The cost profile is not part of the entry: counts
+do not depend on it, and the summary is priced afresh on every run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pipeline
+import replay
+from pipeline.results import ATTRIBUTION_DIR, COUNTS_DIR, attribution_path, read_entry, read_shard, shard_path
+from pipeline.shards import Shard, trace_of_file
+from replay.mode import Mode
+
+# The code between a trace file and a shard row, besides the model package: an edit
+# to any of it (or to replay/) may change counts, so it invalidates every result.
+PIPELINE_SOURCES = ("trace_format.py", "shards.py", "runner.py", "results.py")
+
+
+@dataclass(frozen=True)
+class Resumed:
+    done: list[tuple[str, dict[str, Any]]]  # (mode, row) read back from files kept
+    todo: list[Shard]                       # shards to replay
+
+
+def trace_digest(path: str) -> str:
+    """SHA-256 of a trace file's bytes (the same as `sha256sum`)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@cache
+def code_version() -> str:
+    """SHA-256 over the model's sources, so a changed model never reuses old counts."""
+    root = Path(replay.__file__).parent.parent
+    files = sorted(Path(replay.__file__).parent.rglob("*.py"))
+    files += [Path(pipeline.__file__).parent / name for name in PIPELINE_SOURCES]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root).as_posix()}\0".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def entry(shard: Shard, mode: Mode) -> str:
+    """The manifest entry of `shard` replayed under `mode`: canonical JSON, compared as text."""
+    record = {"trace_sha256": shard.digest, "path": shard.path, "cpu": shard.cpu,
+              "mode": _plain(asdict(mode)), "model": code_version()}
+    return json.dumps(record, sort_keys=True)
+
+
+def resume(out: Path, shards: list[Shard], modes: dict[str, Mode], traces: set[str]) -> Resumed:
+    """Keep each shard whose counts and attribution files both carry this run's entry;
+    delete every other file of this run's traces and modes, so no stale row outlives a
+    recompute that fails."""
+    done: list[tuple[str, dict[str, Any]]] = []
+    todo: list[Shard] = []
+    for s in shards:
+        path, attribution = shard_path(out, s), attribution_path(out, s)
+        kept = read_shard(path) if path.exists() else None
+        expected = entry(s, modes[s.mode])
+        if kept is not None and kept[1] == expected and read_entry(attribution) == expected:
+            done.append((s.mode, kept[0]))
+        else:
+            path.unlink(missing_ok=True)
+            attribution.unlink(missing_ok=True)
+            todo.append(s)
+    planned = {shard_path(out, s) for s in shards} | {attribution_path(out, s) for s in shards}
+    for mode in modes:
+        for folder in (COUNTS_DIR, ATTRIBUTION_DIR):
+            for path in (out / folder / f"mode={mode}").glob("*.parquet"):
+                if trace_of_file(path.name) in traces and path not in planned:
+                    path.unlink()
+    return Resumed(done, todo)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready and order-independent: enums by name, sets sorted, dict keys as text."""
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
