@@ -25,25 +25,25 @@ Rules (a recording shows tasks, the model wants address spaces):
 * **raw_syscalls:sys_enter**, **syscalls:sys_enter_*** and the ftrace syscall tracer's
   `sys_x(…)` → `syscall` (value = the number where printed, else 0).
 * Everything else is unmapped: counted per event name and listed, never dropped silently.
+
+Streaming: the tasks are learned from the whole input first (`Tasks.learn`, chunk by chunk),
+then `GuestMapper.map` turns each chunk into rows; only the state between chunks (tasks,
+address spaces, the asid loaded on each CPU) is kept, never the rows.
 """
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.importers.events import Record
+from pipeline.importers.chunk import R_EXEC, R_FAULT, R_FORK, R_IRQ, R_SWITCH, R_SYSCALL, RECORDS, Chunk
 from pipeline.importers.working_set import WorkingSet
 from replay.kinds import Kind
 
-KTHREAD_PREFIXES = ("swapper", "<idle>", "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuo",
-                    "kthreadd", "watchdog/", "kswapd", "khugepaged", "irq/", "cpuhp/", "jbd2/",
-                    "kauditd", "kblockd", "kcompactd", "oom_reaper", "writeback", "khungtaskd",
-                    "idle_inject/", "ksmd", "kdevtmpfs", "scsi_", "ext4-", "xfs")
 KTHREADD = 2
-COLUMNS = {"t_ns": "q", "cpu": "H", "kind": "B", "value": "Q", "asid": "I", "pid": "i", "arg": "I"}
+_KIND_OF_ROLE = np.zeros(R_SYSCALL + 1, np.uint8)      # the kind of a one-row line, by role
+_KIND_OF_ROLE[[R_FAULT, R_IRQ, R_SYSCALL]] = Kind.PAGE_FAULT, Kind.IRQ, Kind.SYSCALL
 
 
 @dataclass
@@ -52,73 +52,35 @@ class Tasks:
     tgid: dict[int, int] = field(default_factory=dict)
     kthreads: set[int] = field(default_factory=lambda: {0, KTHREADD})
 
-    def see(self, rec: Record) -> None:
-        line = rec.line
-        if line.tgid is not None:
-            self.tgid[line.pid] = line.tgid
-        if line.name == "sched_process_fork":
-            parent, child = rec.fields["parent_pid"], rec.fields["child_pid"]
+    def learn(self, chunk: Chunk) -> None:
+        """Tgids printed on mapped event lines (the last one printed wins), then forks in order:
+        a fork child is its own process unless a tgid is printed for it, and a child of a
+        kernel thread is a kernel thread."""
+        rec = np.isin(chunk.role, RECORDS) & (chunk.tgid >= 0)
+        pid, tgid = chunk.pid[rec][::-1], chunk.tgid[rec][::-1]
+        last, at = np.unique(pid, return_index=True)
+        self.tgid.update(zip(last.tolist(), tgid[at].tolist()))
+        forks = np.flatnonzero(chunk.role == R_FORK)
+        for parent, child in zip(chunk.a[forks].tolist(), chunk.b[forks].tolist()):
             self.tgid.setdefault(child, child)
             if parent in self.kthreads:
                 self.kthreads.add(child)
 
-    def is_kthread(self, pid: int, comm: str) -> bool:
-        return pid in self.kthreads or comm.startswith(KTHREAD_PREFIXES)
-
-
-class Columns:
-    """Typed, growable column buffers (array module): bounded by the output, not the input."""
-
-    def __init__(self) -> None:
-        self.cols = {name: array(code) for name, code in COLUMNS.items()}
-
-    def add(self, t: int, cpu: int, kind: Kind, value: int, asid: int, pid: int, arg: int = 0) -> None:
-        for name, v in zip(COLUMNS, (t, cpu, int(kind), value, asid, pid, arg)):
-            self.cols[name].append(v)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Columns as numpy, rows stably ordered by t_ns (files may interleave CPUs)."""
-        out = {n: np.frombuffer(a, dtype=np.dtype(a.typecode)) if len(a) else
-               np.zeros(0, np.dtype(a.typecode)) for n, a in self.cols.items()}
-        order = np.argsort(out["t_ns"], kind="stable")
-        return {n: a[order] for n, a in out.items()}
-
-    def __len__(self) -> int:
-        return len(self.cols["t_ns"])
-
 
 class GuestMapper:
-    """Turns Records (in time order per CPU) into trace rows; see the module docstring."""
+    """Turns the mapped lines of chunks (in file order) into trace rows; see the module docstring."""
 
     def __init__(self, tasks: Tasks, working_set: WorkingSet) -> None:
         self.tasks = tasks
-        self.user_pages, self.kernel_pages = working_set.user(), working_set.kernel()
-        self.out = Columns()
+        user, kernel = working_set.user(), working_set.kernel()
+        pages = np.array(user + kernel, np.uint64).reshape(-1, 2)
+        self.page_vpn, self.page_write = pages[:, 0], pages[:, 1].astype(np.uint32)
+        self.n_user, self.n_kernel = len(user), len(kernel)
         self.kinds: Counter[str] = Counter()
-        self.consumed: Counter[str] = Counter()
         self.loaded: dict[int, int] = {}     # cpu -> asid in CR3
         self.asids: dict[int, int] = {}      # tgid -> asid
         self.switches = 0
         self.next_asid = 0
-        self.handlers = {"sched_switch": self.switch, "sched_process_exec": self.exec,
-                         "tlb_flush": self.tlb_flush, "irq_handler_entry": self.irq,
-                         "page_fault_user": self.fault, "page_fault_kernel": self.fault}
-
-    def feed(self, rec: Record, t: int, cpu: int) -> None:
-        name = rec.line.name
-        handler = self.handlers.get(name)
-        if handler is not None:
-            handler(rec, t, cpu)
-        elif "vector" in rec.fields:
-            self.irq(rec, t, cpu)
-        elif name.startswith("sys_"):
-            self.emit(t, cpu, Kind.SYSCALL, int(rec.fields.get("id", 0)), rec.line.pid)
-        else:
-            self.consumed[name] += 1   # read for state only (sched_process_fork)
-
-    def emit(self, t: int, cpu: int, kind: Kind, value: int, pid: int, arg: int = 0, asid: int | None = None) -> None:
-        self.out.add(t, cpu, kind, value, self.loaded.get(cpu, 0) if asid is None else asid, pid, arg)
-        self.kinds[kind.name.lower()] += 1
 
     def asid_of(self, pid: int, fresh: bool = False) -> int:
         tgid = self.tasks.tgid.get(pid, pid)
@@ -127,37 +89,70 @@ class GuestMapper:
             self.asids[tgid] = self.next_asid
         return self.asids[tgid]
 
-    def switch(self, rec: Record, t: int, cpu: int) -> None:
-        self.switches += 1
-        pid, comm = int(rec.fields["next_pid"]), str(rec.fields["next_comm"])
-        if not self.tasks.is_kthread(pid, comm):
-            self.load(t, cpu, self.asid_of(pid), pid)
-            self.touch(t, cpu, pid, self.user_pages)
-        self.touch(t, cpu, pid, self.kernel_pages)
+    def _address_spaces(self, chunk: Chunk, rows: np.ndarray, cpu: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The stateful part, one switch or exec at a time: (CR3 written, user task, asid after)."""
+        n = len(rows)
+        cr3, user, after = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, np.int64)
+        kthreads, loaded = self.tasks.kthreads, self.loaded
+        roles, pids = chunk.role[rows].tolist(), chunk.pid[rows].tolist()
+        nexts, kflags = chunk.a[rows].tolist(), chunk.kthread[rows].tolist()
+        for i, (role, c) in enumerate(zip(roles, cpu.tolist())):
+            switch = role == R_SWITCH
+            pid = nexts[i] if switch else pids[i]
+            self.switches += switch
+            if not (pid in kthreads or kflags[i]):
+                user[i] = True
+                asid = self.asid_of(pid, fresh=not switch)
+                if loaded.get(c) != asid:
+                    loaded[c] = asid
+                    cr3[i] = 1
+            after[i] = loaded.get(c, 0)
+        return cr3, user, after
 
-    def load(self, t: int, cpu: int, asid: int, pid: int) -> None:
-        if self.loaded.get(cpu) != asid:
-            self.loaded[cpu] = asid
-            self.emit(t, cpu, Kind.CR3_WRITE, asid, pid)
+    def _current_asid(self, cpu: np.ndarray, state_at: np.ndarray, after: np.ndarray, before: dict[int, int]) -> np.ndarray:
+        """Per mapped line, the asid loaded on its CPU once the line is done (forward fill per CPU)."""
+        out = np.zeros(len(cpu), np.int64)
+        for c in np.unique(cpu).tolist():
+            mine = np.flatnonzero(cpu == c)
+            has = state_at[mine] >= 0
+            last = np.maximum.accumulate(np.where(has, np.arange(len(mine)), -1))
+            after_last = np.append(after, before.get(c, 0))     # index -1: the asid before the chunk
+            out[mine] = after_last[np.where(last >= 0, state_at[mine][np.maximum(last, 0)], -1)]
+        return out
 
-    def touch(self, t: int, cpu: int, pid: int, pages: tuple[tuple[int, int], ...]) -> None:
-        for vpn, write in pages:
-            self.emit(t, cpu, Kind.TOUCH, vpn, pid, write)
-
-    def exec(self, rec: Record, t: int, cpu: int) -> None:
-        self.consumed["sched_process_exec"] += 1
-        pid = rec.line.pid
-        if not self.tasks.is_kthread(pid, rec.line.comm):
-            self.load(t, cpu, self.asid_of(pid, fresh=True), pid)
-
-    def tlb_flush(self, rec: Record, t: int, cpu: int) -> None:
-        on_switch = rec.fields.get("code") == 0 or "task switch" in str(rec.fields.get("reason", "")) \
-            or str(rec.fields.get("reason")) == "0"
-        self.consumed["tlb_flush (task switch)" if on_switch else "tlb_flush (other)"] += 1
-
-    def fault(self, rec: Record, t: int, cpu: int) -> None:
-        address, error = int(rec.fields["address"]), int(rec.fields["error_code"])
-        self.emit(t, cpu, Kind.PAGE_FAULT, (address & (2**64 - 1)) >> 12, rec.line.pid, int(bool(error & 0x2)))
-
-    def irq(self, rec: Record, t: int, cpu: int) -> None:
-        self.emit(t, cpu, Kind.IRQ, int(rec.fields["vector"]), rec.line.pid)
+    def map(self, chunk: Chunk, t0: int) -> dict[str, np.ndarray]:
+        """The rows of one chunk, in line order (each line's rows together)."""
+        rows = np.flatnonzero(np.isin(chunk.role, (R_SWITCH, R_EXEC, R_FAULT, R_IRQ, R_SYSCALL)))
+        role, cpu = chunk.role[rows], np.maximum(chunk.cpu[rows], 0)
+        stateful = np.flatnonzero((role == R_SWITCH) | (role == R_EXEC))
+        before = dict(self.loaded)
+        cr3, user, after = self._address_spaces(chunk, rows[stateful], cpu[stateful])
+        state_at = np.full(len(rows), -1, np.int64)
+        state_at[stateful] = np.arange(len(stateful))
+        asid = self._current_asid(cpu, state_at, after, before)
+        # rows per line: switch = CR3? + touches (user + kernel pages; kernel only for kernel
+        # threads), exec = CR3?, fault/irq/syscall = one row
+        n_cr3, line_user = np.zeros(len(rows), np.int64), np.zeros(len(rows), bool)
+        n_cr3[stateful], line_user[stateful] = cr3, user
+        switch = role == R_SWITCH
+        n_touch = np.where(switch, np.where(line_user, self.n_user + self.n_kernel, self.n_kernel), 0)
+        single = ~switch & (role != R_EXEC)
+        count = n_cr3 + n_touch + single
+        line = np.repeat(np.arange(len(rows)), count)
+        k = np.arange(len(line)) - np.repeat(np.cumsum(count) - count, count)
+        is_cr3 = k < n_cr3[line]
+        is_touch = ~is_cr3 & ~single[line]
+        page = np.where(is_touch, np.where(line_user[line], 0, self.n_user) + k - n_cr3[line], 0)
+        vpn = self.page_vpn[page] if is_touch.any() else np.zeros(len(line), np.uint64)
+        write = self.page_write[page] if is_touch.any() else np.zeros(len(line), np.uint32)
+        kind = np.where(is_cr3, np.uint8(Kind.CR3_WRITE), np.where(is_touch, np.uint8(Kind.TOUCH),
+                                                                   _KIND_OF_ROLE[role[line]]))
+        src = rows[line]
+        value = np.where(is_cr3, asid[line].astype(np.uint64), np.where(is_touch, vpn, chunk.a[src].astype(np.uint64)))
+        arg = np.where(is_touch, write, np.where(role[line] == R_FAULT, chunk.b[src], 0))
+        pid = np.where(switch[line], chunk.a[src], chunk.pid[src])
+        for kd, n in zip(*np.unique(kind, return_counts=True)):
+            self.kinds[Kind(int(kd)).name.lower()] += int(n)
+        return {"t_ns": (chunk.ts[src] - t0).astype(np.int64), "cpu": cpu[line].astype(np.uint16),
+                "kind": kind.astype(np.uint8), "value": value.astype(np.uint64), "asid": asid[line].astype(np.uint32),
+                "pid": pid.astype(np.int32), "arg": arg.astype(np.uint32)}
