@@ -80,8 +80,9 @@ def detect(path: Path) -> Format:
 
 def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], None] | None
             ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk]]:
+    clock: dict[int, int] = {}
     for path, fmt in zip(paths, fmts):
-        parser = ck.ChunkParser(fmt, str(path))
+        parser = ck.ChunkParser(fmt, str(path), clock)
         for data in read_chunks(path, CHUNK_BYTES, progress):
             yield parser, parser.parse(data)
 

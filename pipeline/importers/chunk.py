@@ -106,10 +106,14 @@ class Chunk:
 
 
 class ChunkParser:
-    """Parses the chunks of one file in order (line numbers and continuation carry over)."""
+    """Parses the chunks of one file in order (line numbers and continuation carry over).
 
-    def __init__(self, fmt: Format, file: str) -> None:
-        self.fmt, self.file = fmt, file
+    `clock` (cpu -> latest timestamp, shared by the files of one import) enforces time order
+    per CPU: rows are written as they come, so an event line earlier than one before it on
+    the same CPU is malformed (a concatenation of recordings, say), not silently reordered."""
+
+    def __init__(self, fmt: Format, file: str, clock: dict[int, int]) -> None:
+        self.fmt, self.file, self.clock = fmt, file, clock
         self.names: list[EventName] = []
         self.by_event: dict[str, int] = {}
         self.by_hash: dict[int, int] = {}
@@ -141,8 +145,24 @@ class ChunkParser:
         slow = self._python_lines(data, starts, ends, status, spans, chunk)
         self._payloads(data, buf, spans, status, chunk, slow)
         self._non_events(data, starts, ends, status, chunk)
+        self._time_order(chunk)
+        chunk.problems.sort()
         self.next_line += n
         return chunk
+
+    def _time_order(self, chunk: Chunk) -> None:
+        valid = np.flatnonzero((chunk.role != R_NONE) & (chunk.role != R_PROBLEM))
+        cpu = np.maximum(chunk.cpu[valid], 0)
+        for c in np.unique(cpu).tolist():
+            rows = valid[cpu == c]
+            ts = chunk.ts[rows]
+            latest = np.maximum.accumulate(np.concatenate(([self.clock.get(c, ts[0])], ts)))
+            for row, t, before in zip(rows[ts < latest[:-1]].tolist(), ts[ts < latest[:-1]].tolist(),
+                                      latest[:-1][ts < latest[:-1]].tolist()):
+                chunk.role[row] = R_PROBLEM
+                chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: timestamp {t} is before "
+                                            f"{before}, an earlier event's on cpu {c}"))
+            self.clock[c] = int(latest[-1])
 
     def _events(self, data: bytes, status, spans, hashes) -> np.ndarray:
         """Interned event index per line (-1 for non-events) from the name hashes."""
@@ -251,7 +271,7 @@ class ChunkParser:
         """Malformed lines among the non-events: not `#`/tab/header lines nor the wrapped
         continuation of a free-text payload (bprint) before them."""
         event_rows = np.flatnonzero(status == ls.EVENT)
-        free = np.array([self.names[e].free_text for e in chunk.event[event_rows].tolist()], bool)
+        free = np.array([nm.free_text for nm in self.names] + [False], bool)[chunk.event[event_rows]]
         for row in np.flatnonzero(status == ls.OTHER).tolist():
             before = np.searchsorted(event_rows, row) - 1
             continuation = free[before] if before >= 0 else self.continuation
@@ -261,4 +281,3 @@ class ChunkParser:
                 chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: not an event line: {text.strip()[:60]!r}"))
         if len(event_rows):
             self.continuation = bool(free[-1])
-        chunk.problems.sort()

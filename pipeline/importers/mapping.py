@@ -36,8 +36,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import types
+from numba.typed import Dict
 
 from pipeline.importers.chunk import R_EXEC, R_FAULT, R_FORK, R_IRQ, R_SWITCH, R_SYSCALL, RECORDS, Chunk
+from pipeline.importers.linescan import address_spaces
 from pipeline.importers.working_set import WorkingSet
 from replay.kinds import Kind
 
@@ -77,46 +80,38 @@ class GuestMapper:
         self.page_vpn, self.page_write = pages[:, 0], pages[:, 1].astype(np.uint32)
         self.n_user, self.n_kernel = len(user), len(kernel)
         self.kinds: Counter[str] = Counter()
-        self.loaded: dict[int, int] = {}     # cpu -> asid in CR3
-        self.asids: dict[int, int] = {}      # tgid -> asid
+        self.tgid_keys = np.array(sorted(tasks.tgid), np.int64)
+        self.tgid_values = np.array([tasks.tgid[k] for k in self.tgid_keys.tolist()], np.int64)
+        self.kthreads = np.array(sorted(tasks.kthreads), np.int64)
+        self.asids = Dict.empty(types.int64, types.int64)     # tgid -> asid
+        self.loaded = np.full(1 << 16, -1, np.int64)           # cpu -> asid in CR3 (-1: none yet)
+        self.next_asid = np.zeros(1, np.int64)
         self.switches = 0
-        self.next_asid = 0
 
-    def asid_of(self, pid: int, fresh: bool = False) -> int:
-        tgid = self.tasks.tgid.get(pid, pid)
-        if fresh or tgid not in self.asids:
-            self.next_asid += 1
-            self.asids[tgid] = self.next_asid
-        return self.asids[tgid]
+    def tgid_of(self, pid: np.ndarray) -> np.ndarray:
+        """The process of each task (Tasks.tgid, else the task is its own process)."""
+        at = np.minimum(np.searchsorted(self.tgid_keys, pid), max(len(self.tgid_keys) - 1, 0))
+        known = (self.tgid_keys[at] == pid) if len(self.tgid_keys) else np.zeros(len(pid), bool)
+        return np.where(known, self.tgid_values[at] if len(self.tgid_keys) else pid, pid)
 
     def _address_spaces(self, chunk: Chunk, rows: np.ndarray, cpu: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The stateful part, one switch or exec at a time: (CR3 written, user task, asid after)."""
-        n = len(rows)
-        cr3, user, after = np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, np.int64)
-        kthreads, loaded = self.tasks.kthreads, self.loaded
-        roles, pids = chunk.role[rows].tolist(), chunk.pid[rows].tolist()
-        nexts, kflags = chunk.a[rows].tolist(), chunk.kthread[rows].tolist()
-        for i, (role, c) in enumerate(zip(roles, cpu.tolist())):
-            switch = role == R_SWITCH
-            pid = nexts[i] if switch else pids[i]
-            self.switches += switch
-            if not (pid in kthreads or kflags[i]):
-                user[i] = True
-                asid = self.asid_of(pid, fresh=not switch)
-                if loaded.get(c) != asid:
-                    loaded[c] = asid
-                    cr3[i] = 1
-            after[i] = loaded.get(c, 0)
+        """The stateful part (linescan.address_spaces): (CR3 written, user task, asid after)."""
+        switch = chunk.role[rows] == R_SWITCH
+        pid = np.where(switch, chunk.a[rows], chunk.pid[rows])
+        user = ~(np.isin(pid, self.kthreads) | chunk.kthread[rows])
+        cr3, after = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+        address_spaces(switch, self.tgid_of(pid), user, cpu, self.asids, self.loaded, self.next_asid, cr3, after)
+        self.switches += int(switch.sum())
         return cr3, user, after
 
-    def _current_asid(self, cpu: np.ndarray, state_at: np.ndarray, after: np.ndarray, before: dict[int, int]) -> np.ndarray:
+    def _current_asid(self, cpu: np.ndarray, state_at: np.ndarray, after: np.ndarray, before: np.ndarray) -> np.ndarray:
         """Per mapped line, the asid loaded on its CPU once the line is done (forward fill per CPU)."""
         out = np.zeros(len(cpu), np.int64)
         for c in np.unique(cpu).tolist():
             mine = np.flatnonzero(cpu == c)
             has = state_at[mine] >= 0
             last = np.maximum.accumulate(np.where(has, np.arange(len(mine)), -1))
-            after_last = np.append(after, before.get(c, 0))     # index -1: the asid before the chunk
+            after_last = np.append(after, max(int(before[c]), 0))  # index -1: the asid before the chunk
             out[mine] = after_last[np.where(last >= 0, state_at[mine][np.maximum(last, 0)], -1)]
         return out
 
@@ -125,7 +120,7 @@ class GuestMapper:
         rows = np.flatnonzero(np.isin(chunk.role, (R_SWITCH, R_EXEC, R_FAULT, R_IRQ, R_SYSCALL)))
         role, cpu = chunk.role[rows], np.maximum(chunk.cpu[rows], 0)
         stateful = np.flatnonzero((role == R_SWITCH) | (role == R_EXEC))
-        before = dict(self.loaded)
+        before = self.loaded.copy()
         cr3, user, after = self._address_spaces(chunk, rows[stateful], cpu[stateful])
         state_at = np.full(len(rows), -1, np.int64)
         state_at[stateful] = np.arange(len(stateful))
@@ -151,8 +146,9 @@ class GuestMapper:
         value = np.where(is_cr3, asid[line].astype(np.uint64), np.where(is_touch, vpn, chunk.a[src].astype(np.uint64)))
         arg = np.where(is_touch, write, np.where(role[line] == R_FAULT, chunk.b[src], 0))
         pid = np.where(switch[line], chunk.a[src], chunk.pid[src])
-        for kd, n in zip(*np.unique(kind, return_counts=True)):
-            self.kinds[Kind(int(kd)).name.lower()] += int(n)
+        for kd, n in enumerate(np.bincount(kind).tolist()):
+            if n:
+                self.kinds[Kind(kd).name.lower()] += n
         return {"t_ns": (chunk.ts[src] - t0).astype(np.int64), "cpu": cpu[line].astype(np.uint16),
                 "kind": kind.astype(np.uint8), "value": value.astype(np.uint64), "asid": asid[line].astype(np.uint32),
                 "pid": pid.astype(np.int32), "arg": arg.astype(np.uint32)}
