@@ -177,7 +177,7 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
 def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str | None, span: int) -> TraceMeta:
     source = {"tool": "pipeline import", "format": sorted(set(report.formats.values())),
               "files": [str(p) for p in paths], "working_set": ws.describe(),
-              "timestamps": report.timestamps}
+              "timestamps": report.timestamps, "syscall_numbers": ck.SYSCALL_TABLE}
     per_switch = report.switches > 0
     return TraceMeta(workload=workload or out.stem, native_ns=max(span, 1),
                      ops=report.switches if per_switch else 1,

@@ -17,12 +17,15 @@ fields in `a`/`b`:
   R_TLB      a = 1 if a task-switch flush
   R_FAULT    a = address >> 12 (unsigned), b = 1 if error_code has the write bit
   R_IRQ      a = vector (irq number for irq_handler_entry)
-  R_SYSCALL  a = syscall number (0 where not printed)
+  R_SYSCALL  a = syscall number: as printed (raw_syscalls' NR, -R's __syscall_nr), else that of
+             the syscall's name (sys_enter_NAME, ftrace's sys_NAME(…)) in the x86_64 table
+             `syscalls_x86_64.tsv`, else 0
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +53,16 @@ _FAST = {KERNEL["sched_switch"]: ls.P_SWITCH, COMPACT_SWITCH: ls.P_SWITCH_COMPAC
          KERNEL["irq_handler_entry"]: ls.P_IRQ, KERNEL["sys_enter"]: ls.P_SYS_NR, SYSCALL_ENTER: ls.P_SYS_ENTER,
          **{KERNEL[n]: ls.P_VECTOR for n in IRQ_VECTOR_ENTRIES}}
 _MASK64 = 2**64 - 1
+SYSCALL_TABLE = "x86_64 (Linux arch/x86/entry/syscalls/syscall_64.tbl)"
+SYSCALL_NUMBERS = {name: int(nr) for nr, name in (
+    line.split("\t") for line in (Path(__file__).with_name("syscalls_x86_64.tsv")).read_text().splitlines()
+    if line and not line.startswith("#"))}
+
+
+def syscall_number(name: str) -> int:
+    """The x86_64 number of a syscall event's name (`sys_enter_read`, `sys_read`), 0 if unknown."""
+    return SYSCALL_NUMBERS.get(name.removeprefix("sys_enter_") if name.startswith("sys_enter_")
+                               else name.removeprefix("sys_"), 0)
 
 
 def is_kthread_name(comm: str) -> bool:
@@ -66,6 +79,7 @@ class EventName:
     code: int                          # linescan P_* code of the pattern
     paren_syscall: bool                # `sys_x(…)` lines map, `sys_x -> r` lines do not
     free_text: bool
+    syscall: int                       # the number of the name, for syscall lines that print none
 
 
 def event_name(fmt: Format, event: str) -> EventName:
@@ -82,7 +96,7 @@ def event_name(fmt: Format, event: str) -> EventName:
         role = _BY_NAME.get(name, R_IRQ if "vector" in pat.groupindex else R_SYSCALL if name.startswith("sys_")
                             else R_CONSUMED)
     code = ls.P_NONE if role == R_UNMAPPED else _FAST.get(pattern or SYSCALL_ENTER, ls.P_PYTHON)
-    return EventName(event, name, pattern, role, code, paren, name in FREE_TEXT)
+    return EventName(event, name, pattern, role, code, paren, name in FREE_TEXT, syscall_number(name))
 
 
 @dataclass
@@ -119,6 +133,7 @@ class ChunkParser:
         self.by_hash: dict[int, int] = {}
         self.next_line = 1
         self.continuation = False
+        self.too_large: set[int] = set()     # rows of the current chunk with numbers beyond int64
 
     def intern(self, event: str) -> int:
         if event not in self.by_event:
@@ -180,10 +195,15 @@ class ChunkParser:
     def _python_lines(self, data, starts, ends, status, spans, chunk: Chunk) -> dict[int, tuple[str, str]]:
         """Lines the scanner handed back, parsed by parse_line: row -> (comm, payload)."""
         slow: dict[int, tuple[str, str]] = {}
+        self.too_large: set[int] = set()
         for row in np.flatnonzero(status == ls.PYTHON).tolist():
             tl = parse_line(data[starts[row]:ends[row]].decode("utf-8", errors="replace"))
             if tl is None:
                 status[row] = ls.OTHER
+                continue
+            if max(tl.pid, tl.ts, tl.cpu or 0, tl.tgid or 0) >= 2**63:
+                status[row] = ls.OTHER
+                self.too_large.add(row)
                 continue
             status[row] = ls.EVENT
             chunk.pid[row], chunk.cpu[row], chunk.ts[row] = tl.pid, -1 if tl.cpu is None else tl.cpu, tl.ts
@@ -219,6 +239,9 @@ class ChunkParser:
             codes[row] = ls.P_PYTHON if codes[row] != ls.P_NONE else ls.P_NONE
         result, comm = np.full(len(status), ls.PYTHON, np.int8), np.zeros((len(status), 2), np.int64)
         ls.scan_payloads(buf, spans, codes, result, chunk.a, chunk.b, comm)
+        unnumbered = np.flatnonzero((codes == ls.P_SYS_ENTER) & (result == ls.OK) & (chunk.b == 0))
+        chunk.a[unnumbered] = np.array([nm.syscall for nm in names] + [0], np.int64)[chunk.event[unnumbered]]
+        chunk.b[unnumbered] = 0
         chunk.role[rows] = role
         for sel, spans_of in (((role == R_SWITCH) & (result[rows] == ls.OK), comm),
                               ((role == R_EXEC) & ~np.isin(rows, list(slow)), spans)):
@@ -244,10 +267,13 @@ class ChunkParser:
         nm = self.names[chunk.event[row]]
         payload = self._payload_text(data, spans, slow, row)
         m = (nm.pattern or SYSCALL_ENTER).search(payload)
-        if m is None:
+        try:
+            f = fields_of(m) if m is not None else None
+        except ValueError:       # int('028', 0)
+            f = None
+        if f is None:
             self._bad_payload(chunk, row, payload)
             return
-        f = fields_of(m)
         role = chunk.role[row]
         if role == R_SWITCH:
             chunk.a[row], chunk.kthread[row] = int(f["next_pid"]), is_kthread_name(str(f["next_comm"]))
@@ -265,7 +291,7 @@ class ChunkParser:
         elif role == R_IRQ:
             chunk.a[row] = int(f["vector"])
         elif role == R_SYSCALL:
-            chunk.a[row] = int(f.get("id", 0))
+            chunk.a[row] = int(f.get("id", nm.syscall))
 
     def _non_events(self, data, starts, ends, status, chunk: Chunk) -> None:
         """Malformed lines among the non-events: not `#`/tab/header lines nor the wrapped
@@ -276,7 +302,10 @@ class ChunkParser:
             before = np.searchsorted(event_rows, row) - 1
             continuation = free[before] if before >= 0 else self.continuation
             text = data[starts[row]:ends[row]].decode("utf-8", errors="replace")
-            if not (continuation or HEADER_RE.match(text)):
+            if row in self.too_large:
+                chunk.role[row] = R_PROBLEM
+                chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: number too large: {text.strip()[:60]!r}"))
+            elif not (continuation or HEADER_RE.match(text)):
                 chunk.role[row] = R_PROBLEM
                 chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: not an event line: {text.strip()[:60]!r}"))
         if len(event_rows):

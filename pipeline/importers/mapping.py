@@ -23,7 +23,9 @@ Rules (a recording shows tasks, the model wants address spaces):
 * **irq_vectors:*_entry** → `irq` (value = vector); **irq:irq_handler_entry** → `irq`
   (value = the irq number as printed: Linux irq numbers are not vectors).
 * **raw_syscalls:sys_enter**, **syscalls:sys_enter_*** and the ftrace syscall tracer's
-  `sys_x(…)` → `syscall` (value = the number where printed, else 0).
+  `sys_x(…)` → `syscall` (value = the number where printed, else the x86_64 number of the
+  name, from the kernel's syscall_64.tbl (`syscalls_x86_64.tsv`), else 0; metadata
+  `source.syscall_numbers` says so).
 * Everything else is unmapped: counted per event name and listed, never dropped silently.
 
 Streaming: the tasks are learned from the whole input first (`Tasks.learn`, chunk by chunk),
