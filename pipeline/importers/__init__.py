@@ -5,21 +5,24 @@ perf script, ftrace text (atrace too), trace-cmd report (default, -N, -R). A for
 a detection test and one payload regex per event (`events.py` documents the contract);
 the mapping to guest events is shared (`mapping.py`, rules in its docstring), and so is the
 working-set estimate (`working_set.py`). Files are opened only through `pipeline.tracetext`
-and streamed twice in chunks of whole lines (`CHUNK_BYTES`), parsed by `chunk.ChunkParser`
-(compiled, `linescan.py`): a first pass learns the tasks (pid -> tgid, kernel threads) and the
-time span, the second maps each chunk and writes its rows to the Parquet file as row groups
-(`trace_format.TraceWriter`). Memory is bounded by a chunk and a row group, whatever the size
-of the input; the metadata is written last.
+and read once, in chunks of whole lines (`CHUNK_BYTES`) parsed by `chunk.ChunkParser`
+(compiled, `linescan.py`). Reading counts what the report lists, learns the tasks (pid ->
+tgid, kernel threads: a switch-in may come before the line that tells its process) and the
+time span, and spools the fields of the lines that make rows (`chunk.SPOOLED`, 25 bytes a
+line) to a temporary file; then each spooled chunk is mapped and written to the Parquet file
+as row groups (`trace_format.TraceWriter`). Memory is bounded by a chunk and a row group,
+whatever the size of the input; the metadata is written last.
 
 Timestamps printed as seconds become ns; integer counts of the trace clock are taken as ns
 (metadata `source.timestamps` = "counts" says so). t_ns is relative to the first event.
 """
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 from rich.console import Console
@@ -78,7 +81,7 @@ def detect(path: Path) -> Format:
     raise ImportFailed(f"{path}: format not recognised")   # pragma: no cover - trace-cmd matches all
 
 
-def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], None] | None
+def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], None]
             ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk]]:
     clock: dict[int, int] = {}
     for path, fmt in zip(paths, fmts):
@@ -87,27 +90,52 @@ def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], Non
             yield parser, parser.parse(data)
 
 
-def _valid(chunk: ck.Chunk) -> np.ndarray:
-    """Event lines that are not malformed (mapped or not): they set the span and the CPUs."""
-    return (chunk.role != ck.R_NONE) & (chunk.role != ck.R_PROBLEM)
+@dataclass
+class _Reading:
+    """What reading the files learns before any row can be written."""
+    tasks: Tasks = field(default_factory=Tasks)
+    t0: int | None = None
+    t1: int | None = None
+    units: set[int] = field(default_factory=set)
+    cpus: set[int] = field(default_factory=set)
+    no_cpu: int = 0
+    sizes: list[int] = field(default_factory=list)   # input bytes behind each spooled chunk
+
+    def see(self, chunk: ck.Chunk) -> None:
+        valid = (chunk.role != ck.R_NONE) & (chunk.role != ck.R_PROBLEM)   # event lines, mapped or not
+        if valid.any():
+            ts, cpu = chunk.ts[valid], chunk.cpu[valid]
+            self.t0 = int(ts.min()) if self.t0 is None else min(self.t0, int(ts.min()))
+            self.t1 = int(ts.max()) if self.t1 is None else max(self.t1, int(ts.max()))
+            self.units.update(np.unique(chunk.unit[valid]).tolist())
+            self.no_cpu += int((cpu < 0).sum())
+            self.cpus.update(np.unique(np.maximum(cpu, 0)).tolist())
+        self.tasks.learn(chunk)
 
 
-def _first_pass(paths, fmts, strict: bool, report: ImportReport, progress) -> tuple[Tasks, int, int]:
-    tasks, t0, t1, units = Tasks(), None, None, set()
-    for _, chunk in _chunks(paths, fmts, progress):
+def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, progress) -> _Reading:
+    reading, done = _Reading(), [0]
+
+    def told(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(n)
+
+    for parser, chunk in _chunks(paths, fmts, told):
         if strict and chunk.problems:
             raise ImportFailed(chunk.problems[0][1])
-        valid = _valid(chunk)
-        if valid.any():
-            ts = chunk.ts[valid]
-            t0 = int(ts.min()) if t0 is None else min(t0, int(ts.min()))
-            t1 = int(ts.max()) if t1 is None else max(t1, int(ts.max()))
-            units.update(np.unique(chunk.unit[valid]).tolist())
-        tasks.learn(chunk)
-    if len(units) > 1:
+        _tally(parser, chunk, report)
+        reading.see(chunk)
+        np.save(spool, chunk.spooled())
+        reading.sizes.append(done[0])
+        done[0] = 0
+    if len(reading.units) > 1:
         raise ImportFailed("files mix second timestamps and clock counts; import them separately")
-    report.timestamps = "counts" if units == {COUNT_UNIT} else "ns"
-    return tasks, t0 or 0, t1 or 0
+    report.timestamps = "counts" if reading.units == {COUNT_UNIT} else "ns"
+    if reading.no_cpu:
+        report.notes.append(f"{reading.no_cpu} event lines had no CPU column: put on cpu 0 "
+                            "(switches of several CPUs then look like one CPU's)")
+    return reading
 
 
 def _count(counter: Counter[str], parser: ck.ChunkParser, events: np.ndarray, key: Callable[[ck.EventName], str]) -> None:
@@ -131,19 +159,12 @@ def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> Non
             report.consumed[key] += n
 
 
-def _second_pass(paths, fmts, mapper: GuestMapper, t0: int, report: ImportReport, writer: TraceWriter,
-                 progress) -> set[int]:
-    cpus, no_cpu = set(), 0
-    for parser, chunk in _chunks(paths, fmts, progress):
-        _tally(parser, chunk, report)
-        cpu = chunk.cpu[_valid(chunk)]
-        no_cpu += int((cpu < 0).sum())
-        cpus.update(np.unique(np.maximum(cpu, 0)).tolist())
-        writer.write(mapper.map(chunk, t0))
-    if no_cpu:
-        report.notes.append(f"{no_cpu} event lines had no CPU column: put on cpu 0 "
-                            "(switches of several CPUs then look like one CPU's)")
-    return cpus
+def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: TraceWriter, progress) -> None:
+    spool.seek(0)
+    for size in reading.sizes:
+        writer.write(mapper.map(np.load(spool), reading.t0 or 0))
+        if progress is not None:
+            progress(size)
 
 
 def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
@@ -151,24 +172,26 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
                  progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import text recordings into one trace file at `out` (written atomically, only on success).
 
-    `progress`, if given, is told the bytes read as the files are read (twice: one pass
-    learns the tasks, the other writes the rows)."""
+    `progress`, if given, is told the input bytes done, twice over: as they are read, then as
+    their rows are written."""
     if fmt is not None and fmt not in FORMATS:
         raise ImportFailed(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     try:
         fmts = [FORMATS[fmt] if fmt else detect(p) for p in paths]
         report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})
-        tasks, t0, t1 = _first_pass(paths, fmts, strict, report, progress)
-        mapper = GuestMapper(tasks, working_set)
+        with tempfile.TemporaryFile(prefix="hvreplay-import-") as spool:
+            reading = _read(paths, fmts, strict, report, spool, progress)
+            mapper = GuestMapper(reading.tasks, working_set)
 
-        def write(tmp: str) -> None:
-            writer = TraceWriter(tmp)
-            cpus = _second_pass(paths, fmts, mapper, t0, report, writer, progress)
-            report.kinds, report.switches = mapper.kinds, mapper.switches
-            report.cpus, report.processes = tuple(sorted(cpus)) or (0,), len(mapper.asids)
-            writer.close(_meta(paths, out, report, working_set, workload, t1 - t0 + 1))
+            def write(tmp: str) -> None:
+                writer = TraceWriter(tmp)
+                _write(spool, reading, mapper, writer, progress)
+                report.kinds, report.switches = mapper.kinds, mapper.switches
+                report.cpus, report.processes = tuple(sorted(reading.cpus)) or (0,), len(mapper.asids)
+                span = (reading.t1 or 0) - (reading.t0 or 0) + 1
+                writer.close(_meta(paths, out, report, working_set, workload, span))
 
-        write_atomic(out, write)
+            write_atomic(out, write)
     except (NotText, OSError) as e:
         raise ImportFailed(str(e)) from None
     return report

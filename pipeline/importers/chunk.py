@@ -44,6 +44,10 @@ _PREFIX_OFFSETS = np.cumsum([0] + [len(p.encode()) for p in KTHREAD_PREFIXES]).a
 (R_NONE, R_PROBLEM, R_UNMAPPED, R_SYS_EXIT, R_SWITCH, R_EXEC, R_FORK, R_TLB, R_FAULT, R_IRQ,
  R_SYSCALL, R_CONSUMED) = range(12)
 RECORDS = (R_SWITCH, R_EXEC, R_FORK, R_TLB, R_FAULT, R_IRQ, R_SYSCALL, R_CONSUMED)
+ROWS = (R_SWITCH, R_EXEC, R_FAULT, R_IRQ, R_SYSCALL)        # the roles that make trace rows
+# What the mapping reads of a line that makes rows, packed: spooled between reading and writing.
+SPOOLED = np.dtype([("role", np.int8), ("kthread", np.bool_), ("b", np.int8), ("cpu", np.int32),
+                    ("pid", np.int32), ("a", np.int64), ("ts", np.int64)])
 _BY_NAME = {"sched_switch": R_SWITCH, "sched_process_exec": R_EXEC, "sched_process_fork": R_FORK,
             "tlb_flush": R_TLB, "page_fault_user": R_FAULT, "page_fault_kernel": R_FAULT,
             "irq_handler_entry": R_IRQ}
@@ -117,6 +121,15 @@ class Chunk:
 
     def __len__(self) -> int:
         return len(self.role)
+
+    def spooled(self) -> np.ndarray:
+        """The lines that make rows, as SPOOLED records (a cpu of -1 becomes 0)."""
+        rows = np.flatnonzero(np.isin(self.role, ROWS))
+        out = np.empty(len(rows), SPOOLED)
+        out["role"], out["kthread"], out["b"] = self.role[rows], self.kthread[rows], self.b[rows]
+        out["cpu"], out["pid"] = np.maximum(self.cpu[rows], 0), self.pid[rows]
+        out["a"], out["ts"] = self.a[rows], self.ts[rows]
+        return out
 
 
 class ChunkParser:

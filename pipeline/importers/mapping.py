@@ -29,8 +29,9 @@ Rules (a recording shows tasks, the model wants address spaces):
 * Everything else is unmapped: counted per event name and listed, never dropped silently.
 
 Streaming: the tasks are learned from the whole input first (`Tasks.learn`, chunk by chunk),
-then `GuestMapper.map` turns each chunk into rows; only the state between chunks (tasks,
-address spaces, the asid loaded on each CPU) is kept, never the rows.
+then `GuestMapper.map` turns the lines of each chunk that make rows (spooled meanwhile, see
+`pipeline.importers`) into rows; only the state between chunks (tasks, address spaces, the
+asid loaded on each CPU) is kept, never the rows.
 """
 from __future__ import annotations
 
@@ -96,12 +97,12 @@ class GuestMapper:
         known = (self.tgid_keys[at] == pid) if len(self.tgid_keys) else np.zeros(len(pid), bool)
         return np.where(known, self.tgid_values[at] if len(self.tgid_keys) else pid, pid)
 
-    def _address_spaces(self, chunk: Chunk, rows: np.ndarray, cpu: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _address_spaces(self, lines: np.ndarray, cpu: np.ndarray) -> tuple[np.ndarray, ...]:
         """The stateful part (linescan.address_spaces): (CR3 written, user task, asid after)."""
-        switch = chunk.role[rows] == R_SWITCH
-        pid = np.where(switch, chunk.a[rows], chunk.pid[rows])
-        user = ~(np.isin(pid, self.kthreads) | chunk.kthread[rows])
-        cr3, after = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+        switch = lines["role"] == R_SWITCH
+        pid = np.where(switch, lines["a"], lines["pid"])
+        user = ~(np.isin(pid, self.kthreads) | lines["kthread"])
+        cr3, after = np.zeros(len(lines), np.int64), np.zeros(len(lines), np.int64)
         address_spaces(switch, self.tgid_of(pid), user, cpu, self.asids, self.loaded, self.next_asid, cr3, after)
         self.switches += int(switch.sum())
         return cr3, user, after
@@ -117,25 +118,25 @@ class GuestMapper:
             out[mine] = after_last[np.where(last >= 0, state_at[mine][np.maximum(last, 0)], -1)]
         return out
 
-    def map(self, chunk: Chunk, t0: int) -> dict[str, np.ndarray]:
-        """The rows of one chunk, in line order (each line's rows together)."""
-        rows = np.flatnonzero(np.isin(chunk.role, (R_SWITCH, R_EXEC, R_FAULT, R_IRQ, R_SYSCALL)))
-        role, cpu = chunk.role[rows], np.maximum(chunk.cpu[rows], 0)
+    def map(self, lines: np.ndarray, t0: int) -> dict[str, np.ndarray]:
+        """The rows of the lines of one chunk that make rows (chunk.SPOOLED records), in line
+        order (each line's rows together)."""
+        role, cpu = lines["role"], lines["cpu"].astype(np.int64)
         stateful = np.flatnonzero((role == R_SWITCH) | (role == R_EXEC))
         before = self.loaded.copy()
-        cr3, user, after = self._address_spaces(chunk, rows[stateful], cpu[stateful])
-        state_at = np.full(len(rows), -1, np.int64)
+        cr3, user, after = self._address_spaces(lines[stateful], cpu[stateful])
+        state_at = np.full(len(lines), -1, np.int64)
         state_at[stateful] = np.arange(len(stateful))
         asid = self._current_asid(cpu, state_at, after, before)
         # rows per line: switch = CR3? + touches (user + kernel pages; kernel only for kernel
         # threads), exec = CR3?, fault/irq/syscall = one row
-        n_cr3, line_user = np.zeros(len(rows), np.int64), np.zeros(len(rows), bool)
+        n_cr3, line_user = np.zeros(len(lines), np.int64), np.zeros(len(lines), bool)
         n_cr3[stateful], line_user[stateful] = cr3, user
         switch = role == R_SWITCH
         n_touch = np.where(switch, np.where(line_user, self.n_user + self.n_kernel, self.n_kernel), 0)
         single = ~switch & (role != R_EXEC)
         count = n_cr3 + n_touch + single
-        line = np.repeat(np.arange(len(rows)), count)
+        line = np.repeat(np.arange(len(lines)), count)
         k = np.arange(len(line)) - np.repeat(np.cumsum(count) - count, count)
         is_cr3 = k < n_cr3[line]
         is_touch = ~is_cr3 & ~single[line]
@@ -144,13 +145,13 @@ class GuestMapper:
         write = self.page_write[page] if is_touch.any() else np.zeros(len(line), np.uint32)
         kind = np.where(is_cr3, np.uint8(Kind.CR3_WRITE), np.where(is_touch, np.uint8(Kind.TOUCH),
                                                                    _KIND_OF_ROLE[role[line]]))
-        src = rows[line]
-        value = np.where(is_cr3, asid[line].astype(np.uint64), np.where(is_touch, vpn, chunk.a[src].astype(np.uint64)))
-        arg = np.where(is_touch, write, np.where(role[line] == R_FAULT, chunk.b[src], 0))
-        pid = np.where(switch[line], chunk.a[src], chunk.pid[src])
+        src = lines[line]
+        value = np.where(is_cr3, asid[line].astype(np.uint64), np.where(is_touch, vpn, src["a"].astype(np.uint64)))
+        arg = np.where(is_touch, write, np.where(role[line] == R_FAULT, src["b"], 0))
+        pid = np.where(switch[line], src["a"], src["pid"])
         for kd, n in enumerate(np.bincount(kind).tolist()):
             if n:
                 self.kinds[Kind(kd).name.lower()] += n
-        return {"t_ns": (chunk.ts[src] - t0).astype(np.int64), "cpu": cpu[line].astype(np.uint16),
+        return {"t_ns": (src["ts"] - t0).astype(np.int64), "cpu": cpu[line].astype(np.uint16),
                 "kind": kind.astype(np.uint8), "value": value.astype(np.uint64), "asid": asid[line].astype(np.uint32),
                 "pid": pid.astype(np.int32), "arg": arg.astype(np.uint32)}
