@@ -581,24 +581,3 @@ def starts_with_any(buf, spans, table, offsets, out):
                     out[i] = True
                     break
 
-
-# ------------------------------------------------------------------ address spaces
-@njit(cache=True)
-def address_spaces(switch, tgid, user, cpu, asids, loaded, next_asid, cr3, after):
-    """GuestMapper's state machine over the switches and execs of a chunk, in order: a user
-    task's switch-in loads its process's asid (allocated at the first one), an exec allocates
-    a fresh one and loads it; cr3[i] = 1 where CR3 changes, after[i] = asid loaded on the CPU
-    afterwards (loaded[cpu], 0 before any). asids (tgid -> asid), loaded and next_asid[0]
-    carry over between chunks."""
-    for i in range(switch.size):
-        c = cpu[i]
-        if user[i]:
-            g = tgid[i]
-            if not switch[i] or g not in asids:
-                next_asid[0] += 1
-                asids[g] = next_asid[0]
-            a = asids[g]
-            if loaded[c] != a:
-                loaded[c] = a
-                cr3[i] = 1
-        after[i] = max(loaded[c], 0)

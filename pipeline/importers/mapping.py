@@ -39,17 +39,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.typed import Dict
 
 from pipeline.importers.chunk import R_EXEC, R_FAULT, R_FORK, R_IRQ, R_SWITCH, R_SYSCALL, RECORDS, Chunk
-from pipeline.importers.linescan import address_spaces
 from pipeline.importers.working_set import WorkingSet
 from replay.kinds import Kind
 
 KTHREADD = 2
 _KIND_OF_ROLE = np.zeros(R_SYSCALL + 1, np.uint8)      # the kind of a one-row line, by role
 _KIND_OF_ROLE[[R_FAULT, R_IRQ, R_SYSCALL]] = Kind.PAGE_FAULT, Kind.IRQ, Kind.SYSCALL
+CR3_WRITE, TOUCH = int(Kind.CR3_WRITE), int(Kind.TOUCH)
+COLUMNS = {"t_ns": np.int64, "cpu": np.uint16, "kind": np.uint8, "value": np.uint64, "asid": np.uint32,
+           "pid": np.int32, "arg": np.uint32}                # trace_format.SCHEMA's, in its order
 
 
 @dataclass
@@ -71,6 +73,51 @@ class Tasks:
             self.tgid.setdefault(child, child)
             if parent in self.kthreads:
                 self.kthreads.add(child)
+
+
+@njit(cache=True)
+def _address_spaces(role, tgid, user, cpu, asids, loaded, next_asid, cr3, asid):
+    """The state machine, line by line: a user task's switch-in loads its process's asid
+    (allocated at its first switch-in), an exec allocates a fresh one and loads it. cr3[i] = 1
+    where CR3 changes; asid[i] = the asid loaded on the line's CPU once the line is done (0
+    before any). asids (tgid -> asid), loaded (per CPU, -1 before any) and next_asid[0] carry
+    over between chunks."""
+    for i in range(role.size):
+        c = cpu[i]
+        if user[i] and (role[i] == R_SWITCH or role[i] == R_EXEC):
+            g = tgid[i]
+            if role[i] == R_EXEC or g not in asids:
+                next_asid[0] += 1
+                asids[g] = next_asid[0]
+            if loaded[c] != asids[g]:
+                loaded[c] = asids[g]
+                cr3[i] = 1
+        asid[i] = max(loaded[c], 0)
+
+
+@njit(cache=True)
+def _rows(role, a, b, pid, ts, cpu, asid, cr3, user, kind_of_role, vpn, write, n_user, t0, out):
+    """Each line's rows, in line order: a switch = CR3 write if any, then the working set's
+    touches (a kernel thread's: the kernel pages only); an exec = CR3 write if any; a fault,
+    irq or syscall = one row. out = t_ns, cpu, kind, value, asid, pid, arg columns."""
+    t_ns, ocpu, kind, value, oasid, opid, arg = out
+    r = 0
+    for i in range(role.size):
+        switch = role[i] == R_SWITCH
+        first = r
+        if switch or role[i] == R_EXEC:
+            if cr3[i]:
+                kind[r], value[r], arg[r] = CR3_WRITE, asid[i], 0
+                r += 1
+            if switch:
+                for k in range(0 if user[i] else n_user, vpn.size):
+                    kind[r], value[r], arg[r] = TOUCH, vpn[k], write[k]
+                    r += 1
+        else:
+            kind[r], value[r], arg[r] = kind_of_role[role[i]], a[i], b[i] if role[i] == R_FAULT else 0
+            r += 1
+        for j in range(first, r):
+            t_ns[j], ocpu[j], oasid[j], opid[j] = ts[i] - t0, cpu[i], asid[i], a[i] if switch else pid[i]
 
 
 class GuestMapper:
@@ -97,61 +144,23 @@ class GuestMapper:
         known = (self.tgid_keys[at] == pid) if len(self.tgid_keys) else np.zeros(len(pid), bool)
         return np.where(known, self.tgid_values[at] if len(self.tgid_keys) else pid, pid)
 
-    def _address_spaces(self, lines: np.ndarray, cpu: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The stateful part (linescan.address_spaces): (CR3 written, user task, asid after)."""
-        switch = lines["role"] == R_SWITCH
-        pid = np.where(switch, lines["a"], lines["pid"])
-        user = ~(np.isin(pid, self.kthreads) | lines["kthread"])
-        cr3, after = np.zeros(len(lines), np.int64), np.zeros(len(lines), np.int64)
-        address_spaces(switch, self.tgid_of(pid), user, cpu, self.asids, self.loaded, self.next_asid, cr3, after)
-        self.switches += int(switch.sum())
-        return cr3, user, after
-
-    def _current_asid(self, cpu: np.ndarray, state_at: np.ndarray, after: np.ndarray, before: np.ndarray) -> np.ndarray:
-        """Per mapped line, the asid loaded on its CPU once the line is done (forward fill per CPU)."""
-        out = np.zeros(len(cpu), np.int64)
-        for c in np.unique(cpu).tolist():
-            mine = np.flatnonzero(cpu == c)
-            has = state_at[mine] >= 0
-            last = np.maximum.accumulate(np.where(has, np.arange(len(mine)), -1))
-            after_last = np.append(after, max(int(before[c]), 0))  # index -1: the asid before the chunk
-            out[mine] = after_last[np.where(last >= 0, state_at[mine][np.maximum(last, 0)], -1)]
-        return out
-
     def map(self, lines: np.ndarray, t0: int) -> dict[str, np.ndarray]:
         """The rows of the lines of one chunk that make rows (chunk.SPOOLED records), in line
         order (each line's rows together)."""
         role, cpu = lines["role"], lines["cpu"].astype(np.int64)
-        stateful = np.flatnonzero((role == R_SWITCH) | (role == R_EXEC))
-        before = self.loaded.copy()
-        cr3, user, after = self._address_spaces(lines[stateful], cpu[stateful])
-        state_at = np.full(len(lines), -1, np.int64)
-        state_at[stateful] = np.arange(len(stateful))
-        asid = self._current_asid(cpu, state_at, after, before)
-        # rows per line: switch = CR3? + touches (user + kernel pages; kernel only for kernel
-        # threads), exec = CR3?, fault/irq/syscall = one row
-        n_cr3, line_user = np.zeros(len(lines), np.int64), np.zeros(len(lines), bool)
-        n_cr3[stateful], line_user[stateful] = cr3, user
         switch = role == R_SWITCH
-        n_touch = np.where(switch, np.where(line_user, self.n_user + self.n_kernel, self.n_kernel), 0)
-        single = ~switch & (role != R_EXEC)
-        count = n_cr3 + n_touch + single
-        line = np.repeat(np.arange(len(lines)), count)
-        k = np.arange(len(line)) - np.repeat(np.cumsum(count) - count, count)
-        is_cr3 = k < n_cr3[line]
-        is_touch = ~is_cr3 & ~single[line]
-        page = np.where(is_touch, np.where(line_user[line], 0, self.n_user) + k - n_cr3[line], 0)
-        vpn = self.page_vpn[page] if is_touch.any() else np.zeros(len(line), np.uint64)
-        write = self.page_write[page] if is_touch.any() else np.zeros(len(line), np.uint32)
-        kind = np.where(is_cr3, np.uint8(Kind.CR3_WRITE), np.where(is_touch, np.uint8(Kind.TOUCH),
-                                                                   _KIND_OF_ROLE[role[line]]))
-        src = lines[line]
-        value = np.where(is_cr3, asid[line].astype(np.uint64), np.where(is_touch, vpn, src["a"].astype(np.uint64)))
-        arg = np.where(is_touch, write, np.where(role[line] == R_FAULT, src["b"], 0))
-        pid = np.where(switch[line], src["a"], src["pid"])
-        for kd, n in enumerate(np.bincount(kind).tolist()):
-            if n:
-                self.kinds[Kind(kd).name.lower()] += n
-        return {"t_ns": (src["ts"] - t0).astype(np.int64), "cpu": cpu[line].astype(np.uint16),
-                "kind": kind.astype(np.uint8), "value": value.astype(np.uint64), "asid": asid[line].astype(np.uint32),
-                "pid": pid.astype(np.int32), "arg": arg.astype(np.uint32)}
+        pid = np.where(switch, lines["a"], lines["pid"])
+        user = ~(np.isin(pid, self.kthreads) | lines["kthread"])
+        cr3, asid = np.zeros(len(lines), np.int8), np.zeros(len(lines), np.int64)
+        _address_spaces(role, self.tgid_of(pid), user, cpu, self.asids, self.loaded, self.next_asid, cr3, asid)
+        self.switches += int(switch.sum())
+        touches = np.where(user, self.n_user + self.n_kernel, self.n_kernel)
+        count = np.where(switch, cr3 + touches, np.where(role == R_EXEC, cr3, 1))
+        n = int(count.sum())
+        out = {name: np.empty(n, dtype) for name, dtype in COLUMNS.items()}
+        _rows(role, lines["a"], lines["b"].astype(np.int64), lines["pid"], lines["ts"], cpu, asid, cr3, user,
+              _KIND_OF_ROLE, self.page_vpn, self.page_write, self.n_user, t0, tuple(out.values()))
+        for kd, k in enumerate(np.bincount(out["kind"]).tolist()):
+            if k:
+                self.kinds[Kind(kd).name.lower()] += k
+        return out
