@@ -96,7 +96,7 @@ def _find(buf, i, e, lit):
 
 
 @njit(cache=True)
-def _ts(buf, i, e, out, line):
+def _ts(buf, i, e, out):
     """`\\d+(?:\\.\\d+)?:\\s+` at i: store ts/unit, return where the rest starts, or -1."""
     d = _digits_end(buf, i, e)
     if d == i:
@@ -131,7 +131,7 @@ def _ts(buf, i, e, out, line):
 
 
 @njit(cache=True)
-def _flags_then_ts(buf, i, e, out, line):
+def _flags_then_ts(buf, i, e, out):
     """`(?:[.a-zA-Z0-9]{4,5}\\s+)?` then the timestamp, trying 5, 4, then no flags."""
     for width in (5, 4):
         if i + width < e:
@@ -142,14 +142,14 @@ def _flags_then_ts(buf, i, e, out, line):
                     good = False
                     break
             if good and _ws(buf[i + width]):
-                r = _ts(buf, _ws_end(buf, i + width, e), e, out, line)
+                r = _ts(buf, _ws_end(buf, i + width, e), e, out)
                 if r != -1:
                     return r
-    return _ts(buf, i, e, out, line)
+    return _ts(buf, i, e, out)
 
 
 @njit(cache=True)
-def _tail(buf, p, e, out, line):
+def _tail(buf, p, e, out):
     """The part of PREFIX_RE after the task name, at separator position p.
 
     out: ts, unit, pid, tgid, cpu; returns where the rest starts, -1 (no match) or UNSURE."""
@@ -205,7 +205,7 @@ def _tail(buf, p, e, out, line):
             return UNSURE
         cpu = _int(buf, i + 1, d)
         i = _ws_end(buf, d + 1, e)
-    r = _flags_then_ts(buf, i, e, out, line)
+    r = _flags_then_ts(buf, i, e, out)
     if r < 0:
         return r
     out[2] = pid
@@ -291,13 +291,13 @@ def scan_lines(buf, starts, ends, status, pid, tgid, cpu, ts, unit, spans, hashe
         while p < e:                              # the lazy task name: first separator that fits
             c = buf[p]
             if c == _DASH or _ws(c):
-                rest = _tail(buf, p, e, out, n)
+                rest = _tail(buf, p, e, out)
                 if rest != -1:
                     break
             p += 1
         if rest == -1 and w > s:                  # empty name: `\s*` gives back its last blank
             p = w - 1
-            rest = _tail(buf, p, e, out, n)
+            rest = _tail(buf, p, e, out)
         if rest == UNSURE:
             status[n] = PYTHON
             continue

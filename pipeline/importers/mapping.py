@@ -11,7 +11,7 @@ Rules (a recording shows tasks, the model wants address spaces):
   `sched_process_exec` gives the process a fresh asid (a new mm) and loads it at once.
 * **Kernel threads** run in the borrowed address space of the previous task (lazy TLB):
   a task is a kernel thread if its pid is 0 (idle/swapper) or 2 (kthreadd), it was forked
-  by a kernel thread, or its comm starts with one of `KTHREAD_PREFIXES`.
+  by a kernel thread, or its comm starts with one of `chunk.KTHREAD_PREFIXES`.
 * **sched_switch** → `cr3_write` (value = asid) when the next task is a user task whose
   process differs from the one loaded on that CPU (a switch between threads of one process
   or to a kernel thread emits none; the first user task of each CPU emits one). Each
