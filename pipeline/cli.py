@@ -301,10 +301,14 @@ def import_(
     out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
     format: Annotated[Optional[str], typer.Option("--format", help="Force a format instead of detecting it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A malformed line is an error (nothing written).")] = False,
+    user_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: private pages a user task touches per scheduled quantum (recorded in the trace metadata).")] = 6,
+    kernel_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: global kernel pages any task touches per scheduled quantum.")] = 12,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none either when stderr is not a terminal).")] = False,
 ) -> None:
     """Import guest-side recordings into a trace (switches, faults, IRQs, syscalls; estimated touches)."""
     from pipeline.importers import import_command
-    raise typer.Exit(import_command(files, out, format, strict, out_console))
+    from pipeline.importers.working_set import WorkingSet
+    raise typer.Exit(import_command(files, out, format, strict, out_console, WorkingSet(user_pages, kernel_pages), quiet))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -107,16 +107,59 @@ def _check_types(d: dict[str, Any]) -> None:
         raise ValueError("guest facts must be integers")
 
 
+ROW_GROUP = 1 << 20
+_WRITE_OPTIONS: dict[str, Any] = dict(
+    compression="zstd",
+    # t_ns only grows: delta encoding makes it nearly free (hackbench-5: 32 MB -> 3 MB).
+    use_dictionary=[f.name for f in SCHEMA if f.name != "t_ns"],
+    column_encoding={"t_ns": "DELTA_BINARY_PACKED"})
+
+
 def write_trace(path: Path, columns: dict[str, np.ndarray], meta: TraceMeta) -> None:
     """Write a trace file (atomically) from columns named as in SCHEMA."""
-    table = pa.Table.from_arrays(
-        [pa.array(columns[f.name], type=f.type) for f in SCHEMA], schema=SCHEMA
-    ).replace_schema_metadata({META_KEY: meta.to_json()})
-    write_atomic(path, lambda tmp: pq.write_table(
-        table, tmp, row_group_size=1 << 20, compression="zstd",
-        # t_ns only grows: delta encoding makes it nearly free (hackbench-5: 32 MB -> 3 MB).
-        use_dictionary=[f.name for f in SCHEMA if f.name != "t_ns"],
-        column_encoding={"t_ns": "DELTA_BINARY_PACKED"}))
+    table = _table(columns).replace_schema_metadata({META_KEY: meta.to_json()})
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP, **_WRITE_OPTIONS))
+
+
+def _table(columns: dict[str, np.ndarray]) -> pa.Table:
+    return pa.Table.from_arrays([pa.array(columns[f.name], type=f.type) for f in SCHEMA], schema=SCHEMA)
+
+
+class TraceWriter:
+    """Writes a trace as its rows arrive, in row groups of ROW_GROUP rows, holding at most one
+    row group in memory; the metadata, known only at the end, goes into the file footer.
+
+    The Arrow schema is not stored in the file (`store_schema=False`): pyarrow would take the
+    schema metadata from it, and it is written when the file is opened, before the metadata is
+    known. Readers then rebuild the same schema from the Parquet logical types, with the
+    footer's key-value metadata (`hvreplay`) as its metadata. Write into a temporary path
+    (`pipeline.atomic.write_atomic`): a trace without metadata is not a trace."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.writer = pq.ParquetWriter(path, SCHEMA, store_schema=False, **_WRITE_OPTIONS)
+        self.pending: list[pa.Table] = []
+        self.buffered = 0
+
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        table = _table(columns)
+        self.pending.append(table)
+        self.buffered += table.num_rows
+        if self.buffered >= ROW_GROUP:
+            self._flush(whole_groups=True)
+
+    def _flush(self, whole_groups: bool) -> None:
+        table = pa.concat_tables(self.pending)
+        cut = table.num_rows - table.num_rows % ROW_GROUP if whole_groups else table.num_rows
+        if cut:
+            self.writer.write_table(table.slice(0, cut), row_group_size=ROW_GROUP)
+        self.pending = [table.slice(cut)] if cut < table.num_rows else []
+        self.buffered = table.num_rows - cut
+
+    def close(self, meta: TraceMeta) -> None:
+        if self.pending:
+            self._flush(whole_groups=False)
+        self.writer.add_key_value_metadata({META_KEY: meta.to_json()})
+        self.writer.close()
 
 
 def read_meta(path: Path) -> TraceMeta:
@@ -254,5 +297,5 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "count_events", "iter_events", "read_events", "read_meta",
-           "validate", "write_trace"]
+__all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "TraceWriter", "count_events", "iter_events", "read_events",
+           "read_meta", "validate", "write_trace"]

@@ -22,7 +22,7 @@ import lzma
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 # The prefix, anchored on `-PID [CPU] TIMESTAMP:` (or perf's `COMM PID [CPU] TIMESTAMP:`).
 # The task name is matched lazily: it may hold spaces and dashes (`CPU 0/KVM`,
@@ -126,6 +126,38 @@ def sniff(path: Path) -> None:
             raise NotText(f"{path}: {hint}")
     if b"\0" in head:
         raise NotText(f"{path}: binary file, not a text trace")
+
+
+def read_chunks(path: Path, size: int = 4 << 20,
+                progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The file's bytes (decompressed by suffix) in pieces of whole lines, about `size` each,
+    with newlines normalised as `open_lines` does (`\\r\\n` and `\\r` become `\\n`); the last
+    piece may lack the final newline. `progress` is told how many bytes of the file itself
+    (compressed, if it is) each piece took. Memory stays bounded by `size` plus the longest line."""
+    sniff(path)
+    with open(path, "rb") as raw:
+        stream: BinaryIO = _DECOMPRESSORS[path.suffix](raw) if path.suffix in _DECOMPRESSORS else raw
+        carry, told = b"", 0
+        while True:
+            block = stream.read(size)
+            data, carry = carry + block, b""
+            if block and data.endswith(b"\r"):
+                data, carry = data[:-1], b"\r"      # may be the first half of a \r\n
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            carry = data[cut:] + carry
+            if progress is not None:
+                progress(raw.tell() - told)
+                told = raw.tell()
+            if cut:
+                yield data[:cut]
+            if not block:
+                return
+
+
+_DECOMPRESSORS = {".gz": lambda f: gzip.GzipFile(fileobj=f), ".xz": lambda f: lzma.LZMAFile(f),
+                  ".lzma": lambda f: lzma.LZMAFile(f), ".bz2": lambda f: bz2.BZ2File(f)}
 
 
 def open_lines(path: Path) -> Iterator[str]:

@@ -4,32 +4,45 @@ Formats (the registry `FORMATS`, name -> `events.Format`; detection tries them i
 perf script, ftrace text (atrace too), trace-cmd report (default, -N, -R). A format is data:
 a detection test and one payload regex per event (`events.py` documents the contract);
 the mapping to guest events is shared (`mapping.py`, rules in its docstring), and so is the
-working-set estimate (`working_set.py`). Files are opened only through
-`pipeline.tracetext.open_lines` and read twice, lazily: a first pass learns the tasks
-(pid -> tgid, kernel threads) and the time span, the second emits rows.
+working-set estimate (`working_set.py`). Files are opened only through `pipeline.tracetext`
+and read once, in chunks of whole lines (`CHUNK_BYTES`) parsed by `chunk.ChunkParser`
+(compiled, `linescan.py`). Reading counts what the report lists, learns the tasks (pid ->
+tgid, kernel threads: a switch-in may come before the line that tells its process) and the
+time span, and spools the fields of the lines that make rows (`chunk.SPOOLED`, 25 bytes a
+line) to a temporary file; then each spooled chunk is mapped and written to the Parquet file
+as row groups (`trace_format.TraceWriter`). Memory is bounded by a chunk and a row group,
+whatever the size of the input; the metadata is written last.
 
 Timestamps printed as seconds become ns; integer counts of the trace clock are taken as ns
 (metadata `source.timestamps` = "counts" says so). t_ns is relative to the first event.
 """
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
+import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline.atomic import write_atomic
 from pipeline.importers import ftrace, perf, tracecmd
-from pipeline.importers.events import Format, Problem, Record, Skip, read_head, scan
+from pipeline.importers import chunk as ck
+from pipeline.importers.events import Format, read_head
+from pipeline.importers.linescan import COUNT_UNIT
 from pipeline.importers.mapping import GuestMapper, Tasks
 from pipeline.importers.working_set import WorkingSet
-from pipeline.trace_format import TraceMeta, write_trace
-from pipeline.tracetext import NotText, open_lines
+from pipeline.trace_format import TraceMeta, TraceWriter
+from pipeline.tracetext import NotText, open_lines, read_chunks
 
 FORMATS: dict[str, Format] = {f.name: f for f in (perf.FORMAT, ftrace.FORMAT, *tracecmd.FORMATS)}
 MAX_EXAMPLES = 5
+CHUNK_BYTES = 4 << 20           # text read, parsed and mapped at a time
+PROGRESS_MIN_BYTES = 32 << 20   # inputs smaller than this import without a progress bar
 
 
 class ImportFailed(Exception):
@@ -68,78 +81,126 @@ def detect(path: Path) -> Format:
     raise ImportFailed(f"{path}: format not recognised")   # pragma: no cover - trace-cmd matches all
 
 
-def _records(paths: list[Path], fmts: list[Format]) -> Iterator[tuple[Path, Record | Skip | Problem]]:
+def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], None]
+            ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk]]:
+    clock: dict[int, int] = {}
     for path, fmt in zip(paths, fmts):
-        for item in scan(open_lines(path), fmt, str(path)):
-            yield path, item
+        parser = ck.ChunkParser(fmt, str(path), clock)
+        for data in read_chunks(path, CHUNK_BYTES, progress):
+            yield parser, parser.parse(data)
 
 
-def _first_pass(paths: list[Path], fmts: list[Format], report: ImportReport) -> tuple[Tasks, int, int]:
-    tasks, t0, t1, units = Tasks(), None, None, set()
-    for _, item in _records(paths, fmts):
-        if isinstance(item, Problem):
-            continue
-        line = item.line
-        units.add(line.ts_unit)
-        t0 = line.ts if t0 is None else min(t0, line.ts)
-        t1 = line.ts if t1 is None else max(t1, line.ts)
-        if isinstance(item, Record):
-            tasks.see(item)
-    if len(units) > 1:
+@dataclass
+class _Reading:
+    """What reading the files learns before any row can be written."""
+    tasks: Tasks = field(default_factory=Tasks)
+    t0: int | None = None
+    t1: int | None = None
+    units: set[int] = field(default_factory=set)
+    cpus: set[int] = field(default_factory=set)
+    no_cpu: int = 0
+    sizes: list[int] = field(default_factory=list)   # input bytes behind each spooled chunk
+
+    def see(self, chunk: ck.Chunk) -> None:
+        valid = (chunk.role != ck.R_NONE) & (chunk.role != ck.R_PROBLEM)   # event lines, mapped or not
+        if valid.any():
+            ts, cpu = chunk.ts[valid], chunk.cpu[valid]
+            self.t0 = int(ts.min()) if self.t0 is None else min(self.t0, int(ts.min()))
+            self.t1 = int(ts.max()) if self.t1 is None else max(self.t1, int(ts.max()))
+            self.units.update(np.unique(chunk.unit[valid]).tolist())
+            self.no_cpu += int((cpu < 0).sum())
+            self.cpus.update(np.unique(np.maximum(cpu, 0)).tolist())
+        self.tasks.learn(chunk)
+
+
+def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, progress) -> _Reading:
+    reading, done = _Reading(), [0]
+
+    def told(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(n)
+
+    for parser, chunk in _chunks(paths, fmts, told):
+        if strict and chunk.problems:
+            raise ImportFailed(chunk.problems[0][1])
+        _tally(parser, chunk, report)
+        reading.see(chunk)
+        np.save(spool, chunk.spooled())
+        reading.sizes.append(done[0])
+        done[0] = 0
+    if len(reading.units) > 1:
         raise ImportFailed("files mix second timestamps and clock counts; import them separately")
-    report.timestamps = "counts" if units == {"count"} else "ns"
-    return tasks, t0 or 0, t1 or 0
-
-
-def _second_pass(paths, fmts, mapper: GuestMapper, t0: int, strict: bool, report: ImportReport) -> set[int]:
-    cpus, no_cpu = set(), 0
-    for _, item in _records(paths, fmts):
-        if isinstance(item, Problem):
-            if strict:
-                raise ImportFailed(str(item))
-            report.malformed += 1
-            if len(report.malformed_examples) < MAX_EXAMPLES:
-                report.malformed_examples.append(str(item))
-            continue
-        line = item.line
-        cpu = line.cpu if line.cpu is not None else 0
-        no_cpu += line.cpu is None
-        cpus.add(cpu)
-        if isinstance(item, Skip):
-            exit_ = line.name.startswith("sys_") and line.payload.startswith("->")
-            (report.consumed if exit_ else report.unmapped)["sys_* (exit)" if exit_ else line.event] += 1
-        else:
-            mapper.feed(item, line.ts - t0, cpu)
-    if no_cpu:
-        report.notes.append(f"{no_cpu} event lines had no CPU column: put on cpu 0 "
+    report.timestamps = "counts" if reading.units == {COUNT_UNIT} else "ns"
+    if reading.no_cpu:
+        report.notes.append(f"{reading.no_cpu} event lines had no CPU column: put on cpu 0 "
                             "(switches of several CPUs then look like one CPU's)")
-    return cpus
+    return reading
+
+
+def _count(counter: Counter[str], parser: ck.ChunkParser, events: np.ndarray, key: Callable[[ck.EventName], str]) -> None:
+    for e, n in zip(*np.unique(events, return_counts=True)):
+        counter[key(parser.names[int(e)])] += int(n)
+
+
+def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> None:
+    """The report's counts for lines that write no row (or not only rows)."""
+    report.malformed += len(chunk.problems)
+    report.malformed_examples += [p for _, p in chunk.problems[:MAX_EXAMPLES - len(report.malformed_examples)]]
+    role, event = chunk.role, chunk.event
+    _count(report.unmapped, parser, event[role == ck.R_UNMAPPED], lambda nm: nm.event)
+    _count(report.consumed, parser, event[(role == ck.R_FORK) | (role == ck.R_CONSUMED) | (role == ck.R_EXEC)],
+           lambda nm: nm.name)
+    exits = int((role == ck.R_SYS_EXIT).sum())
+    tlb = role == ck.R_TLB
+    for key, n in (("sys_* (exit)", exits), ("tlb_flush (task switch)", int((chunk.a[tlb] == 1).sum())),
+                   ("tlb_flush (other)", int((chunk.a[tlb] != 1).sum()))):
+        if n:
+            report.consumed[key] += n
+
+
+def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: TraceWriter, progress) -> None:
+    spool.seek(0)
+    for size in reading.sizes:
+        writer.write(mapper.map(np.load(spool), reading.t0 or 0))
+        if progress is not None:
+            progress(size)
 
 
 def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
-                 working_set: WorkingSet = WorkingSet(), workload: str | None = None) -> ImportReport:
-    """Import text recordings into one trace file at `out` (written atomically, only on success)."""
+                 working_set: WorkingSet = WorkingSet(), workload: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import text recordings into one trace file at `out` (written atomically, only on success).
+
+    `progress`, if given, is told the input bytes done, twice over: as they are read, then as
+    their rows are written."""
     if fmt is not None and fmt not in FORMATS:
         raise ImportFailed(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
     try:
         fmts = [FORMATS[fmt] if fmt else detect(p) for p in paths]
         report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})
-        tasks, t0, t1 = _first_pass(paths, fmts, report)
-        mapper = GuestMapper(tasks, working_set)
-        cpus = _second_pass(paths, fmts, mapper, t0, strict, report)
+        with tempfile.TemporaryFile(prefix="hvreplay-import-") as spool:
+            reading = _read(paths, fmts, strict, report, spool, progress)
+            mapper = GuestMapper(reading.tasks, working_set)
+
+            def write(tmp: str) -> None:
+                writer = TraceWriter(tmp)
+                _write(spool, reading, mapper, writer, progress)
+                report.kinds, report.switches = mapper.kinds, mapper.switches
+                report.cpus, report.processes = tuple(sorted(reading.cpus)) or (0,), len(mapper.asids)
+                span = (reading.t1 or 0) - (reading.t0 or 0) + 1
+                writer.close(_meta(paths, out, report, working_set, workload, span))
+
+            write_atomic(out, write)
     except (NotText, OSError) as e:
         raise ImportFailed(str(e)) from None
-    report.kinds, report.switches = mapper.kinds, mapper.switches
-    report.consumed.update(mapper.consumed)
-    report.cpus, report.processes = tuple(sorted(cpus)) or (0,), len(mapper.asids)
-    write_trace(out, mapper.out.arrays(), _meta(paths, out, report, working_set, workload, t1 - t0 + 1))
     return report
 
 
 def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str | None, span: int) -> TraceMeta:
     source = {"tool": "pipeline import", "format": sorted(set(report.formats.values())),
               "files": [str(p) for p in paths], "working_set": ws.describe(),
-              "timestamps": report.timestamps}
+              "timestamps": report.timestamps, "syscall_numbers": ck.SYSCALL_TABLE}
     per_switch = report.switches > 0
     return TraceMeta(workload=workload or out.stem, native_ns=max(span, 1),
                      ops=report.switches if per_switch else 1,
@@ -147,10 +208,21 @@ def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str 
                      headline="per_op" if per_switch else "total", source=source, cpus=report.cpus)
 
 
-def import_command(files: list[Path], out: Path, fmt: str | None, strict: bool, console: Console) -> int:
-    """The CLI command: import, print a summary; exit code 0 ok, 2 nothing written."""
+def import_command(files: list[Path], out: Path, fmt: str | None, strict: bool, console: Console,
+                   working_set: WorkingSet = WorkingSet(), quiet: bool = False) -> int:
+    """The CLI command: import, print a summary; exit code 0 ok, 2 nothing written.
+
+    A progress bar (bytes read of both passes) goes to stderr for inputs of at least
+    PROGRESS_MIN_BYTES, unless stderr is not a terminal or `quiet`."""
+    total = 2 * sum(p.stat().st_size for p in files if p.is_file())
+    bar = Progress("importing", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True,
+                   disable=quiet or total < PROGRESS_MIN_BYTES or not Console(stderr=True).is_terminal)
     try:
-        report = import_files(files, out, fmt=fmt, strict=strict)
+        with bar:
+            task = bar.add_task("import", total=total)
+            report = import_files(files, out, fmt=fmt, strict=strict, working_set=working_set,
+                                  progress=lambda n: bar.advance(task, n))
     except ImportFailed as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return 2

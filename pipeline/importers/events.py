@@ -1,4 +1,4 @@
-"""Per-event payload patterns (data) and the line scanner every format module shares.
+"""Per-event payload patterns (data) every format module shares, and detection's first look.
 
 A format module is a `Format` (declared here, registered in `pipeline.importers`): a name,
 a `detect` test on the first lines of a file, and `patterns`, one regex per guest event it
@@ -8,15 +8,17 @@ in `INT_FIELDS`). Everything else about a line (task, pid, tgid, cpu, timestamp)
 
     FORMAT = Format("mytool", detect=lambda head: ..., patterns={**KERNEL, "sched_switch": re.compile(...)})
 
-`scan(lines, fmt, file)` turns an iterable of lines into `Record`s (a mapped event with its
-fields), `Skip`s (an event line of an event no pattern covers: listed as unmapped) and
-`Problem`s (a malformed line, with `file:line: problem`).
+The patterns are the specification of what is read from a payload: `chunk.py` applies them
+(through the compiled scanner `linescan.py` for the frequent ones, checked against them by the
+tests). An event whose name has no pattern is unmapped (counted and listed); so is a
+`sys_NAME` event other than `sys_enter_NAME` unless its payload starts with `(` (ftrace's
+syscall tracer prints entries `sys_read(fd: 3, …)` and exits `sys_read -> 0x0`).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from pipeline.tracetext import TraceLine, parse_line
 
@@ -82,59 +84,9 @@ class Format:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class Record:
-    line: TraceLine
-    fields: dict[str, int | str]
-
-
-@dataclass(frozen=True)
-class Skip:
-    line: TraceLine
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str        # "file:line"
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.problem}"
-
-
-def pattern_for(fmt: Format, name: str, payload: str) -> re.Pattern[str] | None:
-    """The payload pattern of event `name` (subsystem stripped), None if unmapped."""
-    if name in fmt.patterns:
-        return fmt.patterns[name]
-    if name.startswith("sys_enter_") or (name.startswith("sys_") and payload.startswith("(")):
-        return SYSCALL_ENTER
-    return None
-
-
 def fields_of(m: re.Match[str]) -> dict[str, int | str]:
     return {k: (int(v, 0) if k in INT_FIELDS else v.strip())
             for k, v in m.groupdict().items() if v is not None}
-
-
-def scan(lines: Iterable[str], fmt: Format, file: str) -> Iterator[Record | Skip | Problem]:
-    """Records, unmapped events and malformed lines of one file, in file order."""
-    continuation = False
-    for n, text in enumerate(lines, 1):
-        tl = parse_line(text)
-        if tl is None:
-            if not (continuation or text.startswith(("#", "\t")) or HEADER_RE.match(text.rstrip("\n"))):
-                yield Problem(f"{file}:{n}", f"not an event line: {text.strip()[:60]!r}")
-            continue
-        continuation = tl.name in FREE_TEXT
-        pattern = pattern_for(fmt, tl.name, tl.payload)
-        if pattern is None:
-            yield Skip(tl)
-            continue
-        m = pattern.search(tl.payload)
-        if m is None:
-            yield Problem(f"{file}:{n}", f"{tl.name}: payload not understood: {tl.payload[:60]!r}")
-            continue
-        yield Record(tl, fields_of(m))
 
 
 def read_head(lines: Iterable[str], max_events: int = 200) -> Head:

@@ -11,7 +11,7 @@ Rules (a recording shows tasks, the model wants address spaces):
   `sched_process_exec` gives the process a fresh asid (a new mm) and loads it at once.
 * **Kernel threads** run in the borrowed address space of the previous task (lazy TLB):
   a task is a kernel thread if its pid is 0 (idle/swapper) or 2 (kthreadd), it was forked
-  by a kernel thread, or its comm starts with one of `KTHREAD_PREFIXES`.
+  by a kernel thread, or its comm starts with one of `chunk.KTHREAD_PREFIXES`.
 * **sched_switch** → `cr3_write` (value = asid) when the next task is a user task whose
   process differs from the one loaded on that CPU (a switch between threads of one process
   or to a kernel thread emits none; the first user task of each CPU emits one). Each
@@ -23,27 +23,35 @@ Rules (a recording shows tasks, the model wants address spaces):
 * **irq_vectors:*_entry** → `irq` (value = vector); **irq:irq_handler_entry** → `irq`
   (value = the irq number as printed: Linux irq numbers are not vectors).
 * **raw_syscalls:sys_enter**, **syscalls:sys_enter_*** and the ftrace syscall tracer's
-  `sys_x(…)` → `syscall` (value = the number where printed, else 0).
+  `sys_x(…)` → `syscall` (value = the number where printed, else the x86_64 number of the
+  name, from the kernel's syscall_64.tbl (`syscalls_x86_64.tsv`), else 0; metadata
+  `source.syscall_numbers` says so).
 * Everything else is unmapped: counted per event name and listed, never dropped silently.
+
+Streaming: the tasks are learned from the whole input first (`Tasks.learn`, chunk by chunk),
+then `GuestMapper.map` turns the lines of each chunk that make rows (spooled meanwhile, see
+`pipeline.importers`) into rows; only the state between chunks (tasks, address spaces, the
+asid loaded on each CPU) is kept, never the rows.
 """
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit, types
+from numba.typed import Dict
 
-from pipeline.importers.events import Record
+from pipeline.importers.chunk import R_EXEC, R_FAULT, R_FORK, R_IRQ, R_SWITCH, R_SYSCALL, RECORDS, Chunk
 from pipeline.importers.working_set import WorkingSet
 from replay.kinds import Kind
 
-KTHREAD_PREFIXES = ("swapper", "<idle>", "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuo",
-                    "kthreadd", "watchdog/", "kswapd", "khugepaged", "irq/", "cpuhp/", "jbd2/",
-                    "kauditd", "kblockd", "kcompactd", "oom_reaper", "writeback", "khungtaskd",
-                    "idle_inject/", "ksmd", "kdevtmpfs", "scsi_", "ext4-", "xfs")
 KTHREADD = 2
-COLUMNS = {"t_ns": "q", "cpu": "H", "kind": "B", "value": "Q", "asid": "I", "pid": "i", "arg": "I"}
+_KIND_OF_ROLE = np.zeros(R_SYSCALL + 1, np.uint8)      # the kind of a one-row line, by role
+_KIND_OF_ROLE[[R_FAULT, R_IRQ, R_SYSCALL]] = Kind.PAGE_FAULT, Kind.IRQ, Kind.SYSCALL
+CR3_WRITE, TOUCH = int(Kind.CR3_WRITE), int(Kind.TOUCH)
+COLUMNS = {"t_ns": np.int64, "cpu": np.uint16, "kind": np.uint8, "value": np.uint64, "asid": np.uint32,
+           "pid": np.int32, "arg": np.uint32}                # trace_format.SCHEMA's, in its order
 
 
 @dataclass
@@ -52,112 +60,107 @@ class Tasks:
     tgid: dict[int, int] = field(default_factory=dict)
     kthreads: set[int] = field(default_factory=lambda: {0, KTHREADD})
 
-    def see(self, rec: Record) -> None:
-        line = rec.line
-        if line.tgid is not None:
-            self.tgid[line.pid] = line.tgid
-        if line.name == "sched_process_fork":
-            parent, child = rec.fields["parent_pid"], rec.fields["child_pid"]
+    def learn(self, chunk: Chunk) -> None:
+        """Tgids printed on mapped event lines (the last one printed wins), then forks in order:
+        a fork child is its own process unless a tgid is printed for it, and a child of a
+        kernel thread is a kernel thread."""
+        rec = np.isin(chunk.role, RECORDS) & (chunk.tgid >= 0)
+        pid, tgid = chunk.pid[rec][::-1], chunk.tgid[rec][::-1]
+        last, at = np.unique(pid, return_index=True)
+        self.tgid.update(zip(last.tolist(), tgid[at].tolist()))
+        forks = np.flatnonzero(chunk.role == R_FORK)
+        for parent, child in zip(chunk.a[forks].tolist(), chunk.b[forks].tolist()):
             self.tgid.setdefault(child, child)
             if parent in self.kthreads:
                 self.kthreads.add(child)
 
-    def is_kthread(self, pid: int, comm: str) -> bool:
-        return pid in self.kthreads or comm.startswith(KTHREAD_PREFIXES)
+
+@njit(cache=True)
+def _address_spaces(role, tgid, user, cpu, asids, loaded, next_asid, cr3, asid):
+    """The state machine, line by line: a user task's switch-in loads its process's asid
+    (allocated at its first switch-in), an exec allocates a fresh one and loads it. cr3[i] = 1
+    where CR3 changes; asid[i] = the asid loaded on the line's CPU once the line is done (0
+    before any). asids (tgid -> asid), loaded (per CPU, -1 before any) and next_asid[0] carry
+    over between chunks."""
+    for i in range(role.size):
+        c = cpu[i]
+        if user[i] and (role[i] == R_SWITCH or role[i] == R_EXEC):
+            g = tgid[i]
+            if role[i] == R_EXEC or g not in asids:
+                next_asid[0] += 1
+                asids[g] = next_asid[0]
+            if loaded[c] != asids[g]:
+                loaded[c] = asids[g]
+                cr3[i] = 1
+        asid[i] = max(loaded[c], 0)
 
 
-class Columns:
-    """Typed, growable column buffers (array module): bounded by the output, not the input."""
-
-    def __init__(self) -> None:
-        self.cols = {name: array(code) for name, code in COLUMNS.items()}
-
-    def add(self, t: int, cpu: int, kind: Kind, value: int, asid: int, pid: int, arg: int = 0) -> None:
-        for name, v in zip(COLUMNS, (t, cpu, int(kind), value, asid, pid, arg)):
-            self.cols[name].append(v)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Columns as numpy, rows stably ordered by t_ns (files may interleave CPUs)."""
-        out = {n: np.frombuffer(a, dtype=np.dtype(a.typecode)) if len(a) else
-               np.zeros(0, np.dtype(a.typecode)) for n, a in self.cols.items()}
-        order = np.argsort(out["t_ns"], kind="stable")
-        return {n: a[order] for n, a in out.items()}
-
-    def __len__(self) -> int:
-        return len(self.cols["t_ns"])
+@njit(cache=True)
+def _rows(role, a, b, pid, ts, cpu, asid, cr3, user, kind_of_role, vpn, write, n_user, t0, out):
+    """Each line's rows, in line order: a switch = CR3 write if any, then the working set's
+    touches (a kernel thread's: the kernel pages only); an exec = CR3 write if any; a fault,
+    irq or syscall = one row. out = t_ns, cpu, kind, value, asid, pid, arg columns."""
+    t_ns, ocpu, kind, value, oasid, opid, arg = out
+    r = 0
+    for i in range(role.size):
+        switch = role[i] == R_SWITCH
+        first = r
+        if switch or role[i] == R_EXEC:
+            if cr3[i]:
+                kind[r], value[r], arg[r] = CR3_WRITE, asid[i], 0
+                r += 1
+            if switch:
+                for k in range(0 if user[i] else n_user, vpn.size):
+                    kind[r], value[r], arg[r] = TOUCH, vpn[k], write[k]
+                    r += 1
+        else:
+            kind[r], value[r], arg[r] = kind_of_role[role[i]], a[i], b[i] if role[i] == R_FAULT else 0
+            r += 1
+        for j in range(first, r):
+            t_ns[j], ocpu[j], oasid[j], opid[j] = ts[i] - t0, cpu[i], asid[i], a[i] if switch else pid[i]
 
 
 class GuestMapper:
-    """Turns Records (in time order per CPU) into trace rows; see the module docstring."""
+    """Turns the mapped lines of chunks (in file order) into trace rows; see the module docstring."""
 
     def __init__(self, tasks: Tasks, working_set: WorkingSet) -> None:
         self.tasks = tasks
-        self.user_pages, self.kernel_pages = working_set.user(), working_set.kernel()
-        self.out = Columns()
+        user, kernel = working_set.user(), working_set.kernel()
+        pages = np.array(user + kernel, np.uint64).reshape(-1, 2)
+        self.page_vpn, self.page_write = pages[:, 0], pages[:, 1].astype(np.uint32)
+        self.n_user, self.n_kernel = len(user), len(kernel)
         self.kinds: Counter[str] = Counter()
-        self.consumed: Counter[str] = Counter()
-        self.loaded: dict[int, int] = {}     # cpu -> asid in CR3
-        self.asids: dict[int, int] = {}      # tgid -> asid
+        self.tgid_keys = np.array(sorted(tasks.tgid), np.int64)
+        self.tgid_values = np.array([tasks.tgid[k] for k in self.tgid_keys.tolist()], np.int64)
+        self.kthreads = np.array(sorted(tasks.kthreads), np.int64)
+        self.asids = Dict.empty(types.int64, types.int64)     # tgid -> asid
+        self.loaded = np.full(1 << 16, -1, np.int64)           # cpu -> asid in CR3 (-1: none yet)
+        self.next_asid = np.zeros(1, np.int64)
         self.switches = 0
-        self.next_asid = 0
-        self.handlers = {"sched_switch": self.switch, "sched_process_exec": self.exec,
-                         "tlb_flush": self.tlb_flush, "irq_handler_entry": self.irq,
-                         "page_fault_user": self.fault, "page_fault_kernel": self.fault}
 
-    def feed(self, rec: Record, t: int, cpu: int) -> None:
-        name = rec.line.name
-        handler = self.handlers.get(name)
-        if handler is not None:
-            handler(rec, t, cpu)
-        elif "vector" in rec.fields:
-            self.irq(rec, t, cpu)
-        elif name.startswith("sys_"):
-            self.emit(t, cpu, Kind.SYSCALL, int(rec.fields.get("id", 0)), rec.line.pid)
-        else:
-            self.consumed[name] += 1   # read for state only (sched_process_fork)
+    def tgid_of(self, pid: np.ndarray) -> np.ndarray:
+        """The process of each task (Tasks.tgid, else the task is its own process)."""
+        at = np.minimum(np.searchsorted(self.tgid_keys, pid), max(len(self.tgid_keys) - 1, 0))
+        known = (self.tgid_keys[at] == pid) if len(self.tgid_keys) else np.zeros(len(pid), bool)
+        return np.where(known, self.tgid_values[at] if len(self.tgid_keys) else pid, pid)
 
-    def emit(self, t: int, cpu: int, kind: Kind, value: int, pid: int, arg: int = 0, asid: int | None = None) -> None:
-        self.out.add(t, cpu, kind, value, self.loaded.get(cpu, 0) if asid is None else asid, pid, arg)
-        self.kinds[kind.name.lower()] += 1
-
-    def asid_of(self, pid: int, fresh: bool = False) -> int:
-        tgid = self.tasks.tgid.get(pid, pid)
-        if fresh or tgid not in self.asids:
-            self.next_asid += 1
-            self.asids[tgid] = self.next_asid
-        return self.asids[tgid]
-
-    def switch(self, rec: Record, t: int, cpu: int) -> None:
-        self.switches += 1
-        pid, comm = int(rec.fields["next_pid"]), str(rec.fields["next_comm"])
-        if not self.tasks.is_kthread(pid, comm):
-            self.load(t, cpu, self.asid_of(pid), pid)
-            self.touch(t, cpu, pid, self.user_pages)
-        self.touch(t, cpu, pid, self.kernel_pages)
-
-    def load(self, t: int, cpu: int, asid: int, pid: int) -> None:
-        if self.loaded.get(cpu) != asid:
-            self.loaded[cpu] = asid
-            self.emit(t, cpu, Kind.CR3_WRITE, asid, pid)
-
-    def touch(self, t: int, cpu: int, pid: int, pages: tuple[tuple[int, int], ...]) -> None:
-        for vpn, write in pages:
-            self.emit(t, cpu, Kind.TOUCH, vpn, pid, write)
-
-    def exec(self, rec: Record, t: int, cpu: int) -> None:
-        self.consumed["sched_process_exec"] += 1
-        pid = rec.line.pid
-        if not self.tasks.is_kthread(pid, rec.line.comm):
-            self.load(t, cpu, self.asid_of(pid, fresh=True), pid)
-
-    def tlb_flush(self, rec: Record, t: int, cpu: int) -> None:
-        on_switch = rec.fields.get("code") == 0 or "task switch" in str(rec.fields.get("reason", "")) \
-            or str(rec.fields.get("reason")) == "0"
-        self.consumed["tlb_flush (task switch)" if on_switch else "tlb_flush (other)"] += 1
-
-    def fault(self, rec: Record, t: int, cpu: int) -> None:
-        address, error = int(rec.fields["address"]), int(rec.fields["error_code"])
-        self.emit(t, cpu, Kind.PAGE_FAULT, (address & (2**64 - 1)) >> 12, rec.line.pid, int(bool(error & 0x2)))
-
-    def irq(self, rec: Record, t: int, cpu: int) -> None:
-        self.emit(t, cpu, Kind.IRQ, int(rec.fields["vector"]), rec.line.pid)
+    def map(self, lines: np.ndarray, t0: int) -> dict[str, np.ndarray]:
+        """The rows of the lines of one chunk that make rows (chunk.SPOOLED records), in line
+        order (each line's rows together)."""
+        role, cpu = lines["role"], lines["cpu"].astype(np.int64)
+        switch = role == R_SWITCH
+        pid = np.where(switch, lines["a"], lines["pid"])
+        user = ~(np.isin(pid, self.kthreads) | lines["kthread"])
+        cr3, asid = np.zeros(len(lines), np.int8), np.zeros(len(lines), np.int64)
+        _address_spaces(role, self.tgid_of(pid), user, cpu, self.asids, self.loaded, self.next_asid, cr3, asid)
+        self.switches += int(switch.sum())
+        touches = np.where(user, self.n_user + self.n_kernel, self.n_kernel)
+        count = np.where(switch, cr3 + touches, np.where(role == R_EXEC, cr3, 1))
+        n = int(count.sum())
+        out = {name: np.empty(n, dtype) for name, dtype in COLUMNS.items()}
+        _rows(role, lines["a"], lines["b"].astype(np.int64), lines["pid"], lines["ts"], cpu, asid, cr3, user,
+              _KIND_OF_ROLE, self.page_vpn, self.page_write, self.n_user, t0, tuple(out.values()))
+        for kd, k in enumerate(np.bincount(out["kind"]).tolist()):
+            if k:
+                self.kinds[Kind(kd).name.lower()] += k
+        return out

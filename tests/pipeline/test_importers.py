@@ -191,3 +191,181 @@ def test_tracetext_tgid() -> None:
     assert parse_line("ksoftirqd/1-12    (   12) [001] d..3 214168.479967: sched_switch: x").tgid == 12
     assert parse_line("          <idle>-0     (-----) [001] d..3 214168.479898: sched_switch: x").tgid is None
     assert parse_line("perf 28039/28040 [000] 194010.024771: cycles: ").tgid == 28039
+
+
+# ------------------------------------------------------------------ golden: processes from fork/exec
+# ftrace without a TGID column: processes come from forks (each child its own process, a child
+# of a kernel thread a kernel thread) and execs (a fresh address space, loaded at once).
+FORK_EXEC = """\
+# tracer: nop
+            bash-100   [000] d..3    10.000001: sched_process_fork: comm=bash pid=100 child_comm=bash child_pid=101
+            bash-100   [000] d..3    10.000002: sched_switch: prev_comm=bash prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=bash next_pid=101 next_prio=120
+            bash-101   [000] d..3    10.000003: sched_process_exec: filename=/bin/ls pid=101 old_pid=101
+              ls-101   [000] d..3    10.000004: sched_switch: prev_comm=ls prev_pid=101 prev_prio=120 prev_state=S ==> next_comm=bash next_pid=100 next_prio=120
+        kthreadd-2     [000] d..3    10.000005: sched_process_fork: comm=kthreadd pid=2 child_comm=mythread child_pid=50
+            bash-100   [000] d..3    10.000006: sched_switch: prev_comm=bash prev_pid=100 prev_prio=120 prev_state=S ==> next_comm=mythread next_pid=50 next_prio=120
+        mythread-50    [000] d..3    10.000007: sched_switch: prev_comm=mythread prev_pid=50 prev_prio=120 prev_state=S ==> next_comm=bash next_pid=100 next_prio=120
+"""
+FORK_EXEC_ROWS = [(Kind.CR3_WRITE, 1, 1, 0),   # 101 (forked: its own process) is the first user task
+                  (Kind.CR3_WRITE, 2, 2, 0),   # its exec: a fresh address space, loaded at once
+                  (Kind.CR3_WRITE, 3, 3, 0)]   # back to bash (100): its own, third address space
+#                   mythread (child of kthreadd: a kernel thread) keeps bash's; back to bash: nothing
+
+
+def test_fork_and_exec_make_processes(tmp_path: Path) -> None:
+    report, rows, t = _import(tmp_path, FORK_EXEC, working_set=NO_WS)
+    assert report.formats[str(tmp_path / "in.txt")] == "ftrace"
+    assert rows == FORK_EXEC_ROWS
+    assert t["pid"] == [101, 101, 100]
+    assert report.switches == 4 and report.processes == 2     # processes 100 and 101 (one exec)
+    assert report.consumed["sched_process_fork"] == 2 and report.consumed["sched_process_exec"] == 1
+
+
+# ------------------------------------------------------------------ golden: trace-cmd -N page faults
+# `trace-cmd report -N` prints events in the kernel's own format; exceptions:page_fault_* is
+# TP_printk("address=%ps ip=%ps error_code=0x%lx") (arch/x86/include/asm/trace/exceptions.h), and
+# libtraceevent prints a %ps without a symbol as hex, one with a symbol by name: the payloads
+# below are as `perf script` (same library) printed them on a 6.18 kernel.
+TRACECMD_N_FAULTS = """\
+version = 6
+cpus=2
+            bash-1000  [001]  5000.000001: sched_switch:         prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=bash next_pid=1000 next_prio=120
+            bash-1000  [001]  5000.000002: page_fault_user:      address=0x7f4c79e76110 ip=0x7f4c79e5c2a0 error_code=0x6
+            bash-1000  [001]  5000.000003: page_fault_kernel:    address=0x55b00a409014 ip=elf_load error_code=0x2
+            bash-1000  [001]  5000.000004: page_fault_user:      address=0x55b00a200000 ip=0x55b00a200000 error_code=0x14
+"""
+
+
+def test_tracecmd_noplugins_page_faults(tmp_path: Path) -> None:
+    report, rows, t = _import(tmp_path, TRACECMD_N_FAULTS, working_set=NO_WS)
+    assert report.formats[str(tmp_path / "in.txt")] == "trace-cmd-N"
+    faults = [r for r in rows if r[0] == Kind.PAGE_FAULT]
+    assert len(faults) == TRACECMD_N_FAULTS.count("page_fault_") == 3
+    # value = address >> 12; arg = error_code bit 1 (write): 0x6 and 0x2 write, 0x14 (fetch) not
+    assert faults == [(Kind.PAGE_FAULT, 0x7F4C79E76, 1, 1), (Kind.PAGE_FAULT, 0x55B00A409, 1, 1),
+                      (Kind.PAGE_FAULT, 0x55B00A200, 1, 0)]
+    assert report.malformed == 0
+
+
+# ------------------------------------------------------------------ golden: syscall numbers by name
+# x86_64 numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl: read 0, write 1,
+# fstat 5 (entry point sys_newfstat, hence the tracepoint sys_enter_newfstat), openat 257,
+# rt_sigaction 13, clock_gettime 228.
+SYSCALL_NAMES = """\
+# perf version : 6.18
+bash  1000/1000 [000] 5.000000100: syscalls:sys_enter_read: fd: 0x00000003, buf: 0x7ffd, count: 0x00000400
+bash  1000/1000 [000] 5.000000200: syscalls:sys_enter_openat: dfd: 0xffffff9c, filename: 0x7ffd, flags: 0x00080000
+bash  1000/1000 [000] 5.000000300: syscalls:sys_enter_newfstat: fd: 0x00000003, statbuf: 0x7ffd
+bash  1000/1000 [000] 5.000000400: syscalls:sys_enter_no_such_call: x: 0x1
+bash  1000/1000 [000] 5.000000500: syscalls:sys_enter_write: __syscall_nr=1 fd=1
+bash  1000/1000 [000] 5.000000600: syscalls:sys_exit_read: 0x400
+"""
+
+
+def test_syscall_numbers_from_names(tmp_path: Path) -> None:
+    report, rows, _ = _import(tmp_path, SYSCALL_NAMES, working_set=NO_WS)
+    assert [r[1] for r in rows if r[0] == Kind.SYSCALL] == [0, 257, 5, 0, 1]   # unknown name: 0
+    assert report.unmapped == {"syscalls:sys_exit_read": 1}
+    meta = validate(tmp_path / "out.parquet")
+    assert "syscall_64.tbl" in meta.source["syscall_numbers"]
+
+
+UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+
+
+@pytest.mark.skipif(not UNISTD.is_file(), reason="no x86_64 kernel headers (linux-libc-dev)")
+def test_syscall_table_agrees_with_kernel_headers() -> None:
+    """Every name the headers and the table share has the same number (the table is keyed by
+    tracepoint name: the headers' stat/fstat/lstat/uname/sendfile/umount2 are renamed there)."""
+    from pipeline.importers.chunk import SYSCALL_NUMBERS
+    headers = {m[1]: int(m[2]) for m in re.finditer(r"#define __NR_(\w+) (\d+)", UNISTD.read_text())}
+    shared = set(headers) & set(SYSCALL_NUMBERS)
+    assert len(shared) > 300
+    assert {n: headers[n] for n in shared} == {n: SYSCALL_NUMBERS[n] for n in shared}
+    assert SYSCALL_NUMBERS["newfstat"] == headers["fstat"] and SYSCALL_NUMBERS["newuname"] == headers["uname"]
+
+
+@needs_samples
+def test_sample_syscall_numbers(tmp_path: Path) -> None:
+    path = next(p for p in _samples() if "ftrace_syscalls" in p.name)
+    text = path.read_text()
+    t = import_files([path], tmp_path / "s.parquet")
+    table = pq.read_table(tmp_path / "s.parquet").to_pydict()
+    values = [v for k, v in zip(table["kind"], table["value"]) if k == Kind.SYSCALL]
+    for name, number in {"rt_sigaction": 13, "rt_sigprocmask": 14, "clock_gettime": 228, "ioctl": 16,
+                         "mmap": 9, "read": 0, "close": 3, "write": 1}.items():
+        assert values.count(number) == len(re.findall(rf": sys_{name}\(", text)), name
+    assert t.kinds["syscall"] == len(values)
+
+
+# ------------------------------------------------------------------ CLI: the working-set estimate
+def test_cli_working_set_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+    from pipeline.cli import app
+    src, out = tmp_path / "in.txt", tmp_path / "out.parquet"
+    src.write_text(ATRACE)
+    done = CliRunner().invoke(app, ["import", str(src), "-o", str(out), "--user-pages", "2", "--kernel-pages", "1", "-q"])
+    assert done.exit_code == 0, done.output
+    meta = validate(out)
+    assert (meta.source["working_set"]["user_pages"], meta.source["working_set"]["kernel_pages"]) == (2, 1)
+    kinds = pq.read_table(out).column("kind").to_pylist()
+    # 4 user switch-ins x (2 + 1) pages + 2 kernel-thread switch-ins x 1 page (see ATRACE)
+    assert kinds.count(Kind.TOUCH) == 4 * 3 + 2 * 1
+    default = CliRunner().invoke(app, ["import", str(src), "-o", str(tmp_path / "d.parquet")])
+    assert default.exit_code == 0
+    assert validate(tmp_path / "d.parquet").source["working_set"]["user_pages"] == WorkingSet().user_pages
+    bad = CliRunner().invoke(app, ["import", str(src), "-o", str(tmp_path / "x.parquet"), "--user-pages", "-1"])
+    assert bad.exit_code == 2 and not (tmp_path / "x.parquet").exists()
+
+
+# ------------------------------------------------------------------ streaming and bad input
+def test_chunk_and_row_group_boundaries_change_nothing(tmp_path: Path, monkeypatch) -> None:
+    """Tiny chunks and row groups: the state carried between them must give the same trace."""
+    import pipeline.importers as imp
+    import pipeline.trace_format as tf
+    text = (ATRACE + FORK_EXEC.split("\n", 1)[1].replace("    10.0", "   200.0")) * 1
+    src = tmp_path / "in.txt"
+    src.write_text(text)
+    import_files([src], tmp_path / "big.parquet")
+    monkeypatch.setattr(imp, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(tf, "ROW_GROUP", 7)
+    report = import_files([src], tmp_path / "small.parquet")
+    a, b = pq.read_table(tmp_path / "big.parquet"), pq.read_table(tmp_path / "small.parquet")
+    assert a.equals(b) and pq.ParquetFile(tmp_path / "small.parquet").num_row_groups == -(-a.num_rows // 7)
+    assert report.malformed == 0 and report.switches == 10
+
+
+def test_progress_counts_both_passes(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt.gz"
+    import gzip
+    src.write_bytes(gzip.compress(ATRACE.encode()))
+    seen = []
+    report = import_files([src], tmp_path / "out.parquet", working_set=NO_WS, progress=seen.append)
+    assert sum(seen) == 2 * src.stat().st_size
+    assert [r[:2] for r in report.kinds.items()] == [("cr3_write", 3)]
+
+
+def test_line_ends_and_time_order(tmp_path: Path) -> None:
+    """CRLF and lone CR line ends read like LF; a line earlier than the one before it on its
+    CPU is malformed (rows are written as they come); --strict makes it an error."""
+    lf = _import(tmp_path, ATRACE, working_set=NO_WS)[1]
+    assert _import(tmp_path, ATRACE.replace("\n", "\r\n"), working_set=NO_WS)[1] == lf
+    assert _import(tmp_path, ATRACE.replace("\n", "\r"), working_set=NO_WS)[1] == lf
+    lines = ATRACE.splitlines(keepends=True)
+    back = "".join(lines[:3] + [lines[1]] + lines[3:])       # line 4 repeats line 2 (100.000001)
+    report, rows, _ = _import(tmp_path, back, working_set=NO_WS)
+    assert report.malformed == 1 and rows == ATRACE_ROWS
+    assert report.malformed_examples == [f"{tmp_path / 'in.txt'}:4: timestamp 100000001000 is before "
+                                         "100000002000, an earlier event's on cpu 0"]
+    with pytest.raises(ImportFailed, match=r"in\.txt:4: timestamp"):
+        import_files([tmp_path / "in.txt"], tmp_path / "o2.parquet", strict=True)
+
+
+def test_unrelated_text_and_non_utf8(tmp_path: Path) -> None:
+    (tmp_path / "words.txt").write_text("the quick brown fox\n" * 50)
+    with pytest.raises(ImportFailed, match=r"words\.txt: no trace events found"):
+        import_files([tmp_path / "words.txt"], tmp_path / "o.parquet")
+    latin1 = ATRACE.replace("next_comm=cat", "next_comm=c\xe4t").encode("latin-1")
+    (tmp_path / "l1.txt").write_bytes(latin1)
+    report = import_files([tmp_path / "l1.txt"], tmp_path / "o.parquet", working_set=NO_WS)
+    assert report.rows == len(ATRACE_ROWS) and report.malformed == 0
