@@ -33,45 +33,73 @@ PTE_WORDS = max(1, (1 << TABLE_SHIFT) // 64)  # a shadow page's PTE bitmap, in u
 
 @dataclass
 class Lru:
-    """One LRU per row (kernel_core's layout); slot arrays grow with the keys seen."""
+    """LRUs in kernel_core's row layout, one per row; regions grow with the keys seen."""
 
-    key_slot: np.ndarray  # (rows, keys) slot of each key, -1 if absent
-    slot_key: np.ndarray  # (rows, slots)
-    prev: np.ndarray
-    nxt: np.ndarray
-    free: np.ndarray
-    set_pos: np.ndarray   # position in set_list, -1 if not flushable
-    set_list: np.ndarray
-    meta: np.ndarray      # (rows, N_META): head, tail, size, fresh, nfree, nset, capacity
+    A: np.ndarray          # (rows, L_HEADER + keys + 6 slots + extra_words x slots) int64
+    keys: int = 0
+    slots: int = 0
+    extra_words: int = 0
 
     @classmethod
-    def empty(cls, capacity: np.ndarray) -> Lru:
-        rows = len(capacity)
-        meta = np.zeros((rows, core.N_META), dtype=np.int64)
-        meta[:, [core.HEAD, core.TAIL]] = core.NONE
-        meta[:, core.CAP] = capacity
-        slots = lambda fill: np.full((rows, 0), fill, dtype=np.int64)  # noqa: E731
-        return cls(slots(-1), slots(0), slots(-1), slots(-1), slots(0), slots(-1), slots(0), meta)
+    def empty(cls, capacity: np.ndarray, extra_words: int = 0) -> Lru:
+        A = np.zeros((len(capacity), core.L_HEADER), dtype=np.int64)
+        A[:, [core.L_HEAD, core.L_TAIL]] = core.NONE
+        A[:, core.L_CAP] = capacity
+        A[:, core.L_EXTRA_WORDS] = extra_words
+        lru = cls(A, extra_words=extra_words)
+        lru._layout()
+        return lru
 
     def fit(self, keys: int) -> None:
         """Room for `keys` keys; slots: never more than the capacity or the keys seen."""
-        slots = int(np.minimum(self.meta[:, core.CAP], keys).max(initial=0))
-        self.key_slot = _widen(self.key_slot, keys, -1)
-        for name, fill in (("slot_key", 0), ("prev", -1), ("nxt", -1), ("free", 0), ("set_pos", -1),
-                           ("set_list", 0)):
-            setattr(self, name, _widen(getattr(self, name), slots, fill))
+        slots = int(np.minimum(self.A[:, core.L_CAP], keys).max(initial=0))
+        if keys <= self.keys and slots <= self.slots:
+            return
+        old = Lru(self.A, self.keys, self.slots, self.extra_words)
+        self.keys, self.slots = max(keys, self.keys), max(slots, self.slots)
+        self.A = np.zeros((len(old.A), self._width()), dtype=np.int64)
+        self.A[:, : core.L_HEADER] = old.A[:, : core.L_HEADER]
+        self._layout()
+        for field, fill in LRU_FILL.items():
+            n_old, n_new = old._length(field), self._length(field)
+            self.region(field)[:, n_old:n_new] = fill
+            self.region(field)[:, :n_old] = old.region(field)
 
-    def as_tuple(self) -> tuple:
-        return (self.key_slot, self.slot_key, self.prev, self.nxt, self.free, self.set_pos, self.set_list,
-                self.meta)
+    def region(self, field: int) -> np.ndarray:
+        """The (rows, n) view of one array of the layout (an L_* offset field)."""
+        start = int(self.A[0, field]) if len(self.A) else 0
+        return self.A[:, start: start + self._length(field)]
 
     def order(self, r: int) -> list[int]:
         """Keys of row r, least recently used first."""
-        out, s = [], int(self.meta[r, core.TAIL])
+        out, s = [], int(self.A[r, core.L_TAIL])
+        slot_key, prev = self.region(core.L_SLOT_KEY)[r], self.region(core.L_PREV)[r]
         while s >= 0:
-            out.append(int(self.slot_key[r, s]))
-            s = int(self.prev[r, s])
+            out.append(int(slot_key[s]))
+            s = int(prev[s])
         return out
+
+    def slot_of(self, r: int, key: int) -> int:
+        return int(self.region(core.L_KEY_SLOT)[r, key])
+
+    def _length(self, field: int) -> int:
+        if field == core.L_KEY_SLOT:
+            return self.keys
+        return self.slots * (self.extra_words if field == core.L_EXTRA else 1)
+
+    def _width(self) -> int:
+        return core.L_HEADER + self.keys + self.slots * (len(core.LRU_SLOT_ARRAYS) + self.extra_words)
+
+    def _layout(self) -> None:
+        at = core.L_HEADER
+        for field in (core.L_KEY_SLOT, *core.LRU_SLOT_ARRAYS, core.L_EXTRA):
+            self.A[:, field] = at
+            at += self._length(field)
+
+
+# Initial value of each LRU array: -1 = no slot / no neighbour / not in the flushable set.
+LRU_FILL = {core.L_KEY_SLOT: core.NONE, core.L_SLOT_KEY: 0, core.L_PREV: core.NONE, core.L_NEXT: core.NONE,
+            core.L_FREE: 0, core.L_SET_POS: core.NONE, core.L_SET_LIST: 0, core.L_EXTRA: 0}
 
 
 @dataclass
@@ -82,14 +110,10 @@ class KernelState:
     guest: Guest
     tables: ModeTables
     keys: TraceKeys
-    tlb: Lru               # rows 2m (native's TLB) and 2m+1 (the mode's own)
-    pool: Lru              # row m: shadow pages, keyed by table id
-    bits: np.ndarray       # (modes, pool slots, PTE_WORDS) uint64: filled shadow PTEs
-    soft_tag: np.ndarray   # (modes, softmmu entries) vpn id per slot
-    soft_stamp: np.ndarray  # flush epoch the tag was filled in
-    soft_epoch: np.ndarray  # (modes,)
-    cr3_slots: np.ndarray  # (modes, cache size) space id per slot, -1 empty
-    cr3_next: np.ndarray   # (modes,) round-robin refill position
+    tlb: Lru               # rows 2m (native's TLB) and 2m+1 (the mode's own), keyed by vpn id
+    pool: Lru              # row m: shadow pages keyed by table id, a PTE bitmap per slot
+    soft: np.ndarray       # (modes, 1 + 2 entries): epoch, tags (vpn id), epochs of the tags
+    misc: np.ndarray       # (modes, 2 + cache): exit flush pending, CR3 cache next slot, slots
     acc: np.ndarray        # (modes, sources, ALL_COUNTS) int64
     events: int = 0
 
@@ -98,18 +122,17 @@ def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
     """Empty state for replaying one vCPU's events under each of `modes`."""
     tables = compile_modes(modes, TABLE_SHIFT)
     n = len(modes)
-    soft = max(1, int(tables.soft_entries.max(initial=0)))
+    soft = np.full((n, 1 + 2 * max(1, int(tables.soft_entries.max(initial=0)))), core.NONE, dtype=np.int64)
+    soft[:, core.S_EPOCH] = 0
+    misc = np.full((n, core.M_CR3_SLOTS + max(1, int(tables.cr3_cache.max(initial=0)))), core.NONE,
+                   dtype=np.int64)
+    misc[:, [core.M_PENDING, core.M_CR3_NEXT]] = 0
     state = KernelState(
         modes=tuple(modes), guest=guest, tables=tables,
         keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
         tlb=Lru.empty(np.repeat(tables.tlb_entries, 2)),
-        pool=Lru.empty(tables.pool_pages),
-        bits=np.zeros((n, 0, PTE_WORDS), dtype=np.uint64),
-        soft_tag=np.full((n, soft), -1, dtype=np.int64),
-        soft_stamp=np.zeros((n, soft), dtype=np.int64),
-        soft_epoch=np.zeros(n, dtype=np.int64),
-        cr3_slots=np.full((n, max(1, max(m.cr3_cache_size for m in modes))), -1, dtype=np.int64),
-        cr3_next=np.zeros(n, dtype=np.int64),
+        pool=Lru.empty(tables.pool_pages, extra_words=PTE_WORDS),
+        soft=soft, misc=misc,
         acc=np.zeros((n, 0, len(ALL_COUNTS)), dtype=np.int64),
     )
     _fit(state)
@@ -129,13 +152,8 @@ def replay_batch(state: KernelState, kind: np.ndarray, value: np.ndarray, asid: 
     arg = np.ascontiguousarray(arg, dtype=np.uint32)
     ref, source = state.keys.remap(kind, value, np.ascontiguousarray(asid, dtype=np.uint32))
     _fit(state)
-    t = state.tables
-    core.replay_events(
-        kind, value, arg, ref, source,
-        (t.params, t.on_event, t.cols, t.is_exit, t.drops),
-        (state.keys.page_info, state.keys.tables.pairs),
-        (state.tlb.as_tuple(), state.pool.as_tuple(), state.bits, state.soft_tag, state.soft_stamp,
-         state.soft_epoch, state.cr3_slots, state.cr3_next, state.acc))
+    core.replay_events(kind, value, arg, ref, source, state.tables.params, state.keys.page_info,
+                       state.keys.tables.pairs, state.tlb.A, state.pool.A, state.soft, state.misc, state.acc)
     state.events += len(kind)
 
 
@@ -198,17 +216,10 @@ def _fit(state: KernelState) -> None:
     k = state.keys
     state.tlb.fit(k.vpns.limit)
     state.pool.fit(k.tables.limit)
-    state.bits = _widen(state.bits, state.pool.slot_key.shape[1], 0)
-    state.acc = _widen(state.acc, k.sources.limit, 0)
-
-
-def _widen(a: np.ndarray, n: int, fill: int) -> np.ndarray:
-    """`a` with axis 1 at least n long, new cells = fill."""
-    if a.shape[1] >= n:
-        return a
-    out = np.full((a.shape[0], n) + a.shape[2:], fill, dtype=a.dtype)
-    out[:, : a.shape[1]] = a
-    return out
+    if state.acc.shape[1] < k.sources.limit:
+        acc = np.zeros((len(state.modes), k.sources.limit, len(ALL_COUNTS)), dtype=np.int64)
+        acc[:, : state.acc.shape[1]] = state.acc
+        state.acc = acc
 
 
 def _per_source(state: KernelState, m: int) -> np.ndarray:
@@ -235,21 +246,26 @@ def _mode_snapshot(state: KernelState, m: int) -> dict[str, Any]:
     k, t = state.keys, state.tables
     snap: dict[str, Any] = {"tlb_native": [k.vpn_key(v) for v in state.tlb.order(2 * m)]}
     if t.softmmu(m):
-        tags = zip(state.soft_tag[m, : t.soft_entries[m]], state.soft_stamp[m])
-        snap["softmmu"] = [k.vpn_key(int(v)) if v >= 0 and s == state.soft_epoch[m] else None for v, s in tags]
+        n = int(t.soft_entries[m])
+        row = state.soft[m]
+        tags, epochs = row[core.S_TAGS: core.S_TAGS + n], row[core.S_TAGS + n: core.S_TAGS + 2 * n]
+        snap["softmmu"] = [k.vpn_key(int(v)) if v >= 0 and e == row[core.S_EPOCH] else None
+                           for v, e in zip(tags, epochs)]
     if t.shadow(m):
         snap["tlb"] = [k.vpn_key(v) for v in state.tlb.order(2 * m + 1)]
         snap["pool"] = [_page(state, m, table) for table in state.pool.order(m)]
-        size = state.modes[m].cr3_cache_size
-        snap["cr3_cache"] = ([None if s < 0 else k.space_key(int(s)) for s in state.cr3_slots[m, :size]],
-                             int(state.cr3_next[m]) if size else 0)
+        size = int(t.cr3_cache[m])
+        slots = state.misc[m, core.M_CR3_SLOTS: core.M_CR3_SLOTS + size]
+        snap["cr3_cache"] = ([None if s < 0 else k.space_key(int(s)) for s in slots],
+                             int(state.misc[m, core.M_CR3_NEXT]) if size else 0)
     return snap
 
 
 def _page(state: KernelState, m: int, table: int) -> tuple[Any, ...]:
     """A shadow page: (asid or None for global, guest table or None for root, filled PTE vpns)."""
     space, index = state.keys.table_key(table)
-    words = state.bits[m, state.pool.key_slot[m, table]]
+    slot = state.pool.slot_of(m, table)
+    words = state.pool.region(core.L_EXTRA)[m, slot * PTE_WORDS: (slot + 1) * PTE_WORDS]
     bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
     base = 0 if index is None else index << TABLE_SHIFT
     return space, index, tuple(base + int(b) for b in bits)

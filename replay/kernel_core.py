@@ -1,18 +1,30 @@
 """The compiled state machines: replay.reference's Machine, event for event, over dense ids.
 
-Everything here is numba and works on flat arrays, one row per mode (TLBs: two rows per
-mode, native's at 2m and the mode's own at 2m+1). A mode arrives as data (kernel_mode.py):
-flags and sizes in `params[m, P_*]`, its event -> driver table in `on_event[m, kind]`,
-its dropped ports in `drops[m]`. Counts go to `acc[m, source, column]`; the column of each
-count the state machines produce is `cols[K_*]`, passed in rather than baked in, because
-numba's cache would not notice a change to replay/counts.py. For the same reason every
-numba function this file calls is defined in this file, and helpers are inlined
-(`inline="always"`): a call that passes arrays costs reference counting per call.
+Layout. Every piece of state is one int64 array with a row per mode (TLBs: two rows per
+mode, native's at 2m and the mode's own at 2m+1), so a handler takes a few arrays:
+- P[m]: the mode as data (kernel_mode.py): flags and sizes P_*, then its event -> driver
+  table, the acc column of each kernel count, which columns are exits, dropped ports,
+  at the offsets P[m, O_*].
+- tlb[r], pool[m]: an LRU each (below); the pool's rows also hold each shadow page's PTE
+  bitmap.
+- soft[m]: flush epoch, then the softmmu tags, then the epoch each tag was filled in.
+- misc[m]: an exit flush pending on the mode's own TLB, the CR3 cache's next slot, its slots.
+- acc[m, source, column]: counts per source; column = ALL_COUNTS position.
+Keys come from keys.py: pages[page] = (vpn id, table id, vpn, global), tables[table] =
+(space id, guest table + 1 or 0 for a root).
 
-An LRU (TLB, shadow pool) is an intrusive doubly linked list over slots with a key -> slot
-array, plus an unordered set of the entries a flush may drop (non-global translations,
-pages of non-global address spaces), so every operation is O(1) and a flush costs only the
-entries it removes.
+An LRU row is an intrusive doubly linked list over slots with a key -> slot map and an
+unordered set of the entries a flush may drop (non-global translations, pages of
+non-global address spaces), so every operation is O(1) and a flush costs only what it
+removes. Row layout: L_* header, then key_slot, slot_key, prev, next, free, set_pos,
+set_list and per-slot extra words, at the offsets in the header.
+
+Numba notes. The acc columns and the mode's numbers arrive as data, never as Python
+globals, because numba's cache would not notice a change in replay/counts.py; for the
+same reason every numba function called here is defined here. `_nrt=False`: no reference
+counting of arrays (without it each call costs atomic increments). Only the per-event hot
+path is inlined into the loop (`inline="always"`); rarer handlers are plain calls, which
+keeps the first (uncached) compile short.
 """
 from __future__ import annotations
 
@@ -24,22 +36,27 @@ from replay.kinds import Kind
 # Kind codes are fixed by trace format v1, so they may be compiled in.
 CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, HLT, SYSCALL = (int(k) for k in (
     Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.HLT, Kind.SYSCALL))
+N_KINDS = 16  # room in P for the event -> driver table
 
-# params[m, P_*]: a mode's flags and sizes (kernel_mode.py fills them).
-P_SOFTMMU = 0          # touches go through the softmmu TLB (and nothing else)
-P_SHADOW = 1           # shadow pool and the mode's own (virtualised) TLB are replayed
-P_FLUSH_ON_EXIT = 2    # every exit flushes the mode's own TLB (no VPID)
-P_SOFT_MASK = 3        # softmmu entries - 1 (direct mapped, a power of two)
-P_CR3_CACHE = 4        # CR3 target cache slots (0 = none)
-P_KEEP_ON_CR3 = 5      # 0 = drop every non-global shadow page on a CR3 exit (upstream)
-P_UPDATE_ON_PTE = 6    # a trapped PTE write fills the shadow PTE (else drops it)
-P_INVLPG_ZAPS = 7      # a trapped invlpg drops the shadow PTE
-P_N_DROP_PORTS = 8     # drops[m, :n] ports the guest no longer accesses ...
-P_N_DROP_READS = 9     # ... then drops[m, n:n+r] ports it no longer reads
-P_PTE_MASK = 10        # PTEs per guest table - 1 (vpn & mask: the PTE's index)
-N_PARAMS = 11
+# P[m, P_*]: a mode's flags and sizes; P[m, O_*]: where its tables start in the row.
+(P_SOFTMMU,        # touches go through the softmmu TLB (and nothing else)
+ P_SHADOW,         # shadow pool and the mode's own (virtualised) TLB are replayed
+ P_FLUSH_ON_EXIT,  # every exit flushes the mode's own TLB (no VPID)
+ P_SOFT_MASK,      # softmmu entries - 1 (direct mapped, a power of two)
+ P_CR3_CACHE,      # CR3 target cache slots (0 = none)
+ P_KEEP_ON_CR3,    # 0 = drop every non-global shadow page on a CR3 exit (upstream)
+ P_UPDATE_ON_PTE,  # a trapped PTE write fills the shadow PTE (else drops it)
+ P_INVLPG_ZAPS,    # a trapped invlpg drops the shadow PTE
+ P_N_DROP_PORTS,   # ports the guest no longer accesses ...
+ P_N_DROP_READS,   # ... then ports it no longer reads, from O_DROPS
+ P_PTE_MASK,       # PTEs per guest table - 1 (vpn & mask: the PTE's index)
+ O_ON_EVENT,       # N_KINDS entries: acc column of the kind's driver, or -1
+ O_COLS,           # acc column of each KERNEL_COUNTS entry
+ O_IS_EXIT,        # per acc column: 1 if it is a VM exit
+ O_DROPS,          # dropped ports, then dropped read ports
+ N_PARAMS) = range(16)
 
-# cols[K_*]: the acc column of each count the state machines produce themselves.
+# The counts the state machines produce themselves, in O_COLS order.
 KERNEL_COUNTS = (
     "cr3_writes", "softmmu_flush", "softmmu_fill", "cr3_cache_lookup", "cr3_cache_hit",
     "cr3_cache_miss", "shadow_root_hit", "shadow_root_alloc", "shadow_page_alloc",
@@ -50,331 +67,349 @@ KERNEL_COUNTS = (
  K_ROOT_ALLOC, K_PAGE_ALLOC, K_ZAP, K_TLB_MISS, K_TLB_MISS_NATIVE, K_IO_AVOIDED, K_IDLE,
  K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE) = range(len(KERNEL_COUNTS))
 
-# LRU meta[r, *] columns.
-HEAD, TAIL, SIZE, FRESH, NFREE, NSET, CAP = range(7)
-N_META = 7
+# LRU row header.
+(L_HEAD, L_TAIL, L_SIZE, L_FRESH, L_NFREE, L_NSET, L_CAP,
+ L_KEY_SLOT, L_SLOT_KEY, L_PREV, L_NEXT, L_FREE, L_SET_POS, L_SET_LIST, L_EXTRA, L_EXTRA_WORDS,
+ L_HEADER) = range(17)
+LRU_SLOT_ARRAYS = (L_SLOT_KEY, L_PREV, L_NEXT, L_FREE, L_SET_POS, L_SET_LIST)
+
+# soft[m] and misc[m] headers.
+S_EPOCH, S_TAGS = 0, 1              # tags: S_TAGS..+n, their epochs right after
+M_PENDING, M_CR3_NEXT, M_CR3_SLOTS = 0, 1, 2
 NONE = -1
 
 
-# --- LRU: (key_slot, slot_key, prev, nxt, free, set_pos, set_list, meta), row r -----------
+# --- LRU --------------------------------------------------------------------------------------
 
 @njit(cache=True, inline="always", _nrt=False)
-def lru_unlink(L, r, s):
-    prev, nxt, meta = L[2], L[3], L[7]
-    p = prev[r, s]
-    q = nxt[r, s]
+def lru_unlink(A, r, s):
+    p = A[r, A[r, L_PREV] + s]
+    q = A[r, A[r, L_NEXT] + s]
     if p >= 0:
-        nxt[r, p] = q
+        A[r, A[r, L_NEXT] + p] = q
     else:
-        meta[r, HEAD] = q
+        A[r, L_HEAD] = q
     if q >= 0:
-        prev[r, q] = p
+        A[r, A[r, L_PREV] + q] = p
     else:
-        meta[r, TAIL] = p
+        A[r, L_TAIL] = p
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def lru_push_front(L, r, s):
-    prev, nxt, meta = L[2], L[3], L[7]
-    h = meta[r, HEAD]
-    prev[r, s] = NONE
-    nxt[r, s] = h
+def lru_push_front(A, r, s):
+    h = A[r, L_HEAD]
+    A[r, A[r, L_PREV] + s] = NONE
+    A[r, A[r, L_NEXT] + s] = h
     if h >= 0:
-        prev[r, h] = s
+        A[r, A[r, L_PREV] + h] = s
     else:
-        meta[r, TAIL] = s
-    meta[r, HEAD] = s
+        A[r, L_TAIL] = s
+    A[r, L_HEAD] = s
+
+
+@njit(cache=True, _nrt=False)
+def lru_remove(A, r, s):
+    """Free slot s: unlink it, forget its key, leave the flushable set; returns its key."""
+    key = A[r, A[r, L_SLOT_KEY] + s]
+    A[r, A[r, L_KEY_SLOT] + key] = NONE
+    lru_unlink(A, r, s)
+    A[r, L_SIZE] -= 1
+    A[r, A[r, L_FREE] + A[r, L_NFREE]] = s
+    A[r, L_NFREE] += 1
+    pos = A[r, A[r, L_SET_POS] + s]
+    if pos >= 0:
+        last = A[r, A[r, L_SET_LIST] + A[r, L_NSET] - 1]
+        A[r, A[r, L_SET_LIST] + pos] = last
+        A[r, A[r, L_SET_POS] + last] = pos
+        A[r, A[r, L_SET_POS] + s] = NONE
+        A[r, L_NSET] -= 1
+    return key
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def lru_remove(L, r, s):
-    """Free slot s: unlink it, forget its key, leave the flushable set."""
-    key_slot, slot_key, free, set_pos, set_list, meta = L[0], L[1], L[4], L[5], L[6], L[7]
-    key_slot[r, slot_key[r, s]] = NONE
-    lru_unlink(L, r, s)
-    meta[r, SIZE] -= 1
-    free[r, meta[r, NFREE]] = s
-    meta[r, NFREE] += 1
-    p = set_pos[r, s]
-    if p >= 0:
-        last = set_list[r, meta[r, NSET] - 1]
-        set_list[r, p] = last
-        set_pos[r, last] = p
-        set_pos[r, s] = NONE
-        meta[r, NSET] -= 1
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def lru_use(L, r, key, flushable):
+def lru_use(A, r, key, flushable):
     """Make `key` most recently used, inserting it if absent (evicting the oldest when full).
 
     Returns (slot, was present, evicted key or NONE)."""
-    key_slot, slot_key, free, set_pos, set_list, meta = L[0], L[1], L[4], L[5], L[6], L[7]
-    s = key_slot[r, key]
-    if s >= 0:
-        if meta[r, HEAD] != s:
-            lru_unlink(L, r, s)
-            lru_push_front(L, r, s)
-        return s, True, NONE
+    s = A[r, A[r, L_KEY_SLOT] + key]
+    present = s >= 0
     evicted = NONE
-    if meta[r, SIZE] >= meta[r, CAP]:
-        t = meta[r, TAIL]
-        evicted = slot_key[r, t]
-        lru_remove(L, r, t)
-    if meta[r, NFREE] > 0:
-        meta[r, NFREE] -= 1
-        s = free[r, meta[r, NFREE]]
+    if present:
+        if A[r, L_HEAD] == s:
+            return s, True, NONE
+        lru_unlink(A, r, s)
     else:
-        s = meta[r, FRESH]
-        meta[r, FRESH] += 1
-    slot_key[r, s] = key
-    key_slot[r, key] = s
-    lru_push_front(L, r, s)
-    meta[r, SIZE] += 1
-    if flushable:
-        set_pos[r, s] = meta[r, NSET]
-        set_list[r, meta[r, NSET]] = s
-        meta[r, NSET] += 1
-    else:
-        set_pos[r, s] = NONE
-    return s, False, evicted
+        if A[r, L_SIZE] >= A[r, L_CAP]:
+            evicted = lru_remove(A, r, A[r, L_TAIL])
+        if A[r, L_NFREE] > 0:
+            A[r, L_NFREE] -= 1
+            s = A[r, A[r, L_FREE] + A[r, L_NFREE]]
+        else:
+            s = A[r, L_FRESH]
+            A[r, L_FRESH] += 1
+        A[r, A[r, L_SLOT_KEY] + s] = key
+        A[r, A[r, L_KEY_SLOT] + key] = s
+        A[r, L_SIZE] += 1
+        if flushable:
+            A[r, A[r, L_SET_POS] + s] = A[r, L_NSET]
+            A[r, A[r, L_SET_LIST] + A[r, L_NSET]] = s
+            A[r, L_NSET] += 1
+        else:
+            A[r, A[r, L_SET_POS] + s] = NONE
+    lru_push_front(A, r, s)
+    return s, present, evicted
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def lru_forget(L, r, key):
-    s = L[0][r, key]
+def lru_slot(A, r, key):
+    return A[r, A[r, L_KEY_SLOT] + key]
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def lru_forget(A, r, key):
+    s = lru_slot(A, r, key)
     if s >= 0:
-        lru_remove(L, r, s)
+        lru_remove(A, r, s)
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def lru_flush_set(L, r):
+@njit(cache=True, _nrt=False)
+def lru_flush_set(A, r):
     """Drop every flushable entry (mov cr3 keeps global translations)."""
-    set_list, meta = L[6], L[7]
-    while meta[r, NSET] > 0:
-        lru_remove(L, r, set_list[r, meta[r, NSET] - 1])
+    while A[r, L_NSET] > 0:
+        lru_remove(A, r, A[r, A[r, L_SET_LIST] + A[r, L_NSET] - 1])
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def lru_clear(L, r):
+@njit(cache=True, _nrt=False)
+def lru_clear(A, r):
     """Drop everything; costs the entries dropped (each was inserted once)."""
-    key_slot, slot_key, nxt, meta = L[0], L[1], L[3], L[7]
-    s = meta[r, HEAD]
+    s = A[r, L_HEAD]
     while s >= 0:
-        key_slot[r, slot_key[r, s]] = NONE
-        s = nxt[r, s]
-    meta[r, HEAD] = NONE
-    meta[r, TAIL] = NONE
-    meta[r, SIZE] = 0
-    meta[r, FRESH] = 0
-    meta[r, NFREE] = 0
-    meta[r, NSET] = 0
+        A[r, A[r, L_KEY_SLOT] + A[r, A[r, L_SLOT_KEY] + s]] = NONE
+        s = A[r, A[r, L_NEXT] + s]
+    A[r, L_HEAD] = NONE
+    A[r, L_TAIL] = NONE
+    A[r, L_SIZE] = 0
+    A[r, L_FRESH] = 0
+    A[r, L_NFREE] = 0
+    A[r, L_NSET] = 0
 
 
-# --- the mode's event handlers ------------------------------------------------------------
+# --- counting ---------------------------------------------------------------------------------
 
 @njit(cache=True, inline="always", _nrt=False)
-def cause(m, src, col, P, is_exit, tlb, acc):
-    """Count a driver; an exit without VPID also flushes the mode's whole TLB."""
+def count(m, src, k, P, acc):
+    acc[m, src, P[m, P[m, O_COLS] + k]] += 1
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def cause(m, src, col, P, misc, acc):
+    """Count a driver. An exit without VPID flushes the mode's whole TLB: marked pending
+    here, carried out by sync_tlb before that TLB is next used."""
     acc[m, src, col] += 1
-    if is_exit[col] and P[m, P_FLUSH_ON_EXIT] and P[m, P_SHADOW]:
-        lru_clear(tlb, 2 * m + 1)
+    if P[m, P[m, O_IS_EXIT] + col] and P[m, P_FLUSH_ON_EXIT]:
+        misc[m, M_PENDING] = 1
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def on_event(m, src, kind, P, on_ev, is_exit, tlb, acc):
-    col = on_ev[m, kind]
+def on_event(m, src, kind, P, misc, acc):
+    col = P[m, P[m, O_ON_EVENT] + kind]
     if col >= 0:
-        cause(m, src, col, P, is_exit, tlb, acc)
+        cause(m, src, col, P, misc, acc)
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def cr3_cache_invalidate(m, space, cr3_slots, P):
-    for j in range(P[m, P_CR3_CACHE]):
-        if cr3_slots[m, j] == space:
-            cr3_slots[m, j] = NONE
+def sync_tlb(m, tlb, misc):
+    """Carry out a pending exit flush of mode m's own TLB."""
+    if misc[m, M_PENDING]:
+        lru_clear(tlb, 2 * m + 1)
+        misc[m, M_PENDING] = 0
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def freed(m, src, table, tables, cr3_slots, P, cols, acc):
+# --- shadow pool --------------------------------------------------------------------------------
+
+@njit(cache=True, _nrt=False)
+def freed(m, src, table, P, tables, misc, acc):
     """A shadow page zapped; a freed root invalidates its CR3 cache entry."""
-    acc[m, src, cols[K_ZAP]] += 1
+    count(m, src, K_ZAP, P, acc)
     if tables[table, 1] == 0:
-        cr3_cache_invalidate(m, np.int64(tables[table, 0]), cr3_slots, P)
+        space = np.int64(tables[table, 0])
+        for j in range(M_CR3_SLOTS, M_CR3_SLOTS + P[m, P_CR3_CACHE]):
+            if misc[m, j] == space:
+                misc[m, j] = NONE
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def pool_use(m, src, table, tables, pool, bits, cr3_slots, P, cols, acc):
+def pool_use(m, src, table, P, tables, pool, misc, acc):
     """Shadow page for `table`, most recently used; returns (slot, was present)."""
     s, present, evicted = lru_use(pool, m, table, tables[table, 0] != 0)
     if evicted >= 0:
-        freed(m, src, evicted, tables, cr3_slots, P, cols, acc)
+        freed(m, src, evicted, P, tables, misc, acc)
     if not present:
-        bits[m, s, :] = 0
+        base = pool[m, L_EXTRA] + s * pool[m, L_EXTRA_WORDS]
+        pool[m, base: base + pool[m, L_EXTRA_WORDS]] = 0
     return s, present
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def pte_fill(m, s, idx, bits):
+def pte_word(pool, m, s, idx):
+    """Where PTE `idx` of pool slot s is: (word's column, bit)."""
+    return pool[m, L_EXTRA] + s * pool[m, L_EXTRA_WORDS] + (idx >> 6), np.int64(1) << (idx & 63)
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def pte_fill(pool, m, s, idx):
     """Fill the shadow PTE `idx` of pool slot s; True if it was missing."""
-    w = idx >> 6
-    b = np.uint64(1) << np.uint64(idx & 63)
-    missing = (bits[m, s, w] & b) == 0
-    bits[m, s, w] |= b
+    w, b = pte_word(pool, m, s, idx)
+    missing = (pool[m, w] & b) == 0
+    pool[m, w] |= b
     return missing
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def pte_drop(m, s, idx, bits):
-    bits[m, s, idx >> 6] &= ~(np.uint64(1) << np.uint64(idx & 63))
+def pte_drop(pool, m, s, idx):
+    w, b = pte_word(pool, m, s, idx)
+    pool[m, w] &= ~b
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def cr3_write(m, src, table, P, on_ev, cols, is_exit, tables, tlb, pool, bits, soft_epoch, cr3_slots, cr3_next, acc):
-    acc[m, src, cols[K_CR3_WRITES]] += 1
-    lru_flush_set(tlb, 2 * m)
-    if P[m, P_SHADOW]:
-        lru_flush_set(tlb, 2 * m + 1)
-    if P[m, P_SOFTMMU]:
-        soft_epoch[m] += 1
-        acc[m, src, cols[K_SOFT_FLUSH]] += 1
-    if not P[m, P_SHADOW]:
-        on_event(m, src, CR3_WRITE, P, on_ev, is_exit, tlb, acc)
-        return
-    space = np.int64(tables[table, 0])
-    size = P[m, P_CR3_CACHE]
-    if size:
-        acc[m, src, cols[K_LOOKUP]] += 1
-        for j in range(size):
-            if cr3_slots[m, j] == space:
-                # Cached roots are always in the pool (freeing one invalidates its entry).
-                acc[m, src, cols[K_CACHE_HIT]] += 1
-                lru_use(pool, m, table, True)
-                return
-        acc[m, src, cols[K_CACHE_MISS]] += 1
-    on_event(m, src, CR3_WRITE, P, on_ev, is_exit, tlb, acc)
-    if not P[m, P_KEEP_ON_CR3]:
-        set_list, meta = pool[6], pool[7]
-        while meta[m, NSET] > 0:
-            s = set_list[m, meta[m, NSET] - 1]
-            dropped = pool[1][m, s]
-            lru_remove(pool, m, s)
-            freed(m, src, dropped, tables, cr3_slots, P, cols, acc)
-    present = pool_use(m, src, table, tables, pool, bits, cr3_slots, P, cols, acc)[1]
-    acc[m, src, cols[K_ROOT_HIT] if present else cols[K_ROOT_ALLOC]] += 1
-    if size:
-        cr3_slots[m, cr3_next[m]] = space
-        cr3_next[m] = (cr3_next[m] + 1) % size
-
+# --- the event kinds --------------------------------------------------------------------------
 
 @njit(cache=True, inline="always", _nrt=False)
-def touch(m, src, page, P, cols, is_exit, pages, tables, tlb, pool, bits, soft_tag, soft_stamp, soft_epoch,
-          cr3_slots, acc):
+def touch(m, src, page, P, pages, tables, tlb, pool, soft, misc, acc):
     vpn = pages[page, 0]
     raw = pages[page, 2]
     is_global = pages[page, 3] != 0
     if P[m, P_SOFTMMU]:
-        slot = raw & P[m, P_SOFT_MASK]
-        if soft_tag[m, slot] != vpn or soft_stamp[m, slot] != soft_epoch[m]:
-            soft_tag[m, slot] = vpn
-            soft_stamp[m, slot] = soft_epoch[m]
-            acc[m, src, cols[K_SOFT_FILL]] += 1
+        n = P[m, P_SOFT_MASK] + 1
+        slot = S_TAGS + (raw & P[m, P_SOFT_MASK])
+        if soft[m, slot] != vpn or soft[m, slot + n] != soft[m, S_EPOCH]:
+            soft[m, slot] = vpn
+            soft[m, slot + n] = soft[m, S_EPOCH]
+            count(m, src, K_SOFT_FILL, P, acc)
         return
     if P[m, P_SHADOW]:
         # Walk the shadow tables: the table's page (allocated if absent), then its PTE.
-        s, present = pool_use(m, src, pages[page, 1], tables, pool, bits, cr3_slots, P, cols, acc)
+        s, present = pool_use(m, src, pages[page, 1], P, tables, pool, misc, acc)
         if not present:
-            acc[m, src, cols[K_PAGE_ALLOC]] += 1
-        if pte_fill(m, s, raw & P[m, P_PTE_MASK], bits):
-            cause(m, src, cols[K_SHADOW_FAULT], P, is_exit, tlb, acc)
+            count(m, src, K_PAGE_ALLOC, P, acc)
+        if pte_fill(pool, m, s, raw & P[m, P_PTE_MASK]):
+            cause(m, src, P[m, P[m, O_COLS] + K_SHADOW_FAULT], P, misc, acc)
+        sync_tlb(m, tlb, misc)
         if not lru_use(tlb, 2 * m + 1, vpn, not is_global)[1]:
-            acc[m, src, cols[K_TLB_MISS]] += 1
+            count(m, src, K_TLB_MISS, P, acc)
     if not lru_use(tlb, 2 * m, vpn, not is_global)[1]:
-        acc[m, src, cols[K_TLB_MISS_NATIVE]] += 1
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def pte_write(m, src, page, P, cols, is_exit, pages, tlb, pool, bits, acc):
-    """Writes to a shadowed (write-protected) guest table trap and are emulated."""
-    if not P[m, P_SHADOW]:
-        return
-    s = pool[0][m, pages[page, 1]]
-    if s < 0:
-        return
-    cause(m, src, cols[K_PTE_WRITE], P, is_exit, tlb, acc)
-    idx = pages[page, 2] & P[m, P_PTE_MASK]
-    if P[m, P_UPDATE_ON_PTE]:
-        pte_fill(m, s, idx, bits)
-    else:
-        pte_drop(m, s, idx, bits)
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def invlpg(m, src, page, P, on_ev, is_exit, pages, tlb, pool, bits, soft_tag, soft_stamp, soft_epoch, acc):
-    vpn = pages[page, 0]
-    lru_forget(tlb, 2 * m, vpn)
-    if P[m, P_SHADOW]:
-        lru_forget(tlb, 2 * m + 1, vpn)
-    if P[m, P_SOFTMMU]:
-        slot = pages[page, 2] & P[m, P_SOFT_MASK]
-        if soft_tag[m, slot] == vpn:
-            soft_tag[m, slot] = NONE
-    if P[m, P_SHADOW] and P[m, P_INVLPG_ZAPS]:
-        s = pool[0][m, pages[page, 1]]
-        if s >= 0:
-            pte_drop(m, s, pages[page, 2] & P[m, P_PTE_MASK], bits)
-    on_event(m, src, INVLPG, P, on_ev, is_exit, tlb, acc)
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def io(m, src, port, direction, P, on_ev, cols, is_exit, drops, tlb, acc):
-    """The paravirt guest no longer makes some accesses (any, or reads only) at all."""
-    n_ports = P[m, P_N_DROP_PORTS]
-    dropped = False
-    for j in range(n_ports):
-        dropped |= drops[m, j] == port
-    if direction == 0:
-        for j in range(n_ports, n_ports + P[m, P_N_DROP_READS]):
-            dropped |= drops[m, j] == port
-    if dropped:
-        acc[m, src, cols[K_IO_AVOIDED]] += 1
-    else:
-        on_event(m, src, IO, P, on_ev, is_exit, tlb, acc)
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def step(m, kind, value, arg, ref, src, P, on_ev, cols, is_exit, drops, pages, tables, tlb, pool, bits,
-         soft_tag, soft_stamp, soft_epoch, cr3_slots, cr3_next, acc):
-    """One event under mode m (reference.Machine's dispatch)."""
-    if kind == TOUCH:
-        touch(m, src, ref, P, cols, is_exit, pages, tables, tlb, pool, bits, soft_tag, soft_stamp, soft_epoch,
-              cr3_slots, acc)
-    elif kind == CR3_WRITE:
-        cr3_write(m, src, ref, P, on_ev, cols, is_exit, tables, tlb, pool, bits, soft_epoch, cr3_slots, cr3_next,
-                  acc)
-    elif kind == PTE_WRITE:
-        pte_write(m, src, ref, P, cols, is_exit, pages, tlb, pool, bits, acc)
-    elif kind == INVLPG:
-        invlpg(m, src, ref, P, on_ev, is_exit, pages, tlb, pool, bits, soft_tag, soft_stamp, soft_epoch, acc)
-    elif kind == IO:
-        io(m, src, value, arg, P, on_ev, cols, is_exit, drops, tlb, acc)
-    elif kind == HLT:
-        acc[m, src, cols[K_IDLE]] += np.int64(value)
-        on_event(m, src, HLT, P, on_ev, is_exit, tlb, acc)
-    elif kind == SYSCALL:
-        acc[m, src, cols[K_SYSCALLS]] += 1
-        on_event(m, src, SYSCALL, P, on_ev, is_exit, tlb, acc)
-    else:
-        on_event(m, src, kind, P, on_ev, is_exit, tlb, acc)
+        count(m, src, K_TLB_MISS_NATIVE, P, acc)
 
 
 @njit(cache=True, _nrt=False)
-def replay_events(kind, value, arg, ref, source, modes, keys, state):
-    """Replay a batch under every mode; modes outer, events inner (see benchmarks)."""
-    P, on_ev, cols, is_exit, drops = modes
-    pages, tables = keys
-    tlb, pool, bits, soft_tag, soft_stamp, soft_epoch, cr3_slots, cr3_next, acc = state
+def cr3_write(m, src, table, P, tables, tlb, pool, soft, misc, acc):
+    count(m, src, K_CR3_WRITES, P, acc)
+    # mov cr3 drops non-global translations in every mode, exit or no exit.
+    lru_flush_set(tlb, 2 * m)
+    sync_tlb(m, tlb, misc)
+    lru_flush_set(tlb, 2 * m + 1)
+    if P[m, P_SOFTMMU]:
+        soft[m, S_EPOCH] += 1
+        count(m, src, K_SOFT_FLUSH, P, acc)
+    if not P[m, P_SHADOW]:
+        on_event(m, src, CR3_WRITE, P, misc, acc)
+        return
+    space = np.int64(tables[table, 0])
+    size = P[m, P_CR3_CACHE]
+    if size:
+        count(m, src, K_LOOKUP, P, acc)
+        for j in range(M_CR3_SLOTS, M_CR3_SLOTS + size):
+            if misc[m, j] == space:
+                # A hit loads the cached root without exiting; cached roots are always in
+                # the pool (freeing one invalidates its entry), so nothing is evicted.
+                count(m, src, K_CACHE_HIT, P, acc)
+                lru_use(pool, m, table, space != 0)
+                return
+        count(m, src, K_CACHE_MISS, P, acc)
+    on_event(m, src, CR3_WRITE, P, misc, acc)
+    if not P[m, P_KEEP_ON_CR3]:
+        while pool[m, L_NSET] > 0:
+            dropped = lru_remove(pool, m, pool[m, pool[m, L_SET_LIST] + pool[m, L_NSET] - 1])
+            freed(m, src, dropped, P, tables, misc, acc)
+    present = pool_use(m, src, table, P, tables, pool, misc, acc)[1]
+    count(m, src, K_ROOT_HIT if present else K_ROOT_ALLOC, P, acc)
+    if size:
+        misc[m, M_CR3_SLOTS + misc[m, M_CR3_NEXT]] = space
+        misc[m, M_CR3_NEXT] = (misc[m, M_CR3_NEXT] + 1) % size
+
+
+@njit(cache=True, _nrt=False)
+def pte_write(m, src, page, P, pages, pool, misc, acc):
+    """Writes to a shadowed (write-protected) guest table trap and are emulated."""
+    if not P[m, P_SHADOW]:
+        return
+    s = lru_slot(pool, m, pages[page, 1])
+    if s < 0:
+        return
+    cause(m, src, P[m, P[m, O_COLS] + K_PTE_WRITE], P, misc, acc)
+    idx = pages[page, 2] & P[m, P_PTE_MASK]
+    if P[m, P_UPDATE_ON_PTE]:
+        pte_fill(pool, m, s, idx)
+    else:
+        pte_drop(pool, m, s, idx)
+
+
+@njit(cache=True, _nrt=False)
+def invlpg(m, src, page, P, pages, tlb, pool, soft, misc, acc):
+    """A trapped invlpg also drops the shadow PTE (2.6.20's paging_inval_page)."""
+    vpn = pages[page, 0]
+    lru_forget(tlb, 2 * m, vpn)
+    sync_tlb(m, tlb, misc)
+    lru_forget(tlb, 2 * m + 1, vpn)
+    if P[m, P_SOFTMMU]:
+        slot = S_TAGS + (pages[page, 2] & P[m, P_SOFT_MASK])
+        if soft[m, slot] == vpn:
+            soft[m, slot] = NONE
+    if P[m, P_SHADOW] and P[m, P_INVLPG_ZAPS]:
+        s = lru_slot(pool, m, pages[page, 1])
+        if s >= 0:
+            pte_drop(pool, m, s, pages[page, 2] & P[m, P_PTE_MASK])
+    on_event(m, src, INVLPG, P, misc, acc)
+
+
+@njit(cache=True, _nrt=False)
+def io(m, src, port, direction, P, misc, acc):
+    """The paravirt guest no longer makes some accesses (any, or reads only) at all."""
+    first = P[m, O_DROPS]
+    n_ports = P[m, P_N_DROP_PORTS]
+    last = first + n_ports + (P[m, P_N_DROP_READS] if direction == 0 else 0)
+    dropped = False
+    for j in range(first, last):
+        dropped |= np.uint64(P[m, j]) == port
+    if dropped:
+        count(m, src, K_IO_AVOIDED, P, acc)
+    else:
+        on_event(m, src, IO, P, misc, acc)
+
+
+@njit(cache=True, _nrt=False)
+def replay_events(kind, value, arg, ref, source, P, pages, tables, tlb, pool, soft, misc, acc):
+    """Replay a batch under every mode: reference.Machine's dispatch, modes outer, events
+    inner (faster than the other way round: one mode's state stays in cache)."""
     for m in range(P.shape[0]):
         for i in range(len(kind)):
-            step(m, np.int64(kind[i]), value[i], arg[i], ref[i], source[i], P, on_ev, cols, is_exit, drops,
-                 pages, tables, tlb, pool, bits, soft_tag, soft_stamp, soft_epoch, cr3_slots, cr3_next, acc)
+            k = np.int64(kind[i])
+            src = source[i]
+            if k == TOUCH:
+                touch(m, src, ref[i], P, pages, tables, tlb, pool, soft, misc, acc)
+            elif k == CR3_WRITE:
+                cr3_write(m, src, ref[i], P, tables, tlb, pool, soft, misc, acc)
+            elif k == PTE_WRITE:
+                pte_write(m, src, ref[i], P, pages, pool, misc, acc)
+            elif k == INVLPG:
+                invlpg(m, src, ref[i], P, pages, tlb, pool, soft, misc, acc)
+            elif k == IO:
+                io(m, src, value[i], arg[i], P, misc, acc)
+            elif k == HLT:
+                acc[m, src, P[m, P[m, O_COLS] + K_IDLE]] += np.int64(value[i])
+                on_event(m, src, HLT, P, misc, acc)
+            elif k == SYSCALL:
+                count(m, src, K_SYSCALLS, P, acc)
+                on_event(m, src, SYSCALL, P, misc, acc)
+            else:
+                on_event(m, src, k, P, misc, acc)
+        sync_tlb(m, tlb, misc)

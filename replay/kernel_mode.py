@@ -28,16 +28,13 @@ COLUMN = {name: i for i, name in enumerate(ALL_COUNTS)}
 
 @dataclass(frozen=True)
 class ModeTables:
-    """Every mode of a replay, compiled; row m is modes[m]."""
+    """Every mode of a replay, compiled: row m of `params` is modes[m] (kernel_core.P_*, O_*)."""
 
-    params: np.ndarray        # (modes, N_PARAMS) int64, kernel_core.P_*
-    on_event: np.ndarray      # (modes, kinds) int64: acc column of the kind's driver, or -1
-    drops: np.ndarray         # (modes, n) uint64: dropped ports, then dropped read ports
-    cols: np.ndarray          # (len(KERNEL_COUNTS),) int64: acc column of each kernel count
-    is_exit: np.ndarray       # (len(ALL_COUNTS),) bool: the column is a VM exit
+    params: np.ndarray        # (modes, width) int64
     tlb_entries: np.ndarray   # (modes,) int64
     pool_pages: np.ndarray    # (modes,) int64 (0 without shadow paging)
     soft_entries: np.ndarray  # (modes,) int64 (0 without softmmu)
+    cr3_cache: np.ndarray     # (modes,) int64
 
     def __len__(self) -> int:
         return len(self.params)
@@ -51,27 +48,24 @@ class ModeTables:
 
 def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
     """The kernel's arrays for `modes`; raises ValueError for sizes the reference rejects."""
-    rows = [_params(m, table_shift) for m in modes]
-    n_drops = max([len(m.dropped_io_ports) + len(m.dropped_io_reads) for m in modes] + [1])
-    drops = np.zeros((len(modes), n_drops), dtype=np.uint64)
-    for i, m in enumerate(modes):
-        ports = sorted(m.dropped_io_ports) + sorted(m.dropped_io_reads)
-        drops[i, : len(ports)] = ports
+    rows = [_row(m, table_shift) for m in modes]
+    width = max(len(r) for r in rows)
+    params = np.zeros((len(modes), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        params[i, : len(r)] = r
+    features = [PAGING_FEATURES[m.paging] for m in modes]
     return ModeTables(
-        params=np.array(rows, dtype=np.int64).reshape(len(modes), core.N_PARAMS),
-        on_event=np.array([_on_event(m) for m in modes], dtype=np.int64).reshape(len(modes), len(Kind)),
-        drops=drops,
-        cols=np.array([COLUMN[n] for n in core.KERNEL_COUNTS], dtype=np.int64),
-        is_exit=np.array([n.startswith("exit_") for n in ALL_COUNTS]),
+        params=params,
         tlb_entries=np.array([m.tlb_entries for m in modes], dtype=np.int64),
-        pool_pages=np.array([m.shadow_pool_pages if PAGING_FEATURES[m.paging][1] else 0 for m in modes],
-                            dtype=np.int64),
-        soft_entries=np.array([m.softmmu_tlb_entries if PAGING_FEATURES[m.paging][0] else 0 for m in modes],
+        pool_pages=np.array([m.shadow_pool_pages if f[1] else 0 for m, f in zip(modes, features)], dtype=np.int64),
+        soft_entries=np.array([m.softmmu_tlb_entries if f[0] else 0 for m, f in zip(modes, features)],
                               dtype=np.int64),
+        cr3_cache=np.array([m.cr3_cache_size for m in modes], dtype=np.int64),
     )
 
 
-def _params(mode: Mode, table_shift: int) -> list[int]:
+def _row(mode: Mode, table_shift: int) -> list[int]:
+    """P_* flags and sizes, then the tables at their O_* offsets."""
     softmmu, shadow = PAGING_FEATURES[mode.paging]
     if mode.tlb_entries < 1:
         raise ValueError(f"mode {mode.name}: tlb_entries must be >= 1, got {mode.tlb_entries}")
@@ -92,12 +86,21 @@ def _params(mode: Mode, table_shift: int) -> list[int]:
     p[core.P_N_DROP_PORTS] = len(mode.dropped_io_ports)
     p[core.P_N_DROP_READS] = len(mode.dropped_io_reads)
     p[core.P_PTE_MASK] = (1 << table_shift) - 1
+    tables = {
+        core.O_ON_EVENT: _on_event(mode),
+        core.O_COLS: [COLUMN[n] for n in core.KERNEL_COUNTS],
+        core.O_IS_EXIT: [int(n.startswith("exit_")) for n in ALL_COUNTS],
+        core.O_DROPS: sorted(mode.dropped_io_ports) + sorted(mode.dropped_io_reads),
+    }
+    for offset, table in tables.items():
+        p[offset] = len(p)
+        p += table
     return [int(x) for x in p]
 
 
 def _on_event(mode: Mode) -> list[int]:
     """reference.Machine.on_event: a kind's driver is caused only when the name is non-empty."""
-    row = [-1] * len(Kind)
+    row = [-1] * core.N_KINDS
     for kind, driver in mode.on_event.items():
         if driver:
             if driver not in DRIVERS:

@@ -36,8 +36,7 @@ class IdMap:
     """Key pair -> dense id, in first-seen order; `pairs[id]` is the key of an id."""
 
     def __init__(self, slots: int = INITIAL_SLOTS) -> None:
-        self.keys = np.zeros((slots, 2), dtype=np.uint64)
-        self.ids = np.full(slots, -1, dtype=np.int64)
+        self.slots = np.zeros((slots, 3), dtype=np.uint64)  # (k1, k2, id + 1), 0 = empty
         self.pairs = np.zeros((slots // 2, 2), dtype=np.uint64)
         self.count = np.zeros(1, dtype=np.int64)
 
@@ -53,17 +52,16 @@ class IdMap:
         return self.limit - len(self)
 
     def grow(self) -> None:
-        slots = 4 * len(self.ids)
+        slots = 4 * len(self.slots)
         n = len(self)
         pairs = np.zeros((slots // 2, 2), dtype=np.uint64)
         pairs[:n] = self.pairs[:n]
-        self.keys = np.zeros((slots, 2), dtype=np.uint64)
-        self.ids = np.full(slots, -1, dtype=np.int64)
+        self.slots = np.zeros((slots, 3), dtype=np.uint64)
         self.pairs = pairs
-        _rehash(self.keys, self.ids, pairs, n)
+        _rehash(self.slots, pairs, n)
 
     def as_tuple(self) -> tuple:
-        return self.keys, self.ids, self.pairs, self.count
+        return self.slots, self.pairs, self.count
 
 
 class TraceKeys:
@@ -127,48 +125,48 @@ def _resized(a: np.ndarray, rows: int) -> np.ndarray:
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def _slot_of(keys, ids, k1, k2):
+def _slot_of(slots, k1, k2):
     """The hash slot holding (k1, k2), or the empty slot where it belongs (linear probing)."""
-    mask = np.uint64(len(ids) - 1)
+    mask = np.uint64(len(slots) - 1)
     h = k1 + k2 * np.uint64(0x9E3779B97F4A7C15)  # splitmix64's finaliser mixes every bit
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     h ^= h >> np.uint64(31)
     s = np.int64(h & mask)
-    while ids[s] >= 0 and (keys[s, 0] != k1 or keys[s, 1] != k2):
-        s = (s + 1) & (len(ids) - 1)
+    while slots[s, 2] != 0 and (slots[s, 0] != k1 or slots[s, 1] != k2):
+        s = (s + 1) & (len(slots) - 1)
     return s
 
 
 @njit(cache=True, inline="always", _nrt=False)
 def _insert(m, k1, k2):
     """The id of (k1, k2) in map `m`, added if new; returns (id, was new). The caller ensures room."""
-    keys, ids, pairs, count = m
-    s = _slot_of(keys, ids, k1, k2)
-    if ids[s] >= 0:
-        return ids[s], False
+    slots, pairs, count = m
+    s = _slot_of(slots, k1, k2)
+    if slots[s, 2] != 0:
+        return np.int64(slots[s, 2]) - 1, False
     i = count[0]
     count[0] = i + 1
-    ids[s] = i
-    keys[s, 0] = k1
-    keys[s, 1] = k2
+    slots[s, 0] = k1
+    slots[s, 1] = k2
+    slots[s, 2] = i + 1
     pairs[i, 0] = k1
     pairs[i, 1] = k2
     return i, True
 
 
 @njit(cache=True, _nrt=False)
-def _rehash(keys, ids, pairs, n):
+def _rehash(slots, pairs, n):
     for i in range(n):
-        s = _slot_of(keys, ids, pairs[i, 0], pairs[i, 1])
-        ids[s] = i
-        keys[s, 0] = pairs[i, 0]
-        keys[s, 1] = pairs[i, 1]
+        s = _slot_of(slots, pairs[i, 0], pairs[i, 1])
+        slots[s, 0] = pairs[i, 0]
+        slots[s, 1] = pairs[i, 1]
+        slots[s, 2] = i + 1
 
 
 @njit(cache=True, inline="always", _nrt=False)
 def _room(m):
-    return len(m[2]) - m[3][0]
+    return len(m[1]) - m[2][0]
 
 
 @njit(cache=True, _nrt=False)
