@@ -21,7 +21,7 @@ from pipeline.results import Failure, shard_row, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, read_events, read_meta
 from replay.mode import Mode
-from replay.reference import replay
+from replay.kernel import replay
 
 
 @dataclass(frozen=True)
