@@ -142,15 +142,14 @@ def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
 def replay_batch(state: KernelState, kind: np.ndarray, value: np.ndarray, asid: np.ndarray,
                  arg: np.ndarray) -> None:
     """Replay the next events of the vCPU (Events' columns) under every mode of `state`."""
-    kind = np.ascontiguousarray(kind, dtype=np.uint8)
+    kind = _column(kind, np.uint8)
     if not len(kind) == len(value) == len(asid) == len(arg):
         raise ValueError("event columns differ in length")
     bad = np.flatnonzero(kind > MAX_KIND)
     if bad.size:
         raise ValueError(f"row {state.events + int(bad[0])}: unknown event kind {int(kind[bad[0]])}")
-    value = np.ascontiguousarray(value, dtype=np.uint64)
-    arg = np.ascontiguousarray(arg, dtype=np.uint32)
-    ref, source = state.keys.remap(kind, value, np.ascontiguousarray(asid, dtype=np.uint32))
+    value, arg = _column(value, np.uint64), _column(arg, np.uint32)
+    ref, source = state.keys.remap(kind, value, _column(asid, np.uint32))
     _fit(state)
     core.replay_events(kind, value, arg, ref, source, state.tables.params, state.keys.page_info,
                        state.keys.tables.pairs, state.tlb.A, state.pool.A, state.soft, state.misc, state.acc)
@@ -210,6 +209,15 @@ def states_equal(a: KernelState, b: KernelState) -> bool:
 
 
 # --- internals ------------------------------------------------------------------------------
+
+def _column(a: np.ndarray, dtype: type) -> np.ndarray:
+    """A read-only C-contiguous view (copy only if the dtype differs): Arrow's zero-copy
+    columns are read-only, and numba compiles (and caches) read-only and writable
+    arguments separately, so every input is made read-only to need one compile."""
+    view = np.ascontiguousarray(a, dtype=dtype).view()
+    view.flags.writeable = False
+    return view
+
 
 def _fit(state: KernelState) -> None:
     """Grow the key-indexed arrays to the keys seen so far (after each remap)."""

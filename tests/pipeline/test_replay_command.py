@@ -134,6 +134,10 @@ def test_existing_scheduler_by_address_environment_and_file(traces_dir: Path, tm
     from dask.distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+        # Written before any task runs: until the next heartbeat, workers' metrics hold
+        # tuple-keyed digests that write_scheduler_file cannot put in JSON.
+        with Client(cluster) as client:
+            client.write_scheduler_file(str(tmp_path / "scheduler.json"))
         by_option = tmp_path / "opt"
         assert replay([traces_dir], by_option, "--scheduler-address", cluster.scheduler_address).exit_code == 0
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
@@ -141,8 +145,6 @@ def test_existing_scheduler_by_address_environment_and_file(traces_dir: Path, tm
         assert replay([traces_dir], by_env).exit_code == 0
         monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
         by_file = tmp_path / "file"
-        with Client(cluster) as client:
-            client.write_scheduler_file(str(tmp_path / "scheduler.json"))
         assert replay([traces_dir], by_file, "--scheduler-file", str(tmp_path / "scheduler.json")).exit_code == 0
         with Client(cluster) as client:
             # All three runs' shards (2 traces x 5 modes each) ran on this cluster, none on a private one.
