@@ -5,6 +5,7 @@
         replay_batch(state, kind, value, asid, arg)
     counts(state, span_ns)                   # one Counts per mode, == reference.replay
     attribution(state, m, span_ns)           # the same counts per (kind, asid, device) source
+    reset_counts(state); states_equal(a, b)  # chunks: warm up, count from here, verify the warm-up
 
 Keys are made dense as batches arrive (keys.py), so any split of a trace into batches
 gives the same state and counts as one call; `states_equal` compares the model state of
@@ -193,6 +194,14 @@ def replay_modes(events: Events, guest: Guest, modes: Sequence[Mode]) -> list[Co
     state = new_state(modes, guest)
     replay_batch(state, events.kind, events.value, events.asid, events.arg)
     return counts(state, events.span_ns)
+
+
+def reset_counts(state: KernelState) -> None:
+    """Zero the counts, keep the model state: a chunk's warm-up prefix is replayed, then
+    reset, so the chunk counts only its own events."""
+    state.acc[:] = 0
+    state.keys.source_events[:] = 0
+    state.events = 0
 
 
 def snapshot(state: KernelState) -> tuple[dict[str, Any], ...]:

@@ -52,7 +52,7 @@ class IdMap:
         return self.limit - len(self)
 
     def grow(self) -> None:
-        slots = 4 * len(self.slots)
+        slots = 2 * len(self.slots)
         n = len(self)
         pairs = np.zeros((slots // 2, 2), dtype=np.uint64)
         pairs[:n] = self.pairs[:n]

@@ -130,6 +130,25 @@ def test_attribution_sums_to_the_counts_and_counts_events_per_source(modes, data
     assert (table["count"] > 0).all()
 
 
+@SETTINGS
+@given(data=st.data(), rows=traces)
+def test_counts_after_a_reset_are_the_rest_of_the_trace(modes, data, rows):
+    # A warm-up prefix replayed, counts reset: the rest counts what the whole trace counts
+    # minus what the prefix counted (emulated_ns: each part's span less its own idle time).
+    mix = list(modes.values())
+    events = make_events(rows, span_ns=span_of(rows))
+    cut = data.draw(st.integers(0, len(rows)))
+    whole, chunked = kernel.new_state(mix, GUEST), kernel.new_state(mix, GUEST)
+    kernel.replay_batch(whole, *columns(events))
+    kernel.replay_batch(chunked, *columns(events, 0, cut))
+    prefix = kernel.counts(chunked, 0)
+    kernel.reset_counts(chunked)
+    kernel.replay_batch(chunked, *columns(events, cut))
+    rest = kernel.counts(chunked, events.span_ns)
+    assert [p + r for p, r in zip(prefix, rest)] == kernel.counts(whole, events.span_ns)
+    assert kernel.states_equal(chunked, whole)
+
+
 def test_attribution_by_hand(modes):
     # paravirt: asid 1 writes port 0x80 (removed: avoided), asid 2 reads port 0x60 (exit),
     # and takes an interrupt (exit); each asid's cr3 write misses the cache and exits.
