@@ -22,7 +22,7 @@ from replay.counts import Counts
 from replay.events import Events
 from replay.kinds import KIND_NAMES, Kind
 from replay.mode import Guest, Mode
-from replay.reference import replay
+from replay import kernel, reference
 
 ALIASES: dict[str, Kind] = {
     "cr3": Kind.CR3_WRITE,
@@ -88,9 +88,11 @@ def vary(modes) -> Callable[..., Mode]:
     return _vary
 
 
-@pytest.fixture(scope="session")
-def run(modes) -> Callable[..., Counts]:
-    """run(mode, rows, span_ns=...): replay hand-made rows under a mode (name or Mode)."""
+@pytest.fixture(scope="session", params=["reference", "kernel"])
+def run(modes, request) -> Callable[..., Counts]:
+    """run(mode, rows, span_ns=...): replay hand-made rows under a mode (name or Mode),
+    with the oracle and again with the compiled kernel: every hand-worked count holds for both."""
+    replay = {"reference": reference.replay, "kernel": kernel.replay}[request.param]
 
     def _run(mode: ModeLike, spec: Spec | Events, span_ns: int = 1_000_000) -> Counts:
         m = modes[mode] if isinstance(mode, str) else mode

@@ -1,0 +1,109 @@
+"""Modes as the kernel's data: flags, sizes and tables, one row per mode.
+
+The kernel (kernel_core.py) has no notion of a named mode: it reads what each event does
+from these arrays, so a new mode built from existing features is a new row, not new
+code. A new *feature* (a paging scheme, a cache) is a new flag here plus its handler in
+kernel_core.py, mirroring its handler in reference.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from replay import kernel_core as core
+from replay.counts import ALL_COUNTS, DRIVERS
+from replay.kinds import Kind
+from replay.mode import Mode, Paging
+
+# Which state machines a paging scheme replays: (softmmu TLB, shadow pool + own TLB).
+PAGING_FEATURES: dict[Paging, tuple[bool, bool]] = {
+    Paging.NATIVE: (False, False),
+    Paging.SOFTMMU: (True, False),
+    Paging.SHADOW: (False, True),
+}
+COLUMN = {name: i for i, name in enumerate(ALL_COUNTS)}
+
+
+@dataclass(frozen=True)
+class ModeTables:
+    """Every mode of a replay, compiled: row m of `params` is modes[m] (kernel_core.P_*, O_*)."""
+
+    params: np.ndarray        # (modes, width) int64
+    tlb_entries: np.ndarray   # (modes,) int64
+    pool_pages: np.ndarray    # (modes,) int64 (0 without shadow paging)
+    soft_entries: np.ndarray  # (modes,) int64 (0 without softmmu)
+    cr3_cache: np.ndarray     # (modes,) int64
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def softmmu(self, m: int) -> bool:
+        return bool(self.params[m, core.P_SOFTMMU])
+
+    def shadow(self, m: int) -> bool:
+        return bool(self.params[m, core.P_SHADOW])
+
+
+def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
+    """The kernel's arrays for `modes`; raises ValueError for sizes the reference rejects."""
+    rows = [_row(m, table_shift) for m in modes]
+    width = max(len(r) for r in rows)
+    params = np.zeros((len(modes), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        params[i, : len(r)] = r
+    features = [PAGING_FEATURES[m.paging] for m in modes]
+    return ModeTables(
+        params=params,
+        tlb_entries=np.array([m.tlb_entries for m in modes], dtype=np.int64),
+        pool_pages=np.array([m.shadow_pool_pages if f[1] else 0 for m, f in zip(modes, features)], dtype=np.int64),
+        soft_entries=np.array([m.softmmu_tlb_entries if f[0] else 0 for m, f in zip(modes, features)],
+                              dtype=np.int64),
+        cr3_cache=np.array([m.cr3_cache_size for m in modes], dtype=np.int64),
+    )
+
+
+def _row(mode: Mode, table_shift: int) -> list[int]:
+    """P_* flags and sizes, then the tables at their O_* offsets."""
+    softmmu, shadow = PAGING_FEATURES[mode.paging]
+    if mode.tlb_entries < 1:
+        raise ValueError(f"mode {mode.name}: tlb_entries must be >= 1, got {mode.tlb_entries}")
+    if softmmu and (mode.softmmu_tlb_entries <= 0 or mode.softmmu_tlb_entries & (mode.softmmu_tlb_entries - 1)):
+        raise ValueError(f"softmmu TLB size must be a power of two, got {mode.softmmu_tlb_entries}")
+    if shadow and mode.shadow_pool_pages < 2:
+        raise ValueError(f"shadow pool needs at least 2 pages, got {mode.shadow_pool_pages}")
+    p = [0] * core.N_PARAMS
+    p[core.P_SOFTMMU] = softmmu
+    p[core.P_SHADOW] = shadow
+    p[core.P_FLUSH_ON_EXIT] = mode.tlb_flush_on_exit
+    p[core.P_SOFT_MASK] = mode.softmmu_tlb_entries - 1
+    p[core.P_CR3_CACHE] = mode.cr3_cache_size
+    p[core.P_KEEP_ON_CR3] = mode.shadow_keep_on_cr3
+    p[core.P_UPDATE_ON_PTE] = mode.shadow_update_on_pte_write
+    # reference.invlpg: the PTE is dropped when invlpg is trapped at all (a key in on_event).
+    p[core.P_INVLPG_ZAPS] = Kind.INVLPG in mode.on_event
+    p[core.P_N_DROP_PORTS] = len(mode.dropped_io_ports)
+    p[core.P_N_DROP_READS] = len(mode.dropped_io_reads)
+    p[core.P_PTE_MASK] = (1 << table_shift) - 1
+    tables = {
+        core.O_ON_EVENT: _on_event(mode),
+        core.O_COLS: [COLUMN[n] for n in core.KERNEL_COUNTS],
+        core.O_IS_EXIT: [int(n.startswith("exit_")) for n in ALL_COUNTS],
+        core.O_DROPS: sorted(mode.dropped_io_ports) + sorted(mode.dropped_io_reads),
+    }
+    for offset, table in tables.items():
+        p[offset] = len(p)
+        p += table
+    return [int(x) for x in p]
+
+
+def _on_event(mode: Mode) -> list[int]:
+    """reference.Machine.on_event: a kind's driver is caused only when the name is non-empty."""
+    row = [-1] * core.N_KINDS
+    for kind, driver in mode.on_event.items():
+        if driver:
+            if driver not in DRIVERS:
+                raise ValueError(f"mode {mode.name}: unknown driver {driver!r} for {kind.name.lower()}")
+            row[int(kind)] = COLUMN[driver]
+    return row

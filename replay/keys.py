@@ -1,0 +1,220 @@
+"""Dense ids for a trace's keys, stable across batches: what lets the kernel keep flat arrays.
+
+The kernel's state is indexed by small integers, but a trace names pages by u64 virtual
+page numbers and address spaces by u32 ids. `TraceKeys` turns them into dense ids as
+batches stream in, through open-addressing hash maps of key pairs kept in numpy arrays
+(one probe per event, inside numba). Ids are handed out in first-seen order and never
+change, so a trace streamed row group by row group gets the same ids, and the same
+state, as one call over the whole trace; no first pass over the file is needed.
+
+Maps (each key a pair of u64):
+- spaces:  (asid or CR3 value, 0) -> space id; (0, 1) is GLOBAL_SPACE, id 0.
+- tables:  (space id, guest table + 1, or 0 for the root) -> table id: a shadow page.
+- vpns:    (vpn, 0) -> vpn id: a TLB / softmmu key (both are untagged: vpn alone).
+- pages:   (space id, vpn) -> page id; `page_info[id]` = (vpn id, table id, vpn, global),
+           everything a touch, PTE write or invlpg needs, looked up once per event.
+- sources: (kind << 32 | asid, device + 1, or 0 for none) -> source id (attribution).
+
+Only this file's numba functions call each other (numba's cache does not notice
+changes in other files), and all sizes arrive as arguments.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from replay.kinds import Kind
+
+CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO = (int(k) for k in (
+    Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.MMIO))
+GLOBAL_KEY = (0, 1)   # the spaces key of GLOBAL_SPACE, which no asid or CR3 value can take
+INITIAL_SLOTS = 1 << 10
+MAX_NEW_PER_EVENT = 2  # an event adds at most 2 keys to a map (a CR3 write: its asid and its value)
+
+
+class IdMap:
+    """Key pair -> dense id, in first-seen order; `pairs[id]` is the key of an id."""
+
+    def __init__(self, slots: int = INITIAL_SLOTS) -> None:
+        self.slots = np.zeros((slots, 3), dtype=np.uint64)  # (k1, k2, id + 1), 0 = empty
+        self.pairs = np.zeros((slots // 2, 2), dtype=np.uint64)
+        self.count = np.zeros(1, dtype=np.int64)
+
+    @property
+    def limit(self) -> int:
+        """Ids this map can hold before it must grow (load factor 1/2)."""
+        return len(self.pairs)
+
+    def __len__(self) -> int:
+        return int(self.count[0])
+
+    def room(self) -> int:
+        return self.limit - len(self)
+
+    def grow(self) -> None:
+        slots = 2 * len(self.slots)
+        n = len(self)
+        pairs = np.zeros((slots // 2, 2), dtype=np.uint64)
+        pairs[:n] = self.pairs[:n]
+        self.slots = np.zeros((slots, 3), dtype=np.uint64)
+        self.pairs = pairs
+        _rehash(self.slots, pairs, n)
+
+    def as_tuple(self) -> tuple:
+        return self.slots, self.pairs, self.count
+
+
+class TraceKeys:
+    """Every key map of one trace (one vCPU), shared by all modes replayed over it."""
+
+    def __init__(self, kernel_vpn_min: int, table_shift: int) -> None:
+        self.kernel_vpn_min = kernel_vpn_min
+        self.table_shift = table_shift
+        self.spaces, self.tables, self.vpns, self.pages, self.sources = (IdMap() for _ in range(5))
+        self.page_info = np.zeros((self.pages.limit, 4), dtype=np.int64)
+        self.source_events = np.zeros(self.sources.limit, dtype=np.int64)
+        _insert(self.spaces.as_tuple(), np.uint64(GLOBAL_KEY[0]), np.uint64(GLOBAL_KEY[1]))
+
+    def maps(self) -> tuple[IdMap, ...]:
+        return self.spaces, self.tables, self.vpns, self.pages, self.sources
+
+    def remap(self, kind: np.ndarray, value: np.ndarray, asid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per event: `ref` (page id for touch/pte_write/invlpg, root table id for cr3_write,
+        else 0) and `source` id; new keys are added, maps grown as needed."""
+        n = len(kind)
+        ref = np.zeros(n, dtype=np.int64)
+        source = np.zeros(n, dtype=np.int64)
+        done = 0
+        while done < n:
+            done = _remap(kind, value, asid, done, np.uint64(self.kernel_vpn_min), np.int64(self.table_shift),
+                          self.spaces.as_tuple(), self.tables.as_tuple(), self.vpns.as_tuple(),
+                          self.pages.as_tuple(), self.sources.as_tuple(),
+                          self.page_info, self.source_events, ref, source, np.full(16, -1, dtype=np.int64))
+            for m in self.maps():
+                if m.room() < 64 * MAX_NEW_PER_EVENT:
+                    m.grow()
+            self.page_info = _resized(self.page_info, self.pages.limit)
+            self.source_events = _resized(self.source_events, self.sources.limit)
+        return ref, source
+
+    # --- decoding ids back into the trace's own keys (snapshots, attribution) ----------
+    def space_key(self, space: int) -> int | None:
+        """The asid / CR3 value of a space id; None for GLOBAL_SPACE."""
+        return None if space == 0 else int(self.spaces.pairs[space, 0])
+
+    def table_key(self, table: int) -> tuple[int | None, int | None]:
+        """(space key, guest table index or None for the root) of a table id."""
+        space, t = (int(x) for x in self.tables.pairs[table])
+        return self.space_key(space), (None if t == 0 else t - 1)
+
+    def vpn_key(self, vpn: int) -> int:
+        return int(self.vpns.pairs[vpn, 0])
+
+    def source_key(self, source: int) -> tuple[int, int, int]:
+        """(kind code, asid, device or -1) of a source id."""
+        k1, k2 = (int(x) for x in self.sources.pairs[source])
+        return k1 >> 32, k1 & 0xFFFFFFFF, k2 - 1
+
+
+def _resized(a: np.ndarray, rows: int) -> np.ndarray:
+    if len(a) >= rows:
+        return a
+    out = np.zeros((rows,) + a.shape[1:], dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _slot_of(slots, k1, k2):
+    """The hash slot holding (k1, k2), or the empty slot where it belongs (linear probing)."""
+    mask = np.uint64(len(slots) - 1)
+    h = k1 + k2 * np.uint64(0x9E3779B97F4A7C15)  # splitmix64's finaliser mixes every bit
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    s = np.int64(h & mask)
+    while slots[s, 2] != 0 and (slots[s, 0] != k1 or slots[s, 1] != k2):
+        s = (s + 1) & (len(slots) - 1)
+    return s
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _insert(m, k1, k2):
+    """The id of (k1, k2) in map `m`, added if new; returns (id, was new). The caller ensures room."""
+    slots, pairs, count = m
+    s = _slot_of(slots, k1, k2)
+    if slots[s, 2] != 0:
+        return np.int64(slots[s, 2]) - 1, False
+    i = count[0]
+    count[0] = i + 1
+    slots[s, 0] = k1
+    slots[s, 1] = k2
+    slots[s, 2] = i + 1
+    pairs[i, 0] = k1
+    pairs[i, 1] = k2
+    return i, True
+
+
+@njit(cache=True, _nrt=False)
+def _rehash(slots, pairs, n):
+    for i in range(n):
+        s = _slot_of(slots, pairs[i, 0], pairs[i, 1])
+        slots[s, 0] = pairs[i, 0]
+        slots[s, 1] = pairs[i, 1]
+        slots[s, 2] = i + 1
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _room(m):
+    return len(m[1]) - m[2][0]
+
+
+@njit(cache=True, _nrt=False)
+def _remap(kind, value, asid, start, kernel_vpn_min, table_shift, spaces, tables, vpns, pages, sources,
+           page_info, source_events, ref, source, plain_source):
+    """Fill ref/source from `start` while every map has room; returns the next row to do.
+
+    `plain_source` (scratch, one per kind code) caches the current asid's source ids."""
+    n = len(kind)
+    zero = np.uint64(0)
+    shift = np.uint64(table_shift)
+    last_asid = np.int64(-1)
+    space = np.int64(0)
+    i = start
+    while i < n:
+        budget = min(_room(spaces), _room(tables), _room(vpns), _room(pages), _room(sources)) // 2
+        if budget < 1:
+            return i
+        end = min(n, i + budget)
+        for j in range(i, end):
+            k = np.int64(kind[j])
+            a = np.int64(asid[j])
+            if a != last_asid:
+                space = _insert(spaces, np.uint64(a), zero)[0]
+                last_asid = a
+                plain_source[:] = -1
+            v = value[j]
+            if k == TOUCH or k == PTE_WRITE or k == INVLPG:
+                is_global = v >= kernel_vpn_min
+                sp = np.int64(0) if is_global else space
+                page, new = _insert(pages, np.uint64(sp), v)
+                if new:
+                    page_info[page, 0] = _insert(vpns, v, zero)[0]
+                    page_info[page, 1] = _insert(tables, np.uint64(sp), (v >> shift) + np.uint64(1))[0]
+                    page_info[page, 2] = np.int64(v)
+                    page_info[page, 3] = np.int64(is_global)
+                ref[j] = page
+            elif k == CR3_WRITE:
+                root_space = _insert(spaces, v, zero)[0]
+                ref[j] = _insert(tables, np.uint64(root_space), zero)[0]
+            if k == IO or k == MMIO:
+                s = _insert(sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), v + np.uint64(1))[0]
+            else:
+                s = plain_source[k]
+                if s < 0:
+                    s = _insert(sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), zero)[0]
+                    plain_source[k] = s
+            source[j] = s
+            source_events[s] += 1
+        i = end
+    return n

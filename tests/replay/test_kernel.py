@@ -1,0 +1,239 @@
+"""The compiled kernel against the oracle (reference.replay): random traces through every
+seed mode and through small, varied ones, all in one pass; batch splits; attribution;
+state snapshots. The hand-worked tests of the other files also run on the kernel (the
+`run` fixture is parametrised over both engines in conftest.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.trace_format import read_events, read_meta
+from replay import kernel
+from replay.counts import Counts
+from replay.events import Events
+from replay.kinds import Kind
+from replay.mode import Paging
+from replay.reference import replay as oracle
+from tests.replay.conftest import GUEST, K, make_events
+
+SETTINGS = settings(max_examples=int(os.environ.get("HVREPLAY_EXAMPLES", 200)), deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+# Few pages, so state collides: 0x08048/0x08049 share a guest table, 0x08148 shares its
+# softmmu slot with 0x08048 in a 256-entry TLB, 0x40000 is another table; kernel pages
+# in two global tables. Few address spaces and ports; MMIO at two addresses.
+PAGES = [0x08048, 0x08049, 0x08148, 0x40000, K, K + 1, K + 0x400]
+PORTS = [0x80, 0x21, 0xA1, 0x20, 0x60]
+
+row = st.one_of(
+    st.tuples(st.just("cr3"), st.integers(1, 4)),
+    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
+    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
+    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
+    st.tuples(st.sampled_from(["pf", "pte", "invlpg"]), st.sampled_from(PAGES)),
+    st.tuples(st.just("io"), st.sampled_from(PORTS), st.integers(0, 1)),
+    st.tuples(st.just("mmio"), st.sampled_from([0xFEC00000, 0xFEE000B0]), st.integers(0, 1)),
+    st.tuples(st.just("hlt"), st.integers(0, 1000)),
+    st.tuples(st.sampled_from(["irq", "syscall", "cpuid", "msr", "hypercall"]), st.integers(0, 3)),
+)
+traces = st.lists(row, max_size=120)
+
+
+def varied(modes):
+    """A seed mode with tiny, varied state and switches (any paging, any flag)."""
+    return st.builds(
+        lambda base, paging, ports, reads, **kw: dataclasses.replace(
+            modes[base], name=f"{base}-varied", paging=paging,
+            dropped_io_ports=frozenset(ports), dropped_io_reads=frozenset(reads), **kw),
+        st.sampled_from(list(modes)),
+        st.sampled_from(list(Paging)),
+        st.sets(st.sampled_from(PORTS), max_size=2),
+        st.sets(st.sampled_from(PORTS), max_size=2),
+        tlb_entries=st.integers(1, 6),
+        softmmu_tlb_entries=st.sampled_from([1, 2, 4, 256]),
+        shadow_pool_pages=st.integers(2, 6),
+        cr3_cache_size=st.integers(0, 4),
+        tlb_flush_on_exit=st.booleans(),
+        shadow_keep_on_cr3=st.booleans(),
+        shadow_update_on_pte_write=st.booleans(),
+    )
+
+
+def span_of(rows) -> int:
+    return 1000 + sum(r[1] for r in rows if r[0] == "hlt")
+
+
+def rows_of(table: dict[str, np.ndarray]) -> list[tuple]:
+    return sorted(zip(*(table[c].tolist() for c in ("kind", "asid", "device", "driver", "count"))))
+
+
+def columns(events: Events, lo: int = 0, hi: int | None = None) -> tuple[np.ndarray, ...]:
+    return tuple(c[lo:hi] for c in (events.kind, events.value, events.asid, events.arg))
+
+
+@SETTINGS
+@given(data=st.data(), rows=traces)
+def test_kernel_equals_oracle_for_every_mode_in_one_pass(modes, data, rows):
+    mix = list(modes.values()) + data.draw(st.lists(varied(modes), min_size=1, max_size=4))
+    # rows before the first cr3 write run in an address space no cr3 write named
+    events = make_events(rows, span_ns=span_of(rows), start_asid=data.draw(st.integers(0, 5)))
+    got = kernel.replay_modes(events, GUEST, mix)
+    for mode, counts in zip(mix, got):
+        assert counts == oracle(events, GUEST, mode), mode
+
+
+@SETTINGS
+@given(data=st.data(), rows=traces)
+def test_batches_give_the_whole_trace_replay(modes, data, rows):
+    mix = list(modes.values()) + data.draw(st.lists(varied(modes), max_size=2))
+    events = make_events(rows, span_ns=span_of(rows))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(rows)), max_size=4)))
+    whole, split = kernel.new_state(mix, GUEST), kernel.new_state(mix, GUEST)
+    kernel.replay_batch(whole, *columns(events))
+    for lo, hi in zip([0] + cuts, cuts + [len(rows)]):
+        kernel.replay_batch(split, *columns(events, lo, hi))
+    assert kernel.counts(split, events.span_ns) == kernel.counts(whole, events.span_ns)
+    assert kernel.states_equal(split, whole)
+    for m in range(len(mix)):
+        assert rows_of(kernel.attribution(split, m, 7)) == rows_of(kernel.attribution(whole, m, 7))
+
+
+@SETTINGS
+@given(data=st.data(), rows=traces)
+def test_attribution_sums_to_the_counts_and_counts_events_per_source(modes, data, rows):
+    mode = data.draw(st.one_of(st.sampled_from(list(modes.values())), varied(modes)))
+    events = make_events(rows, span_ns=span_of(rows))
+    state = kernel.new_state([mode], GUEST)
+    kernel.replay_batch(state, *columns(events))
+    table = kernel.attribution(state, 0, events.span_ns)
+    summed = Counter()
+    for driver, count in zip(table["driver"], table["count"]):
+        summed[driver] += int(count)
+    assert Counts(dict(summed)) == oracle(events, GUEST, mode)
+    # events per source, counted here from the rows themselves
+    mine = Counter()
+    for k, v, a in zip(events.kind, events.value, events.asid):
+        device = int(v) if Kind(k) in (Kind.IO, Kind.MMIO) else -1
+        mine[(Kind(k).name.lower(), int(a), device)] += 1
+    rows_of_events = table["driver"] == "events"
+    assert mine == Counter({(k, int(a), int(d)): int(c) for k, a, d, c in zip(
+        table["kind"][rows_of_events], table["asid"][rows_of_events], table["device"][rows_of_events],
+        table["count"][rows_of_events])})
+    assert (table["count"] > 0).all()
+
+
+@SETTINGS
+@given(data=st.data(), rows=traces)
+def test_counts_after_a_reset_are_the_rest_of_the_trace(modes, data, rows):
+    # A warm-up prefix replayed, counts reset: the rest counts what the whole trace counts
+    # minus what the prefix counted (emulated_ns: each part's span less its own idle time).
+    mix = list(modes.values())
+    events = make_events(rows, span_ns=span_of(rows))
+    cut = data.draw(st.integers(0, len(rows)))
+    whole, chunked = kernel.new_state(mix, GUEST), kernel.new_state(mix, GUEST)
+    kernel.replay_batch(whole, *columns(events))
+    kernel.replay_batch(chunked, *columns(events, 0, cut))
+    prefix = kernel.counts(chunked, 0)
+    kernel.reset_counts(chunked)
+    kernel.replay_batch(chunked, *columns(events, cut))
+    rest = kernel.counts(chunked, events.span_ns)
+    assert [p + r for p, r in zip(prefix, rest)] == kernel.counts(whole, events.span_ns)
+    assert kernel.states_equal(chunked, whole)
+
+
+def test_attribution_by_hand(modes):
+    # paravirt: asid 1 writes port 0x80 (removed: avoided), asid 2 reads port 0x60 (exit),
+    # and takes an interrupt (exit); each asid's cr3 write misses the cache and exits.
+    rows = [("cr3", 1), ("io", 0x80, 1), ("cr3", 2), ("io", 0x60, 0), ("irq", 0x20)]
+    state = kernel.new_state([modes["kvm-paravirt"]], GUEST)
+    kernel.replay_batch(state, *columns(make_events(rows)))
+    t = kernel.attribution(state, 0, 1000)
+    got = {(k, a, d, r): c for k, a, d, r, c in zip(t["kind"], t["asid"], t["device"], t["driver"], t["count"])}
+    for asid in (1, 2):
+        for driver in ("events", "cr3_writes", "cr3_cache_lookup", "cr3_cache_miss", "exit_cr3",
+                       "shadow_root_alloc", "tlb_refill_extra"):
+            expected = 0 if driver == "tlb_refill_extra" else 1
+            assert got.pop(("cr3_write", asid, -1, driver), 0) == expected
+    assert got == {("io", 1, 0x80, "events"): 1, ("io", 1, 0x80, "native_io_avoided"): 1,
+                   ("io", 2, 0x60, "events"): 1, ("io", 2, 0x60, "exit_io"): 1,
+                   ("irq", 2, -1, "events"): 1, ("irq", 2, -1, "exit_irq"): 1}
+
+
+def test_qemu_busy_time_is_its_own_source(modes):
+    state = kernel.new_state([modes["qemu"]], GUEST)
+    kernel.replay_batch(state, *columns(make_events([("hlt", 300), ("touch", 0x08048)])))
+    t = kernel.attribution(state, 0, 1000)
+    busy = t["kind"] == "busy"
+    # 1000 ns span - 300 idle = 700 ns of translated code, caused by no single event
+    assert list(t["driver"][busy]) == ["emulated_ns"] and list(t["count"][busy]) == [700]
+
+
+def test_snapshot_by_hand(modes):
+    # trunk, tlb of 2: cr3 1; touch user A, B (table 0x20), kernel K. Pool (LRU first):
+    # root of 1, table (1, 0x20) with PTEs A and B, global table 0x300 with K.
+    # Both TLBs keep the last 2: B, K. The cache-less mode has no CR3 cache.
+    a, b = 0x08048, 0x08049
+    mode = dataclasses.replace(modes["kvm-trunk"], tlb_entries=2)
+    state = kernel.new_state([mode], GUEST)
+    kernel.replay_batch(state, *columns(make_events([("cr3", 1), ("touch", a), ("touch", b), ("touch", K)])))
+    (snap,) = kernel.snapshot(state)
+    assert snap["pool"] == [(1, None, ()), (1, 0x20, (a, b)), (None, K >> 10, (K,))]
+    assert snap["tlb_native"] == [b, K]
+    # the mode's own TLB was flushed by the fault exits of a and b, then K's fault: K only
+    assert snap["tlb"] == [K]
+    assert snap["cr3_cache"] == ([], 0)
+
+
+def test_equal_states_from_different_histories(modes):
+    # native, 1-entry TLB: after (A) or after (B, A) the TLB holds A alone; the ids of A
+    # differ between the two replays (first key seen is id 0), the model state does not.
+    mode = dataclasses.replace(modes["native"], tlb_entries=1)
+    one, two = kernel.new_state([mode], GUEST), kernel.new_state([mode], GUEST)
+    kernel.replay_batch(one, *columns(make_events([("touch", 0x08048)])))
+    kernel.replay_batch(two, *columns(make_events([("touch", 0x40000), ("touch", 0x08048)])))
+    assert kernel.states_equal(one, two)
+    kernel.replay_batch(two, *columns(make_events([("touch", 0x40000)])))
+    assert not kernel.states_equal(one, two)
+
+
+def test_states_of_other_modes_are_not_equal(modes):
+    assert not kernel.states_equal(kernel.new_state([modes["kvm-trunk"]], GUEST),
+                                   kernel.new_state([modes["kvm-paravirt"]], GUEST))
+
+
+def test_unknown_kind_names_its_row(modes):
+    state = kernel.new_state([modes["native"]], GUEST)
+    kernel.replay_batch(state, *columns(make_events([("touch", 1)] * 3)))
+    bad = columns(make_events([("touch", 1), ("touch", 1)]))
+    bad[0][1] = 13
+    with pytest.raises(ValueError, match="row 4: unknown event kind 13"):
+        kernel.replay_batch(state, *bad)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"shadow_pool_pages": 1}, "at least 2"),
+    ({"paging": Paging.SOFTMMU, "softmmu_tlb_entries": 3}, "power of two"),
+    ({"tlb_entries": 0}, "tlb_entries"),
+])
+def test_sizes_the_reference_rejects(modes, change, message):
+    with pytest.raises(ValueError, match=message):
+        kernel.new_state([dataclasses.replace(modes["kvm-trunk"], **change)], GUEST)
+
+
+def test_shipped_lat_ctx_trace_in_every_mode(modes):
+    path = Path(__file__).resolve().parents[2] / "traces" / "lat-ctx-2.parquet"
+    events = read_events(path, 0, meta := read_meta(path))
+    half = len(events) // 2
+    state = kernel.new_state(list(modes.values()), meta.guest)
+    kernel.replay_batch(state, *columns(events, 0, half))
+    kernel.replay_batch(state, *columns(events, half))
+    got = kernel.counts(state, events.span_ns)
+    assert got == [oracle(events, meta.guest, m) for m in modes.values()]
