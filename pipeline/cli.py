@@ -23,7 +23,7 @@ from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
 from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
 from pipeline.results import SUMMARY, read_summary, summarise, write_summary
-from pipeline.runner import ClusterError, ClusterSpec, Tls, run
+from pipeline.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.shards import find_traces
 from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
 
@@ -68,6 +68,8 @@ def replay(
     tls_ca_file: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    chunk_events: Annotated[Optional[int], typer.Option(min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay.")] = None,
+    warmup_events: Annotated[Optional[int], typer.Option(min=0, help="Warm-up events before each chunk (default: one chunk); too few only costs a re-run.")] = None,
 ) -> None:
     """Replay every trace under every mode on Dask; write counts and summary.parquet under --out.
 
@@ -78,20 +80,21 @@ def replay(
     except ConfigError as e:
         _fail(str(e))
     spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
-    summary, failed = _replay(paths, chosen, out, cost_profile, spec)
+    summary, failed = _replay(paths, chosen, out, cost_profile, spec, Chunking(chunk_events, warmup_events))
     out_console.print(seed_table(summary))
     out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
 
 
-def _replay(paths: list[Path], modes: list, out: Path, cost_profile, spec: ClusterSpec) -> tuple:
+def _replay(paths: list[Path], modes: list, out: Path, cost_profile, spec: ClusterSpec,
+            chunking: Chunking = Chunking()) -> tuple:
     """Find the traces, replay them under `modes`, write and return the summary (and failures)."""
     traces = find_traces(paths)
     missing = [p for p in paths if not p.exists()]
     if missing or not traces:
         _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
     try:
-        output = run(traces, modes, out, spec, report=_report_error, note=err_console.print)
+        output = run(traces, modes, out, spec, report=_report_error, note=err_console.print, chunking=chunking)
     except ClusterError as e:
         _fail(str(e))
     summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes])

@@ -34,7 +34,7 @@ from replay.mode import Mode
 
 # The code between a trace file and a shard row, besides the model package: an edit
 # to any of it (or to replay/) may change counts, so it invalidates every result.
-PIPELINE_SOURCES = ("trace_format.py", "shards.py", "runner.py", "results.py")
+PIPELINE_SOURCES = ("trace_format.py", "shards.py", "runner.py", "results.py", "chunks.py")
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,6 @@ from pipeline.profile import Profile
 from pipeline.shards import Shard
 from pipeline.atomic import write_atomic
 from replay.counts import ALL_COUNTS, DRIVERS, Counts
-from replay.kinds import Kind
-from replay.reference import Source
 
 SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
@@ -70,14 +68,10 @@ ATTRIBUTION_SCHEMA = pa.schema([("trace", pa.string()), ("cpu", pa.int32()), ("m
                                 ("driver", pa.string()), ("count", pa.int64())])
 
 
-def attribution_rows(shard: Shard, by_source: dict[Source, Counts]) -> list[dict[str, Any]]:
-    """One shard's attribution rows: priced drivers only (what costs time); a kind of -1
-    is QEMU's busy time."""
-    return [{"trace": shard.trace, "cpu": shard.cpu, "mode": shard.mode,
-             "kind": "busy" if kind < 0 else Kind(kind).name.lower(), "asid": asid, "device": device,
-             "driver": name, "count": n}
-            for (kind, asid, device), counts in sorted(by_source.items())
-            for name, n in counts.values.items() if name in DRIVERS]
+def totals(by_source: pl.DataFrame) -> Counts:
+    """A shard's counts from its counts per source (chunks.SOURCE_COLUMNS + count)."""
+    sums = by_source.group_by("driver").agg(pl.col("count").sum())
+    return Counts({d: int(n) for d, n in sums.iter_rows() if n})
 
 
 def attribution_path(out: Path, shard: Shard) -> Path:
@@ -85,13 +79,16 @@ def attribution_path(out: Path, shard: Shard) -> Path:
     return out / ATTRIBUTION_DIR / f"mode={shard.mode}" / shard.file_name
 
 
-def write_attribution(out: Path, shard: Shard, by_source: dict[Source, Counts], entry: str) -> Path:
-    """One shard's counts by source, with the same manifest entry as its counts file.
+def write_attribution(out: Path, shard: Shard, by_source: pl.DataFrame, entry: str) -> Path:
+    """One shard's priced counts by source (what costs time; informational counts are in
+    the counts file), with the same manifest entry as its counts file.
 
     Written before the counts file, whose rename commits the shard: a resumed run keeps
     a shard only when both files carry this run's entry."""
     path = attribution_path(out, shard)
-    table = pa.Table.from_pylist(attribution_rows(shard, by_source), schema=ATTRIBUTION_SCHEMA)
+    rows = by_source.filter(pl.col("driver").is_in(list(DRIVERS))).with_columns(
+        trace=pl.lit(shard.trace), cpu=pl.lit(shard.cpu), mode=pl.lit(shard.mode))
+    table = rows.to_arrow().select(ATTRIBUTION_SCHEMA.names).cast(ATTRIBUTION_SCHEMA)
     table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path

@@ -26,11 +26,11 @@ from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.manifest import entry, resume, trace_digest
-from pipeline.results import Failure, shard_row, write_attribution, write_shard
+from pipeline.chunks import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.results import Failure, shard_row, totals, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
-from pipeline.trace_format import TraceError, TraceMeta, read_events, read_meta
+from pipeline.trace_format import TraceError, TraceMeta, count_events, read_meta
 from replay.mode import Mode
-from replay.reference import replay_by_source, total
 
 
 # distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
@@ -70,17 +70,36 @@ class RunOutput:
     failures: list[Failure]
 
 
+@dataclass(frozen=True)
+class Chunking:
+    """Split each vCPU's events into chunks of `events`, warmed up by `warmup` (default:
+    one chunk) and proved exact (pipeline/chunks.py); None = one task per shard."""
+
+    events: int | None = None
+    warmup: int | None = None
+
+
 def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure:
-    """The Dask task: one shard under one mode, written to its own result file."""
+    """The Dask task: one shard under one mode, written to its own result files."""
+    part = replay_chunk(shard, mode, WHOLE, last=True)
+    return part if isinstance(part, Failure) else finish(Path(out), shard, mode, [part])
+
+
+def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | Failure:
+    """The Dask task of a chunked shard: one chunk's counts and its edge states."""
     try:
-        events = read_events(Path(shard.path), shard.cpu, shard.meta)
-        by_source = replay_by_source(events, shard.meta.guest, mode)
+        return replay_part(Path(shard.path), shard.cpu, shard.meta, mode, chunk, last)
     except (TraceError, ValueError) as e:
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
-    row = shard_row(shard, total(by_source))
+
+
+def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]]:
+    """Merge a shard's (exact) parts and write its attribution, then its counts file."""
+    by_source = merged_counts(parts, mode, shard.meta.native_ns)
+    row = shard_row(shard, totals(by_source))
     done = entry(shard, mode)
-    write_attribution(Path(out), shard, by_source, done)
-    write_shard(Path(out), shard, row, done)
+    write_attribution(out, shard, by_source, done)
+    write_shard(out, shard, row, done)
     return mode.name, row
 
 
@@ -151,7 +170,7 @@ def plan_shards(client: Client, opened: list[tuple[TraceFile, TraceMeta]], modes
 
 
 def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Any = print,
-        note: Any = print) -> RunOutput:
+        note: Any = print, chunking: Chunking = Chunking()) -> RunOutput:
     """Replay every trace under every mode; per-shard files land under `out`.
 
     Shards whose result files already match (same trace bytes, mode, model) are kept."""
@@ -164,33 +183,81 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
         resumed = resume(out, shards, by_name, {t.trace for t in traces})
         if resumed.done:
             note(f"resumed: {len(resumed.done)} of {len(shards)} shards already done in {out}")
-        rows, failed = _replay_all(client, resumed.todo, by_name, out, report)
+        rows, failed = _replay_all(client, resumed.todo, by_name, out, report, note, chunking)
     return RunOutput(resumed.done + rows, _dedupe(failures + unread + failed))
 
 
-def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path,
-                report: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
-    rows: list[tuple[str, dict[str, Any]]] = []
-    failures: list[Failure] = []
+def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,
+                note: Any, chunking: Chunking) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
+    """Whole shards run as one task each; chunked ones as one task per chunk, merged here."""
+    plans = [(s, _chunks(s, chunking)) for s in shards]
+    whole = {client.submit(replay_shard, s, by_name[s.mode], str(out), pure=False): s
+             for s, chunks in plans if chunks == [WHOLE]}
+    chunked = [(s, [client.submit(replay_chunk, s, by_name[s.mode], c, i == len(chunks) - 1, pure=False)
+                    for i, c in enumerate(chunks)]) for s, chunks in plans if chunks != [WHOLE]]
+    outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
+    reruns = 0
     with _progress() as bar:
         task = bar.add_task("replaying shards", total=len(shards))
-        futures = {client.submit(replay_shard, s, by_name[s.mode], str(out), pure=False): s for s in shards}
-        for future in as_completed(futures):
-            outcome = _outcome(future, futures[future])
-            if isinstance(outcome, Failure):
-                report(outcome.error)
-                failures.append(outcome)
-            else:
-                rows.append(outcome)
+        for future in as_completed(whole):
+            outcomes.append(_outcome(lambda: future.result(), whole[future]))
             bar.advance(task)
-    return rows, failures
+        for shard, futures in chunked:
+            try:
+                outcome, n = _merge_chunks(client, shard, by_name[shard.mode], futures, out)
+            except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
+                outcome, n = _internal_failure(shard, e), 0
+            outcomes.append(outcome)
+            reruns += n
+            bar.advance(task)
+    if chunked:
+        note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} shards, "
+             f"{reruns} re-run with a longer warm-up to match the sequential state")
+    for o in outcomes:
+        if isinstance(o, Failure):
+            report(o.error)
+    return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
 
 
-def _outcome(future: Any, shard: Shard) -> tuple[str, dict[str, Any]] | Failure:
+def _chunks(shard: Shard, chunking: Chunking) -> list[Chunk]:
+    if not chunking.events:
+        return [WHOLE]
+    events = count_events(Path(shard.path), shard.cpu, shard.meta)
+    return plan_chunks(events, chunking.events, chunking.warmup)
+
+
+class ChunkFailed(Exception):
+    """A chunk task returned a Failure: the shard fails with it."""
+
+
+def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
+                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure, int]:
+    """Prove the chunks exact (re-running those that need more warm-up), then write the
+    shard; returns its outcome and how many chunks were re-run."""
+    def part(result: Part | Failure) -> Part:
+        if isinstance(result, Failure):
+            raise ChunkFailed(result)
+        return result
+
+    def rerun(chunk: Chunk, last: bool) -> Part:
+        return part(client.submit(replay_chunk, shard, mode, chunk, last, pure=False).result())
+
     try:
-        return future.result()
+        parts, reruns = exact_parts([part(f.result()) for f in futures], rerun)
+    except ChunkFailed as e:
+        return e.args[0], 0
+    return finish(out, shard, mode, parts), reruns
+
+
+def _outcome(result: Any, shard: Shard) -> tuple[str, dict[str, Any]] | Failure:
+    try:
+        return result()
     except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
-        return Failure(shard.trace, shard.mode, _one_line(f"{shard.path}: internal error: {type(e).__name__}: {e}"))
+        return _internal_failure(shard, e)
+
+
+def _internal_failure(shard: Shard, e: Exception) -> Failure:
+    return Failure(shard.trace, shard.mode, _one_line(f"{shard.path}: internal error: {type(e).__name__}: {e}"))
 
 
 def _dedupe(failures: list[Failure]) -> list[Failure]:

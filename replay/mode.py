@@ -57,6 +57,11 @@ class Mode:
     # a CR3 write to one of them is a fast switch. 0 = no such LRU (2007).
     prev_roots: int = 0
 
+    def translated_ns(self, span_ns: int, idle_ns: int) -> int:
+        """Guest time run as translated code: QEMU runs the busy part of the span (span less
+        idle) through its translator; every other mode runs guest code natively."""
+        return span_ns - idle_ns if self.paging is Paging.SOFTMMU else 0
+
 
 @dataclass(frozen=True)
 class Guest:

@@ -216,9 +216,9 @@ class Machine:
 
     def by_source(self, events: Events) -> dict[Source, Counts]:
         """The counts so far, per source; QEMU's busy time goes to BUSY."""
-        if self.soft is not None:
-            self.source = BUSY
-            self.add("emulated_ns", events.span_ns - sum(n for (_, name), n in self.c.items() if name == "idle_ns"))
+        idle = sum(n for (_, name), n in self.c.items() if name == "idle_ns")
+        self.source = BUSY
+        self.add("emulated_ns", self.mode.translated_ns(events.span_ns, idle))
         rows: dict[Source, dict[str, int]] = {}
         for (source, name), n in self.c.items():
             if n:
