@@ -13,7 +13,6 @@ Run: python benchmarks/replay_speed.py [--repeat N]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import resource
 import subprocess
@@ -25,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from long_trace import make_trace
 from pipeline.modes import load_modes
-from pipeline.trace_format import META_KEY, TraceMeta, read_meta
+from pipeline.trace_format import META_KEY, TraceMeta
 from replay import kernel
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "traces" / "hackbench-5.parquet"
 COLUMNS = ["kind", "value", "asid", "arg"]  # what the model reads (one-CPU trace)
 FIRST_CALL = """
 import time
@@ -44,20 +43,6 @@ kernel.replay_batch(s, np.array([0, 1, 5], np.uint8), np.array([1, 2, 3], np.uin
                     np.ones(3, np.uint32), np.zeros(3, np.uint32))
 print(time.process_time() - t)
 """
-
-
-def make_trace(out: Path, repeat: int) -> int:
-    """SOURCE written `repeat` times, each copy shifted by its native time; returns rows."""
-    table = pq.read_table(SOURCE)
-    meta = read_meta(SOURCE)
-    longer = dataclasses.replace(meta, native_ns=meta.native_ns * repeat, ops=meta.ops * repeat)
-    schema = table.schema.with_metadata({META_KEY: longer.to_json()})
-    t_ns = table.column("t_ns").to_numpy()
-    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
-        for k in range(repeat):
-            shifted = table.set_column(0, "t_ns", [t_ns + k * meta.native_ns])
-            writer.write_table(shifted.replace_schema_metadata(schema.metadata), row_group_size=1 << 20)
-    return table.num_rows * repeat
 
 
 def batches(path: Path):

@@ -287,8 +287,12 @@ def _row_groups_from(pf: pq.ParquetFile, row: int) -> tuple[list[int], int]:
 
 def _batches(pf: pq.ParquetFile, path: Path, columns: list[str], groups: list[int] | None,
              batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Row group by row group, each cut into batches: memory stays at one row group.
+    (ParquetFile.iter_batches over a whole file kept growing: +90 MB of Arrow memory per
+    50 M rows here, so a 1e9-event replay would not fit in 2 GB.)"""
     try:
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=groups)
+        for g in range(pf.num_row_groups) if groups is None else groups:
+            yield from pf.read_row_group(g, columns=columns).to_batches(max_chunksize=batch_rows)
     except (OSError, pa.ArrowException) as e:
         raise TraceError(path, f"unreadable ({_first_line(e)})") from None
 
