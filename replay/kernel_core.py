@@ -239,11 +239,17 @@ def freed(m, src, table, P, tables, misc, acc):
     """A shadow page zapped; a freed root leaves the CR3 cache and the held roots."""
     count(m, src, K_ZAP, P, acc)
     if tables[table, 1] == 0:
-        space = np.int64(tables[table, 0])
-        for j in range(M_CR3_SLOTS, M_CR3_SLOTS + P[m, P_CR3_CACHE]):
-            if misc[m, j] == space:
-                misc[m, j] = NONE
-        roots_forget(m, space, P, misc)
+        root_freed(m, np.int64(tables[table, 0]), P, misc)
+
+
+@njit(cache=True, _nrt=False)
+def root_freed(m, space, P, misc):
+    """A call of its own: kept out of freed, which upstream's CR3 exits run per page, it
+    keeps that loop as fast as before the held roots (measured: 4% of kvm-upstream)."""
+    for j in range(M_CR3_SLOTS, M_CR3_SLOTS + P[m, P_CR3_CACHE]):
+        if misc[m, j] == space:
+            misc[m, j] = NONE
+    roots_forget(m, space, P, misc)
 
 
 # --- KVM's held roots (reference.PrevRoots: current first, then the previous ones) ------------
@@ -310,6 +316,14 @@ def pte_drop(pool, m, s, idx):
 # --- the event kinds --------------------------------------------------------------------------
 
 @njit(cache=True, inline="always", _nrt=False)
+def own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc):
+    """The mode's own TLB (shadow or 2-D paging): pending exit flush first, then the lookup."""
+    sync_tlb(m, tlb, misc)
+    if not lru_use(tlb, 2 * m + 1, vpn, not is_global)[1]:
+        count(m, src, K_TLB_MISS, P, acc)
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def touch(m, src, page, P, pages, tables, tlb, pool, soft, misc, acc):
     vpn = pages[page, 0]
     raw = pages[page, 2]
@@ -329,10 +343,9 @@ def touch(m, src, page, P, pages, tables, tlb, pool, soft, misc, acc):
             count(m, src, K_PAGE_ALLOC, P, acc)
         if pte_fill(pool, m, s, raw & P[m, P_PTE_MASK]):
             cause(m, src, P[m, P[m, O_COLS] + K_SHADOW_FAULT], P, misc, acc)
-    if P[m, P_OWN_TLB]:
-        sync_tlb(m, tlb, misc)
-        if not lru_use(tlb, 2 * m + 1, vpn, not is_global)[1]:
-            count(m, src, K_TLB_MISS, P, acc)
+        own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc)  # shadow paging always has its own TLB
+    elif P[m, P_OWN_TLB]:
+        own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc)
     if not lru_use(tlb, 2 * m, vpn, not is_global)[1]:
         count(m, src, K_TLB_MISS_NATIVE, P, acc)
 

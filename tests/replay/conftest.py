@@ -94,7 +94,8 @@ def kernel_by_source(events: Events, guest: Guest, mode: Mode) -> dict[reference
     kernel.replay_batch(state, events.kind, events.value, events.asid, events.arg)
     table = kernel.attribution(state, 0, events.span_ns)
     rows: dict[reference.Source, dict[str, int]] = {}
-    for kind, asid, device, driver, n in zip(*(table[c].tolist() for c in ("kind", "asid", "device", "driver", "count"))):
+    names = ("kind", "asid", "device", "driver", "count")
+    for kind, asid, device, driver, n in zip(*(table[c].tolist() for c in names)):
         source = reference.BUSY if kind == "busy" else (int(KIND_NAMES[kind]), asid, device)
         rows.setdefault(source, {})[driver] = n
     return {source: Counts(values) for source, values in rows.items()}
