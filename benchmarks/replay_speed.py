@@ -4,8 +4,9 @@ Builds a long trace in a temporary folder (the shipped traces/hackbench-5.parque
 REPEAT times, shifted in time: >= 20 M events; never committed), then, in a fresh process
 on one core (CPU time, so other load on the machine matters less):
   1. streams it row group by row group into numpy: the Parquet-read ceiling,
-  2. streams it again through the compiled kernel under each seed mode alone,
-  3. and under all seed modes in one pass,
+  2. streams it again through the compiled kernel under each shipped mode alone
+     (configs/modes: the seed's five and the four after 2007),
+  3. and under all of them in one pass,
 and prints M events/s for each, the replay/read ratio, that process's peak RSS, and the
 kernel's first-call time with an empty numba cache (cold: compiles) and a filled one (warm).
 Run: python benchmarks/replay_speed.py [--repeat N]
@@ -114,7 +115,8 @@ def main() -> None:
         make_trace(path, args.repeat)
         subprocess.run([sys.executable, __file__, "--measure", str(path)], cwd=ROOT, check=True)
         cold, warm = first_call_seconds(tmp / "numba"), first_call_seconds(tmp / "numba")
-    print(f"first call (import + compile or cache load, 5 modes): cold {cold:.1f} s, warm {warm:.2f} s CPU")
+    print(f"first call (import + compile or cache load, {len(load_modes())} modes): cold {cold:.1f} s, "
+          f"warm {warm:.2f} s CPU")
     print("M events/s = events per CPU-second of one process (single-threaded numba and Parquet decoding).")
 
 

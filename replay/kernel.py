@@ -9,7 +9,7 @@
 
 Keys are made dense as batches arrive (keys.py), so any split of a trace into batches
 gives the same state and counts as one call; `states_equal` compares the model state of
-two replays (TLBs, softmmu TLB, CR3 cache, shadow pool with its PTEs) by the trace's own
+two replays (TLBs, softmmu TLB, CR3 cache, held roots, shadow pool with its PTEs) by the trace's own
 keys, for chunked replays that must prove their warm-up reached the sequential state.
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ class KernelState:
     tlb: Lru               # rows 2m (native's TLB) and 2m+1 (the mode's own), keyed by vpn id
     pool: Lru              # row m: shadow pages keyed by table id, a PTE bitmap per slot
     soft: np.ndarray       # (modes, 1 + 2 entries): epoch, tags (vpn id), epochs of the tags
-    misc: np.ndarray       # (modes, 2 + cache): exit flush pending, CR3 cache next slot, slots
+    misc: np.ndarray       # (modes, 3 + cache + roots): kernel_core.M_*, CR3 cache slots, held roots
     acc: np.ndarray        # (modes, sources, ALL_COUNTS) int64
     events: int = 0
 
@@ -125,9 +125,9 @@ def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
     n = len(modes)
     soft = np.full((n, 1 + 2 * max(1, int(tables.soft_entries.max(initial=0)))), core.NONE, dtype=np.int64)
     soft[:, core.S_EPOCH] = 0
-    misc = np.full((n, core.M_CR3_SLOTS + max(1, int(tables.cr3_cache.max(initial=0)))), core.NONE,
-                   dtype=np.int64)
-    misc[:, [core.M_PENDING, core.M_CR3_NEXT]] = 0
+    misc = np.full((n, core.M_CR3_SLOTS + max(1, int((tables.cr3_cache + tables.roots).max(initial=0)))),
+                   core.NONE, dtype=np.int64)
+    misc[:, [core.M_PENDING, core.M_CR3_NEXT, core.M_ROOTS_HELD]] = 0
     state = KernelState(
         modes=tuple(modes), guest=guest, tables=tables,
         keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
@@ -240,12 +240,18 @@ def _fit(state: KernelState) -> None:
 
 
 def _per_source(state: KernelState, m: int) -> np.ndarray:
-    """acc[m] with the counts derived per source: events, and tlb_refill_extra."""
+    """acc[m] with the counts derived per source: events, tlb_refill_extra, tdp_walk_extra.
+
+    The oracle counts the last two per touch; only touches count TLB misses, so a source's
+    sums are the same (and its own TLB never misses where native's hits: it only loses
+    entries more often)."""
     n = len(state.keys.sources)
     per = state.acc[m, :n].copy()
     per[:, COLUMN["events"]] = state.keys.source_events[:n]
-    if state.tables.shadow(m):
+    if state.tables.own_tlb(m):
         per[:, COLUMN["tlb_refill_extra"]] = per[:, COLUMN["tlb_miss"]] - per[:, COLUMN["tlb_miss_native"]]
+    if state.tables.walks_2d(m):
+        per[:, COLUMN["tdp_walk_extra"]] = per[:, COLUMN["tlb_miss"]]
     return per
 
 
@@ -268,13 +274,16 @@ def _mode_snapshot(state: KernelState, m: int) -> dict[str, Any]:
         tags, epochs = row[core.S_TAGS: core.S_TAGS + n], row[core.S_TAGS + n: core.S_TAGS + 2 * n]
         snap["softmmu"] = [k.vpn_key(int(v)) if v >= 0 and e == row[core.S_EPOCH] else None
                            for v, e in zip(tags, epochs)]
-    if t.shadow(m):
+    if t.own_tlb(m):
         snap["tlb"] = [k.vpn_key(v) for v in state.tlb.order(2 * m + 1)]
+    if t.shadow(m):
         snap["pool"] = [_page(state, m, table) for table in state.pool.order(m)]
         size = int(t.cr3_cache[m])
         slots = state.misc[m, core.M_CR3_SLOTS: core.M_CR3_SLOTS + size]
         snap["cr3_cache"] = ([None if s < 0 else k.space_key(int(s)) for s in slots],
                              int(state.misc[m, core.M_CR3_NEXT]) if size else 0)
+        held = core.M_CR3_SLOTS + size + np.arange(state.misc[m, core.M_ROOTS_HELD])
+        snap["roots"] = [k.space_key(int(s)) for s in state.misc[m, held]]
     return snap
 
 

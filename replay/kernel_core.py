@@ -3,12 +3,14 @@
 Layout. Every piece of state is one int64 array with a row per mode (TLBs: two rows per
 mode, native's at 2m and the mode's own at 2m+1), so a handler takes a few arrays:
 - P[m]: the mode as data (kernel_mode.py): flags and sizes P_*, then its event -> driver
-  table, the acc column of each kernel count, which columns are exits, dropped ports,
-  at the offsets P[m, O_*].
+  table, the acc column of each kernel count, which columns are exits, and the lists of
+  dropped ports and MMIO addresses (each: its length, then its items), at the offsets P[m, O_*].
 - tlb[r], pool[m]: an LRU each (below); the pool's rows also hold each shadow page's PTE
   bitmap.
 - soft[m]: flush epoch, then the softmmu tags, then the epoch each tag was filled in.
-- misc[m]: an exit flush pending on the mode's own TLB, the CR3 cache's next slot, its slots.
+- misc[m]: an exit flush pending on the mode's own TLB, the CR3 cache's next slot, how many
+  shadow roots KVM holds; then the CR3 cache's slots, and right after them the held roots
+  (space ids, the current root first: reference.PrevRoots).
 - acc[m, source, column]: counts per source; column = ALL_COUNTS position.
 Keys come from keys.py: pages[page] = (vpn id, table id, vpn, global), tables[table] =
 (space id, guest table + 1 or 0 for a root).
@@ -34,38 +36,43 @@ from numba import njit
 from replay.kinds import Kind
 
 # Kind codes are fixed by trace format v1, so they may be compiled in.
-CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, HLT, SYSCALL = (int(k) for k in (
-    Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.HLT, Kind.SYSCALL))
+CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO, HLT, SYSCALL = (int(k) for k in (
+    Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.MMIO, Kind.HLT, Kind.SYSCALL))
 N_KINDS = 16  # room in P for the event -> driver table
 
 # P[m, P_*]: a mode's flags and sizes; P[m, O_*]: where its tables start in the row.
 (P_SOFTMMU,        # touches go through the softmmu TLB (and nothing else)
- P_SHADOW,         # shadow pool and the mode's own (virtualised) TLB are replayed
+ P_SHADOW,         # the shadow pool is replayed (with the CR3 cache and the held roots)
+ P_OWN_TLB,        # the mode's own TLB is replayed: exits flush it, its misses are counted
+ P_WALKS_2D,       # every miss of the own TLB is a 2-D walk (derived per source: kernel.py)
  P_FLUSH_ON_EXIT,  # every exit flushes the mode's own TLB (no VPID)
  P_SOFT_MASK,      # softmmu entries - 1 (direct mapped, a power of two)
  P_CR3_CACHE,      # CR3 target cache slots (0 = none)
+ P_ROOTS,          # shadow roots KVM holds, the current one included (0 = no such LRU)
  P_KEEP_ON_CR3,    # 0 = drop every non-global shadow page on a CR3 exit (upstream)
  P_UPDATE_ON_PTE,  # a trapped PTE write fills the shadow PTE (else drops it)
  P_INVLPG_ZAPS,    # a trapped invlpg drops the shadow PTE
- P_N_DROP_PORTS,   # ports the guest no longer accesses ...
- P_N_DROP_READS,   # ... then ports it no longer reads, from O_DROPS
  P_PTE_MASK,       # PTEs per guest table - 1 (vpn & mask: the PTE's index)
  O_ON_EVENT,       # N_KINDS entries: acc column of the kind's driver, or -1
  O_COLS,           # acc column of each KERNEL_COUNTS entry
  O_IS_EXIT,        # per acc column: 1 if it is a VM exit
- O_DROPS,          # dropped ports, then dropped read ports
- N_PARAMS) = range(16)
+ O_DROP_PORTS,     # ports the guest no longer accesses at all,
+ O_DROP_READS,     # ... no longer reads,
+ O_DROP_WRITES,    # ... no longer writes;
+ O_DROP_MMIO_READS,   # MMIO addresses it no longer reads,
+ O_DROP_MMIO_WRITES,  # ... no longer writes (each list: its length, then its items)
+ N_PARAMS) = range(21)
 
 # The counts the state machines produce themselves, in O_COLS order.
 KERNEL_COUNTS = (
     "cr3_writes", "softmmu_flush", "softmmu_fill", "cr3_cache_lookup", "cr3_cache_hit",
     "cr3_cache_miss", "shadow_root_hit", "shadow_root_alloc", "shadow_page_alloc",
     "shadow_page_zap", "tlb_miss", "tlb_miss_native", "native_io_avoided", "idle_ns",
-    "syscalls", "exit_shadow_fault", "exit_pte_write",
+    "syscalls", "exit_shadow_fault", "exit_pte_write", "exit_cr3_fast", "native_mmio_avoided",
 )
 (K_CR3_WRITES, K_SOFT_FLUSH, K_SOFT_FILL, K_LOOKUP, K_CACHE_HIT, K_CACHE_MISS, K_ROOT_HIT,
  K_ROOT_ALLOC, K_PAGE_ALLOC, K_ZAP, K_TLB_MISS, K_TLB_MISS_NATIVE, K_IO_AVOIDED, K_IDLE,
- K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE) = range(len(KERNEL_COUNTS))
+ K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE, K_CR3_FAST, K_MMIO_AVOIDED) = range(len(KERNEL_COUNTS))
 
 # LRU row header.
 (L_HEAD, L_TAIL, L_SIZE, L_FRESH, L_NFREE, L_NSET, L_CAP,
@@ -75,7 +82,7 @@ LRU_SLOT_ARRAYS = (L_SLOT_KEY, L_PREV, L_NEXT, L_FREE, L_SET_POS, L_SET_LIST)
 
 # soft[m] and misc[m] headers.
 S_EPOCH, S_TAGS = 0, 1              # tags: S_TAGS..+n, their epochs right after
-M_PENDING, M_CR3_NEXT, M_CR3_SLOTS = 0, 1, 2
+M_PENDING, M_CR3_NEXT, M_ROOTS_HELD, M_CR3_SLOTS = 0, 1, 2, 3  # the held roots follow the slots
 NONE = -1
 
 
@@ -229,13 +236,48 @@ def sync_tlb(m, tlb, misc):
 
 @njit(cache=True, _nrt=False)
 def freed(m, src, table, P, tables, misc, acc):
-    """A shadow page zapped; a freed root invalidates its CR3 cache entry."""
+    """A shadow page zapped; a freed root leaves the CR3 cache and the held roots."""
     count(m, src, K_ZAP, P, acc)
     if tables[table, 1] == 0:
-        space = np.int64(tables[table, 0])
-        for j in range(M_CR3_SLOTS, M_CR3_SLOTS + P[m, P_CR3_CACHE]):
-            if misc[m, j] == space:
-                misc[m, j] = NONE
+        root_freed(m, np.int64(tables[table, 0]), P, misc)
+
+
+@njit(cache=True, _nrt=False)
+def root_freed(m, space, P, misc):
+    """A call of its own: kept out of freed, which upstream's CR3 exits run per page, it
+    keeps that loop as fast as before the held roots (measured: 4% of kvm-upstream)."""
+    for j in range(M_CR3_SLOTS, M_CR3_SLOTS + P[m, P_CR3_CACHE]):
+        if misc[m, j] == space:
+            misc[m, j] = NONE
+    roots_forget(m, space, P, misc)
+
+
+# --- KVM's held roots (reference.PrevRoots: current first, then the previous ones) ------------
+
+@njit(cache=True, _nrt=False)
+def roots_forget(m, space, P, misc):
+    """Let go of `space`'s root, keeping the others' order; True if it was held."""
+    at = M_CR3_SLOTS + P[m, P_CR3_CACHE]
+    n = misc[m, M_ROOTS_HELD]
+    for i in range(at, at + n):
+        if misc[m, i] == space:
+            for j in range(i, at + n - 1):
+                misc[m, j] = misc[m, j + 1]
+            misc[m, at + n - 1] = NONE
+            misc[m, M_ROOTS_HELD] = n - 1
+            return True
+    return False
+
+
+@njit(cache=True, _nrt=False)
+def roots_push(m, space, P, misc):
+    """`space`'s root (not held) becomes current; when full, the least recently used goes."""
+    at = M_CR3_SLOTS + P[m, P_CR3_CACHE]
+    n = min(misc[m, M_ROOTS_HELD] + 1, P[m, P_ROOTS])
+    for j in range(at + n - 1, at, -1):
+        misc[m, j] = misc[m, j - 1]
+    misc[m, at] = space
+    misc[m, M_ROOTS_HELD] = n
 
 
 @njit(cache=True, inline="always", _nrt=False)
@@ -274,6 +316,14 @@ def pte_drop(pool, m, s, idx):
 # --- the event kinds --------------------------------------------------------------------------
 
 @njit(cache=True, inline="always", _nrt=False)
+def own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc):
+    """The mode's own TLB (shadow or 2-D paging): pending exit flush first, then the lookup."""
+    sync_tlb(m, tlb, misc)
+    if not lru_use(tlb, 2 * m + 1, vpn, not is_global)[1]:
+        count(m, src, K_TLB_MISS, P, acc)
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def touch(m, src, page, P, pages, tables, tlb, pool, soft, misc, acc):
     vpn = pages[page, 0]
     raw = pages[page, 2]
@@ -293,9 +343,9 @@ def touch(m, src, page, P, pages, tables, tlb, pool, soft, misc, acc):
             count(m, src, K_PAGE_ALLOC, P, acc)
         if pte_fill(pool, m, s, raw & P[m, P_PTE_MASK]):
             cause(m, src, P[m, P[m, O_COLS] + K_SHADOW_FAULT], P, misc, acc)
-        sync_tlb(m, tlb, misc)
-        if not lru_use(tlb, 2 * m + 1, vpn, not is_global)[1]:
-            count(m, src, K_TLB_MISS, P, acc)
+        own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc)  # shadow paging always has its own TLB
+    elif P[m, P_OWN_TLB]:
+        own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc)
     if not lru_use(tlb, 2 * m, vpn, not is_global)[1]:
         count(m, src, K_TLB_MISS_NATIVE, P, acc)
 
@@ -325,6 +375,12 @@ def cr3_write(m, src, table, P, tables, tlb, pool, soft, misc, acc):
                 lru_use(pool, m, table, space != 0)
                 return
         count(m, src, K_CACHE_MISS, P, acc)
+    if P[m, P_ROOTS] and roots_forget(m, space, P, misc):
+        # KVM's fast_pgd_switch: the root is still held (so in the pool); no free, no reload.
+        roots_push(m, space, P, misc)
+        cause(m, src, P[m, P[m, O_COLS] + K_CR3_FAST], P, misc, acc)
+        lru_use(pool, m, table, space != 0)
+        return
     on_event(m, src, CR3_WRITE, P, misc, acc)
     if not P[m, P_KEEP_ON_CR3]:
         while pool[m, L_NSET] > 0:
@@ -335,6 +391,9 @@ def cr3_write(m, src, table, P, tables, tlb, pool, soft, misc, acc):
     if size:
         misc[m, M_CR3_SLOTS + misc[m, M_CR3_NEXT]] = space
         misc[m, M_CR3_NEXT] = (misc[m, M_CR3_NEXT] + 1) % size
+    if P[m, P_ROOTS]:
+        roots_forget(m, space, P, misc)
+        roots_push(m, space, P, misc)
 
 
 @njit(cache=True, _nrt=False)
@@ -371,19 +430,32 @@ def invlpg(m, src, page, P, pages, tlb, pool, soft, misc, acc):
     on_event(m, src, INVLPG, P, misc, acc)
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def listed(m, at, value, P):
+    """Whether `value` is in mode m's list at P[m, at] (its length, then its items)."""
+    first = P[m, at] + 1
+    found = False
+    for j in range(first, first + P[m, first - 1]):
+        found |= np.uint64(P[m, j]) == value
+    return found
+
+
 @njit(cache=True, _nrt=False)
 def io(m, src, port, direction, P, misc, acc):
-    """The paravirt guest no longer makes some accesses (any, or reads only) at all."""
-    first = P[m, O_DROPS]
-    n_ports = P[m, P_N_DROP_PORTS]
-    last = first + n_ports + (P[m, P_N_DROP_READS] if direction == 0 else 0)
-    dropped = False
-    for j in range(first, last):
-        dropped |= np.uint64(P[m, j]) == port
-    if dropped:
+    """The paravirt guest no longer makes some accesses (any, or in one direction) at all."""
+    if listed(m, O_DROP_PORTS, port, P) or listed(m, O_DROP_WRITES if direction else O_DROP_READS, port, P):
         count(m, src, K_IO_AVOIDED, P, acc)
     else:
         on_event(m, src, IO, P, misc, acc)
+
+
+@njit(cache=True, _nrt=False)
+def mmio(m, src, address, direction, P, misc, acc):
+    """As for ports: a paravirt guest may no longer read or write some addresses."""
+    if listed(m, O_DROP_MMIO_WRITES if direction else O_DROP_MMIO_READS, address, P):
+        count(m, src, K_MMIO_AVOIDED, P, acc)
+    else:
+        on_event(m, src, MMIO, P, misc, acc)
 
 
 @njit(cache=True, _nrt=False)
@@ -404,6 +476,8 @@ def replay_events(kind, value, arg, ref, source, P, pages, tables, tlb, pool, so
                 invlpg(m, src, ref[i], P, pages, tlb, pool, soft, misc, acc)
             elif k == IO:
                 io(m, src, value[i], arg[i], P, misc, acc)
+            elif k == MMIO:
+                mmio(m, src, value[i], arg[i], P, misc, acc)
             elif k == HLT:
                 acc[m, src, P[m, P[m, O_COLS] + K_IDLE]] += np.int64(value[i])
                 on_event(m, src, HLT, P, misc, acc)

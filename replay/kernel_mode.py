@@ -17,11 +17,22 @@ from replay.counts import ALL_COUNTS, DRIVERS
 from replay.kinds import Kind
 from replay.mode import Mode, Paging
 
-# Which state machines a paging scheme replays: (softmmu TLB, shadow pool + own TLB).
-PAGING_FEATURES: dict[Paging, tuple[bool, bool]] = {
-    Paging.NATIVE: (False, False),
-    Paging.SOFTMMU: (True, False),
-    Paging.SHADOW: (False, True),
+
+@dataclass(frozen=True)
+class PagingFeatures:
+    """Which state machines a paging scheme replays (kernel_core.P_SOFTMMU, P_SHADOW, ...)."""
+
+    softmmu: bool = False   # touches go through the softmmu TLB, and nothing else
+    shadow: bool = False    # shadow pool, CR3 cache, held roots
+    own_tlb: bool = False   # the guest's TLB is the hardware's (reference.Machine.virtual_tlb)
+    walks_2d: bool = False  # every miss of that TLB is a 2-D walk (tdp_walk_extra)
+
+
+PAGING_FEATURES: dict[Paging, PagingFeatures] = {
+    Paging.NATIVE: PagingFeatures(),
+    Paging.SOFTMMU: PagingFeatures(softmmu=True),
+    Paging.SHADOW: PagingFeatures(shadow=True, own_tlb=True),
+    Paging.TDP: PagingFeatures(own_tlb=True, walks_2d=True),
 }
 COLUMN = {name: i for i, name in enumerate(ALL_COUNTS)}
 
@@ -35,6 +46,7 @@ class ModeTables:
     pool_pages: np.ndarray    # (modes,) int64 (0 without shadow paging)
     soft_entries: np.ndarray  # (modes,) int64 (0 without softmmu)
     cr3_cache: np.ndarray     # (modes,) int64
+    roots: np.ndarray         # (modes,) int64: shadow roots held, current included (0 = no LRU)
 
     def __len__(self) -> int:
         return len(self.params)
@@ -45,6 +57,12 @@ class ModeTables:
     def shadow(self, m: int) -> bool:
         return bool(self.params[m, core.P_SHADOW])
 
+    def own_tlb(self, m: int) -> bool:
+        return bool(self.params[m, core.P_OWN_TLB])
+
+    def walks_2d(self, m: int) -> bool:
+        return bool(self.params[m, core.P_WALKS_2D])
+
 
 def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
     """The kernel's arrays for `modes`; raises ValueError for sizes the reference rejects."""
@@ -53,49 +71,62 @@ def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
     params = np.zeros((len(modes), width), dtype=np.int64)
     for i, r in enumerate(rows):
         params[i, : len(r)] = r
-    features = [PAGING_FEATURES[m.paging] for m in modes]
     return ModeTables(
         params=params,
         tlb_entries=np.array([m.tlb_entries for m in modes], dtype=np.int64),
-        pool_pages=np.array([m.shadow_pool_pages if f[1] else 0 for m, f in zip(modes, features)], dtype=np.int64),
-        soft_entries=np.array([m.softmmu_tlb_entries if f[0] else 0 for m, f in zip(modes, features)],
-                              dtype=np.int64),
-        cr3_cache=np.array([m.cr3_cache_size for m in modes], dtype=np.int64),
+        pool_pages=np.array([m.shadow_pool_pages for m in modes], dtype=np.int64) * params[:, core.P_SHADOW],
+        soft_entries=(params[:, core.P_SOFT_MASK] + 1) * params[:, core.P_SOFTMMU],
+        cr3_cache=params[:, core.P_CR3_CACHE].copy(),
+        roots=params[:, core.P_ROOTS].copy(),
     )
 
 
 def _row(mode: Mode, table_shift: int) -> list[int]:
     """P_* flags and sizes, then the tables at their O_* offsets."""
-    softmmu, shadow = PAGING_FEATURES[mode.paging]
+    f = PAGING_FEATURES[mode.paging]
     if mode.tlb_entries < 1:
         raise ValueError(f"mode {mode.name}: tlb_entries must be >= 1, got {mode.tlb_entries}")
-    if softmmu and (mode.softmmu_tlb_entries <= 0 or mode.softmmu_tlb_entries & (mode.softmmu_tlb_entries - 1)):
+    if f.softmmu and (mode.softmmu_tlb_entries <= 0 or mode.softmmu_tlb_entries & (mode.softmmu_tlb_entries - 1)):
         raise ValueError(f"softmmu TLB size must be a power of two, got {mode.softmmu_tlb_entries}")
-    if shadow and mode.shadow_pool_pages < 2:
+    if f.shadow and mode.shadow_pool_pages < 2:
         raise ValueError(f"shadow pool needs at least 2 pages, got {mode.shadow_pool_pages}")
+    if mode.prev_roots < 0:
+        raise ValueError(f"mode {mode.name}: prev_roots must be >= 0, got {mode.prev_roots}")
     p = [0] * core.N_PARAMS
-    p[core.P_SOFTMMU] = softmmu
-    p[core.P_SHADOW] = shadow
+    p[core.P_SOFTMMU] = f.softmmu
+    p[core.P_SHADOW] = f.shadow
+    p[core.P_OWN_TLB] = f.own_tlb
+    p[core.P_WALKS_2D] = f.walks_2d
     p[core.P_FLUSH_ON_EXIT] = mode.tlb_flush_on_exit
     p[core.P_SOFT_MASK] = mode.softmmu_tlb_entries - 1
     p[core.P_CR3_CACHE] = mode.cr3_cache_size
+    # reference.Machine.roots: the current root and prev_roots earlier ones, shadow paging only.
+    p[core.P_ROOTS] = mode.prev_roots + 1 if f.shadow and mode.prev_roots else 0
     p[core.P_KEEP_ON_CR3] = mode.shadow_keep_on_cr3
     p[core.P_UPDATE_ON_PTE] = mode.shadow_update_on_pte_write
     # reference.invlpg: the PTE is dropped when invlpg is trapped at all (a key in on_event).
     p[core.P_INVLPG_ZAPS] = Kind.INVLPG in mode.on_event
-    p[core.P_N_DROP_PORTS] = len(mode.dropped_io_ports)
-    p[core.P_N_DROP_READS] = len(mode.dropped_io_reads)
     p[core.P_PTE_MASK] = (1 << table_shift) - 1
     tables = {
         core.O_ON_EVENT: _on_event(mode),
         core.O_COLS: [COLUMN[n] for n in core.KERNEL_COUNTS],
         core.O_IS_EXIT: [int(n.startswith("exit_")) for n in ALL_COUNTS],
-        core.O_DROPS: sorted(mode.dropped_io_ports) + sorted(mode.dropped_io_reads),
+        core.O_DROP_PORTS: _listed(mode.dropped_io_ports),
+        core.O_DROP_READS: _listed(mode.dropped_io_reads),
+        core.O_DROP_WRITES: _listed(mode.dropped_io_writes),
+        core.O_DROP_MMIO_READS: _listed(mode.dropped_mmio_reads),
+        core.O_DROP_MMIO_WRITES: _listed(mode.dropped_mmio_writes),
     }
     for offset, table in tables.items():
         p[offset] = len(p)
         p += table
     return [int(x) for x in p]
+
+
+def _listed(values: frozenset[int]) -> list[int]:
+    """kernel_core.listed's table: the length, then the values as int64 (u64 addresses wrap,
+    and the kernel compares them as u64 again)."""
+    return [len(values)] + [v - (1 << 64) if v >= 1 << 63 else v for v in sorted(values)]
 
 
 def _on_event(mode: Mode) -> list[int]:

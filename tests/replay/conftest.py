@@ -88,6 +88,25 @@ def vary(modes) -> Callable[..., Mode]:
     return _vary
 
 
+def kernel_by_source(events: Events, guest: Guest, mode: Mode) -> dict[reference.Source, Counts]:
+    """reference.replay_by_source's dict, read back from the kernel's attribution table."""
+    state = kernel.new_state([mode], guest)
+    kernel.replay_batch(state, events.kind, events.value, events.asid, events.arg)
+    table = kernel.attribution(state, 0, events.span_ns)
+    rows: dict[reference.Source, dict[str, int]] = {}
+    names = ("kind", "asid", "device", "driver", "count")
+    for kind, asid, device, driver, n in zip(*(table[c].tolist() for c in names)):
+        source = reference.BUSY if kind == "busy" else (int(KIND_NAMES[kind]), asid, device)
+        rows.setdefault(source, {})[driver] = n
+    return {source: Counts(values) for source, values in rows.items()}
+
+
+@pytest.fixture(scope="session", params=["reference", "kernel"])
+def by_source(request) -> Callable[[Events, Guest, Mode], dict[reference.Source, Counts]]:
+    """replay_by_source(events, guest, mode) of the oracle, and again of the compiled kernel."""
+    return {"reference": reference.replay_by_source, "kernel": kernel_by_source}[request.param]
+
+
 @pytest.fixture(scope="session", params=["reference", "kernel"])
 def run(modes, request) -> Callable[..., Counts]:
     """run(mode, rows, span_ns=...): replay hand-made rows under a mode (name or Mode),

@@ -1,7 +1,8 @@
-"""The compiled kernel against the oracle (reference.replay): random traces through every
-seed mode and through small, varied ones, all in one pass; batch splits; attribution;
-state snapshots. The hand-worked tests of the other files also run on the kernel (the
-`run` fixture is parametrised over both engines in conftest.py).
+"""The compiled kernel against the oracle (reference.replay, replay_by_source): random traces
+through every shipped mode and through small, varied ones, all in one pass; batch splits;
+attribution per source; state snapshots. The hand-worked tests of the other files also run
+on the kernel (the `run` and `by_source` fixtures are parametrised over both engines in
+conftest.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from replay.counts import Counts
 from replay.events import Events
 from replay.kinds import Kind
 from replay.mode import Paging
+from replay.reference import BUSY, replay_by_source
 from replay.reference import replay as oracle
 from tests.replay.conftest import GUEST, K, make_events
 
@@ -29,18 +31,19 @@ SETTINGS = settings(max_examples=int(os.environ.get("HVREPLAY_EXAMPLES", 200)), 
 
 # Few pages, so state collides: 0x08048/0x08049 share a guest table, 0x08148 shares its
 # softmmu slot with 0x08048 in a 256-entry TLB, 0x40000 is another table; kernel pages
-# in two global tables. Few address spaces and ports; MMIO at two addresses.
+# in two global tables. Few address spaces and ports; MMIO at three addresses.
 PAGES = [0x08048, 0x08049, 0x08148, 0x40000, K, K + 1, K + 0x400]
 PORTS = [0x80, 0x21, 0xA1, 0x20, 0x60]
+ADDRESSES = [0xFEC00000, 0xFEE000B0, 0xFED000F0]
 
 row = st.one_of(
-    st.tuples(st.just("cr3"), st.integers(1, 4)),
+    st.tuples(st.just("cr3"), st.integers(1, 6)),
     st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
     st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
     st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
     st.tuples(st.sampled_from(["pf", "pte", "invlpg"]), st.sampled_from(PAGES)),
     st.tuples(st.just("io"), st.sampled_from(PORTS), st.integers(0, 1)),
-    st.tuples(st.just("mmio"), st.sampled_from([0xFEC00000, 0xFEE000B0]), st.integers(0, 1)),
+    st.tuples(st.just("mmio"), st.sampled_from(ADDRESSES), st.integers(0, 1)),
     st.tuples(st.just("hlt"), st.integers(0, 1000)),
     st.tuples(st.sampled_from(["irq", "syscall", "cpuid", "msr", "hypercall"]), st.integers(0, 3)),
 )
@@ -48,19 +51,22 @@ traces = st.lists(row, max_size=120)
 
 
 def varied(modes):
-    """A seed mode with tiny, varied state and switches (any paging, any flag)."""
+    """A shipped mode with tiny, varied state and switches (any paging, any flag)."""
+    ports, addresses = (st.sets(st.sampled_from(values), max_size=2).map(frozenset) for values in (PORTS, ADDRESSES))
     return st.builds(
-        lambda base, paging, ports, reads, **kw: dataclasses.replace(
-            modes[base], name=f"{base}-varied", paging=paging,
-            dropped_io_ports=frozenset(ports), dropped_io_reads=frozenset(reads), **kw),
+        lambda base, **kw: dataclasses.replace(modes[base], name=f"{base}-varied", **kw),
         st.sampled_from(list(modes)),
-        st.sampled_from(list(Paging)),
-        st.sets(st.sampled_from(PORTS), max_size=2),
-        st.sets(st.sampled_from(PORTS), max_size=2),
+        paging=st.sampled_from(list(Paging)),
+        dropped_io_ports=ports,
+        dropped_io_reads=ports,
+        dropped_io_writes=ports,
+        dropped_mmio_reads=addresses,
+        dropped_mmio_writes=addresses,
         tlb_entries=st.integers(1, 6),
         softmmu_tlb_entries=st.sampled_from([1, 2, 4, 256]),
         shadow_pool_pages=st.integers(2, 6),
         cr3_cache_size=st.integers(0, 4),
+        prev_roots=st.integers(0, 3),
         tlb_flush_on_exit=st.booleans(),
         shadow_keep_on_cr3=st.booleans(),
         shadow_update_on_pte_write=st.booleans(),
@@ -149,6 +155,29 @@ def test_counts_after_a_reset_are_the_rest_of_the_trace(modes, data, rows):
     assert kernel.states_equal(chunked, whole)
 
 
+@SETTINGS
+@given(data=st.data(), rows=traces)
+def test_attribution_equals_the_oracles_per_source(modes, data, rows):
+    # Every (source, count, n) of the oracle is a row of the kernel's table, and every row
+    # of the table is one of the oracle's: compared as multisets, both ways.
+    mix = list(modes.values()) + data.draw(st.lists(varied(modes), min_size=1, max_size=3))
+    events = make_events(rows, span_ns=span_of(rows), start_asid=data.draw(st.integers(0, 5)))
+    state = kernel.new_state(mix, GUEST)
+    kernel.replay_batch(state, *columns(events))
+    for m, mode in enumerate(mix):
+        got = Counter(rows_of(kernel.attribution(state, m, events.span_ns)))
+        want = Counter((kind_name(kind), asid, device, name, n)
+                       for (kind, asid, device), c in replay_by_source(events, GUEST, mode).items()
+                       for name, n in c.values.items())
+        assert got - want == Counter(), (mode, "kernel rows the oracle lacks")
+        assert want - got == Counter(), (mode, "oracle counts the kernel lacks")
+
+
+def kind_name(kind: int) -> str:
+    """The attribution table's kind: the Kind's name, or "busy" for reference.BUSY."""
+    return "busy" if (kind, -1, -1) == BUSY else Kind(kind).name.lower()
+
+
 def test_attribution_by_hand(modes):
     # paravirt: asid 1 writes port 0x80 (removed: avoided), asid 2 reads port 0x60 (exit),
     # and takes an interrupt (exit); each asid's cr3 write misses the cache and exits.
@@ -165,6 +194,15 @@ def test_attribution_by_hand(modes):
     assert got == {("io", 1, 0x80, "events"): 1, ("io", 1, 0x80, "native_io_avoided"): 1,
                    ("io", 2, 0x60, "events"): 1, ("io", 2, 0x60, "exit_io"): 1,
                    ("irq", 2, -1, "events"): 1, ("irq", 2, -1, "exit_irq"): 1}
+
+
+def test_a_dropped_mmio_address_beyond_int64(run, vary):
+    # Mode tables are int64 in the kernel: an address >= 2**63 is stored wrapped, compared as u64.
+    high = 0xFFFF_FFFF_FEE0_00B0
+    mode = vary("kvm-pv-modern", dropped_mmio_writes=frozenset({high}))
+    # the write is no longer made; the read still exits
+    assert run(mode, [("mmio", high, 1), ("mmio", high, 0)]) == Counts(
+        {"events": 2, "native_mmio_avoided": 1, "exit_mmio": 1})
 
 
 def test_qemu_busy_time_is_its_own_source(modes):
@@ -190,6 +228,17 @@ def test_snapshot_by_hand(modes):
     # the mode's own TLB was flushed by the fault exits of a and b, then K's fault: K only
     assert snap["tlb"] == [K]
     assert snap["cr3_cache"] == ([], 0)
+
+
+def test_snapshot_of_held_roots(modes):
+    # prevroots holds 4 roots: after cr3 1..5 the current is 5, then 4, 3, 2 (1 let go);
+    # a fast switch to 3 makes it current: [3, 5, 4, 2]. EPT holds no roots, only its TLB.
+    mix = [modes["kvm-shadow-prevroots"], modes["kvm-ept"]]
+    state = kernel.new_state(mix, GUEST)
+    kernel.replay_batch(state, *columns(make_events([("cr3", a) for a in (1, 2, 3, 4, 5, 3)] + [("touch", K)])))
+    prev, ept = kernel.snapshot(state)
+    assert prev["roots"] == [3, 5, 4, 2]
+    assert ept == {"tlb_native": [K], "tlb": [K]}
 
 
 def test_equal_states_from_different_histories(modes):
