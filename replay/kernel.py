@@ -256,7 +256,7 @@ def _per_source(state: KernelState, m: int) -> np.ndarray:
 
 
 def _emulated_ns(state: KernelState, m: int, span_ns: int, idle_ns: int) -> int:
-    return span_ns - idle_ns if state.tables.softmmu(m) else 0
+    return state.modes[m].translated_ns(span_ns, idle_ns)
 
 
 def _totals(state: KernelState, m: int, span_ns: int) -> Counts:
@@ -280,8 +280,10 @@ def _mode_snapshot(state: KernelState, m: int) -> dict[str, Any]:
         snap["pool"] = [_page(state, m, table) for table in state.pool.order(m)]
         size = int(t.cr3_cache[m])
         slots = state.misc[m, core.M_CR3_SLOTS: core.M_CR3_SLOTS + size]
-        snap["cr3_cache"] = ([None if s < 0 else k.space_key(int(s)) for s in slots],
-                             int(state.misc[m, core.M_CR3_NEXT]) if size else 0)
+        # Round-robin refill: the slots from the next one to fill on, oldest fill first. Two
+        # caches that list the same this way behave the same whatever slot they started at.
+        first = int(state.misc[m, core.M_CR3_NEXT]) if size else 0
+        snap["cr3_cache"] = [None if s < 0 else k.space_key(int(s)) for s in np.roll(slots, -first)]
         held = core.M_CR3_SLOTS + size + np.arange(state.misc[m, core.M_ROOTS_HELD])
         snap["roots"] = [k.space_key(int(s)) for s in state.misc[m, held]]
     return snap

@@ -5,6 +5,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
@@ -30,7 +31,8 @@ def write_done(out: Path, shard: Shard, mode=None) -> Path:
     """A finished shard's files (attribution, then counts with a row that only this file
     could have produced), as replay_shard writes them."""
     done = entry(shard, mode or load_modes()[shard.mode])
-    write_attribution(out, shard, {}, done)
+    write_attribution(out, shard, pl.DataFrame({"kind": ["io"], "asid": [1], "device": [0x80], "driver": ["exit_io"],
+                                                "count": [3]}), done)
     return write_shard(out, shard, {"trace": shard.trace, "marker": 7}, done)
 
 

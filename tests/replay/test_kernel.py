@@ -227,7 +227,19 @@ def test_snapshot_by_hand(modes):
     assert snap["tlb_native"] == [b, K]
     # the mode's own TLB was flushed by the fault exits of a and b, then K's fault: K only
     assert snap["tlb"] == [K]
-    assert snap["cr3_cache"] == ([], 0)
+    assert snap["cr3_cache"] == []
+
+
+def test_cr3_cache_snapshot_is_the_fill_order(modes):
+    # paravirt, 4 slots filled round robin. History A: cr3 1, 2, 3, 4, 5 -> slots [5, 2, 3, 4],
+    # next slot 1, oldest fill first: [2, 3, 4, 5]. History B: cr3 9, 2, 3, 4, 5 (9 evicted by 5)
+    # -> the same. History C: cr3 2, 3, 4, 5 (four fills, next slot 0) -> [2, 3, 4, 5] too:
+    # each next misses 6 and replaces 2, whatever slot it started at. (The pools differ.)
+    pv = modes["kvm-paravirt"]
+    states = [kernel.new_state([pv], GUEST) for _ in range(3)]
+    for state, spaces in zip(states, ([1, 2, 3, 4, 5], [9, 2, 3, 4, 5], [2, 3, 4, 5])):
+        kernel.replay_batch(state, *columns(make_events([("cr3", a) for a in spaces])))
+    assert [kernel.snapshot(s)[0]["cr3_cache"] for s in states] == [[2, 3, 4, 5]] * 3
 
 
 def test_snapshot_of_held_roots(modes):
