@@ -32,8 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 generate_app = typer.Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
 app.add_typer(generate_app, name="generate")
 # Piped output gets room for every mode column instead of rich's 80-column fallback.
-out_console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out_console = Console(width=None if sys.stdout.isatty() else 240)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")]
