@@ -13,6 +13,7 @@ tasks), and shards whose files in OUT already match are read back, not replayed
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterator
@@ -129,6 +130,11 @@ def _client(spec: ClusterSpec, address: str | None) -> Client:
             return Client(scheduler_file=spec.scheduler_file, **security)
         return Client(address, **security)
     except (OSError, TypeError, RuntimeError, ValueError) as e:
+        # The Client that failed to start still owns an event-loop runner; left to the
+        # garbage collector, its __del__ may run inside the next Client's start and
+        # deadlock there (seen in the tests: a refused TLS connect, then a new client).
+        # Collect it here, where no other client is starting.
+        gc.collect()
         raise ClusterError(f"cannot connect to the Dask {where}: {_connect_problem(e, spec.tls)}") from None
 
 
@@ -190,7 +196,8 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
 def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,
                 note: Any, chunking: Chunking) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
     """Whole shards run as one task each; chunked ones as one task per chunk, merged here."""
-    plans = [(s, _chunks(s, chunking)) for s in shards]
+    lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once, not once per mode
+    plans = [(s, _chunks(s, chunking, lengths)) for s in shards]
     whole = {client.submit(replay_shard, s, by_name[s.mode], str(out), pure=False): s
              for s, chunks in plans if chunks == [WHOLE]}
     chunked = [(s, [client.submit(replay_chunk, s, by_name[s.mode], c, i == len(chunks) - 1, pure=False)
@@ -219,11 +226,13 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
 
 
-def _chunks(shard: Shard, chunking: Chunking) -> list[Chunk]:
+def _chunks(shard: Shard, chunking: Chunking, lengths: dict[tuple[str, int], int]) -> list[Chunk]:
     if not chunking.events:
         return [WHOLE]
-    events = count_events(Path(shard.path), shard.cpu, shard.meta)
-    return plan_chunks(events, chunking.events, chunking.warmup)
+    key = (shard.path, shard.cpu)
+    if key not in lengths:
+        lengths[key] = count_events(Path(shard.path), shard.cpu, shard.meta)
+    return plan_chunks(lengths[key], chunking.events, chunking.warmup)
 
 
 class ChunkFailed(Exception):
