@@ -57,8 +57,12 @@ def shard_path(out: Path, shard: Shard) -> Path:
 
 def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Path:
     """Write one shard's row with its manifest entry in the footer, in one atomic rename."""
-    path = shard_path(out, shard)
-    table = pa.Table.from_pylist([row]).replace_schema_metadata({MANIFEST_KEY: entry.encode()})
+    return _write_committed(shard_path(out, shard), pa.Table.from_pylist([row]), entry)
+
+
+def _write_committed(path: Path, table: pa.Table, entry: str) -> Path:
+    """A result file with its manifest entry in the footer: both land in one atomic rename."""
+    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
@@ -85,13 +89,10 @@ def write_attribution(out: Path, shard: Shard, by_source: pl.DataFrame, entry: s
 
     Written before the counts file, whose rename commits the shard: a resumed run keeps
     a shard only when both files carry this run's entry."""
-    path = attribution_path(out, shard)
     rows = by_source.filter(pl.col("driver").is_in(list(DRIVERS))).with_columns(
         trace=pl.lit(shard.trace), cpu=pl.lit(shard.cpu), mode=pl.lit(shard.mode))
     table = rows.to_arrow().select(ATTRIBUTION_SCHEMA.names).cast(ATTRIBUTION_SCHEMA)
-    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-    return path
+    return _write_committed(attribution_path(out, shard), table, entry)
 
 
 def read_entry(path: Path) -> str | None:
@@ -101,6 +102,8 @@ def read_entry(path: Path) -> str | None:
     except (OSError, pa.ArrowException):
         return None
     return raw.decode() if raw else None
+
+
 def read_shard(path: Path) -> tuple[dict[str, Any], str] | None:
     """A shard file's row and manifest entry; None if it cannot be read (it is then recomputed)."""
     try:

@@ -212,9 +212,9 @@ def iter_events(path: Path, cpu: int, meta: TraceMeta, start: int = 0, stop: int
 def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
     """One vCPU's events, all in memory (tests and short traces; replay streams)."""
     parts = list(iter_events(path, cpu, meta))
-    cat = (lambda name: np.concatenate([getattr(p, name) for p in parts])) if parts else (
-        lambda name: np.zeros(0, dtype=SCHEMA.field(name).type.to_pandas_dtype()))
-    return Events(kind=cat("kind"), value=cat("value"), asid=cat("asid"), arg=cat("arg"), span_ns=meta.native_ns)
+    columns = {n: np.concatenate([np.zeros(0, dtype=SCHEMA.field(n).type.to_pandas_dtype()),
+                                  *(getattr(p, n) for p in parts)]) for n in ("kind", "value", "asid", "arg")}
+    return Events(**columns, span_ns=meta.native_ns)
 
 
 def count_events(path: Path, cpu: int, meta: TraceMeta) -> int:

@@ -145,11 +145,11 @@ class Machine:
             return
         if self.pool is not None:
             self.shadow_map(space, vpn)
-        miss = not self.tlb.access(vpn, is_global)
         native_miss = not self.tlb_native.access(vpn, is_global)
         self.add("tlb_miss_native", native_miss)
         if self.virtual_tlb:
             # Per touch, so that extra refills and walks are attributed to the pages refilled.
+            miss = not self.tlb.access(vpn, is_global)
             self.add("tlb_miss", miss)
             self.add("tlb_refill_extra", miss - native_miss)
             if self.mode.paging is Paging.TDP:
