@@ -1,8 +1,8 @@
 """Fit unit costs to reference measurements, using the counts already in a summary.
 
-Each reference cell is linear in the unit costs:
-    measured ≈ native + Σ_d count_d × cost_d   (per vCPU; per op for per-op cells)
-so the fit is a bounded linear least squares (scipy.optimize.lsq_linear) over the
+Each reference cell is linear in the unit costs (pipeline/units.py):
+    measured ≈ native part + Σ_d weight × count_d × cost_d
+(weight 1/vCPUs for seconds, per op too for per-op cells, per span for host CPU), so the fit is a bounded linear least squares (scipy.optimize.lsq_linear) over the
 costs, each kept inside its plausible range from the profile. Residuals are relative
 errors, so a 0.36 s cell weighs as much as a 35 s one. A weak pull towards each
 cost's starting figure (PRIOR_WEIGHT, scaled by how much the cells see that cost)
@@ -19,7 +19,8 @@ import polars as pl
 from scipy.optimize import lsq_linear
 
 from pipeline.profile import Profile, UnitCost
-from pipeline.reference import UNITS, Cell, Reference
+from pipeline.reference import Cell, Reference
+from pipeline.units import UNITS
 
 PRIOR_WEIGHT = 1e-6     # relative weight of "stay at the starting figure" per cost
 # Directions whose singular value is below this × the largest are too weakly determined
@@ -34,12 +35,13 @@ class CalibrationError(Exception):
 
 @dataclass(frozen=True)
 class Row:
-    """One reference cell matched to a replayed (trace, mode): measured ≈ native + coeffs · costs."""
+    """One reference cell matched to a replayed (trace, mode): measured ≈ native + coeffs · costs,
+    all in the cell's unit."""
 
     cell: Cell
     trace: str
-    native: float               # native ns, per op for per-op cells
-    coeffs: dict[str, float]    # driver -> count per vCPU (per op for per-op cells)
+    native: float               # the native part, in the cell's unit
+    coeffs: dict[str, float]    # driver -> weighted count: the cell's unit per ns of that cost
 
     def predict(self, costs: dict[str, float]) -> float:
         return self.native + sum(n * costs[d] for d, n in self.coeffs.items())
@@ -61,7 +63,7 @@ class Prediction:
     workload: str
     mode: str
     unit: str
-    measured: float      # as published (s or us/op)
+    measured: float      # as published, in `unit`
     predicted: float
     role: str            # "fit" or "held-out"
 
@@ -80,7 +82,7 @@ def modelled(summary: pl.DataFrame, reference: Reference, fitted_on: tuple[str, 
     that priced the summary (no fit): how far that profile is from the measurements.
     Cells of `fitted_on` (the profile's own fit, if any) are in-sample."""
     return [Prediction(cell.workload, cell.mode, cell.unit, cell.value,
-                       r["ns_per_op" if cell.per_op else "virt_ns"] / UNITS[cell.unit],
+                       UNITS[cell.unit].value(r),
                        "fit" if cell.workload in fitted_on else "held-out")
             for cell, r in _matches(summary, reference)]
 
@@ -106,9 +108,8 @@ def _one_trace(match: pl.DataFrame, workload: str) -> dict:
 
 
 def _row(cell: Cell, r: dict, profile: Profile) -> Row:
-    per = r["ops"] if cell.per_op else 1
-    return Row(cell, r["trace"], r["native_ns"] / per,
-               {d: r[d] / r["cpus"] / per for d in profile.costs if r.get(d)})
+    native, weight = UNITS[cell.unit].linear(r)
+    return Row(cell, r["trace"], native, {d: r[d] * weight for d in profile.costs if r.get(d)})
 
 
 def fit(rows: list[Row], profile: Profile) -> dict[str, FittedCost]:
@@ -117,8 +118,8 @@ def fit(rows: list[Row], profile: Profile) -> dict[str, FittedCost]:
         raise CalibrationError("no reference cell matches a replayed (workload, mode) in the results")
     drivers = list(profile.costs)
     scale = np.array([abs(profile.costs[d].ns) or 1.0 for d in drivers])
-    data = np.array([[r.coeffs.get(d, 0.0) * s / r.cell.ns for d, s in zip(drivers, scale)] for r in rows])
-    target = np.array([(r.cell.ns - r.native) / r.cell.ns for r in rows])
+    data = np.array([[r.coeffs.get(d, 0.0) * s / r.cell.value for d, s in zip(drivers, scale)] for r in rows])
+    target = np.array([(r.cell.value - r.native) / r.cell.value for r in rows])
     start = np.array([profile.costs[d].ns for d in drivers]) / scale
     norms = np.linalg.norm(data, axis=0)
     norms[norms == 0] = 1.0  # a cost no cell counts: only the prior holds it
@@ -149,7 +150,7 @@ def _fitted(cost: UnitCost, driver: str, value: float, identifiable: bool, seen:
 
 def predict(rows: list[Row], costs: dict[str, float], fitted_on: set[str]) -> list[Prediction]:
     return [Prediction(r.cell.workload, r.cell.mode, r.cell.unit, r.cell.value,
-                       r.predict(costs) / UNITS[r.cell.unit],
+                       r.predict(costs),
                        "fit" if r.cell.workload in fitted_on else "held-out") for r in rows]
 
 

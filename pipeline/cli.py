@@ -377,6 +377,18 @@ def generate_hackbench(
     _write(out, *gen(groups, loops, pipe, _profile(profile)))
 
 
+@generate_app.command("idle")
+def generate_idle(
+    out: OutOpt,
+    hz: Annotated[int, typer.Option(help="The guest's CONFIG_HZ: timer ticks per second.")] = 1000,
+    ticks: Annotated[int, typer.Option(help="Timer ticks to generate.")] = 1000,
+    profile: NativeProfileOpt = START_PROFILE,
+) -> None:
+    """An idle guest: halts, woken by every timer tick (reports the host CPU it costs)."""
+    from pipeline.generate.idle import generate_idle as gen
+    _write(out, *gen(ticks, hz, _profile(profile)))
+
+
 def _profile(path: Path):
     try:
         return load_profile(path)

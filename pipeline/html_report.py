@@ -23,9 +23,10 @@ from plotly.colors import qualitative
 from pipeline.atomic import write_atomic
 from pipeline.attribution import DIMENSIONS
 from pipeline.reference import Reference
-from pipeline.report import (TOP_CAPTION, display_scale, failures, mode_order, profile_names, seed_rows,
+from pipeline.report import (TOP_CAPTION, display_scale, failures, headline_value, mode_order, profile_names, seed_rows,
                              top_grid, trace_rows)
 from pipeline.report_data import Attribution, Calibration, Sweep
+from pipeline.units import BY_HEADLINE, UNITS
 
 # One palette per kind of thing, so a colour means one thing on the whole page.
 PALETTES = {"mode": qualitative.D3, "part": ["#b9b9b9", *qualitative.Set2[:7], *qualitative.Pastel1],
@@ -147,13 +148,14 @@ def _workload(page: _Page, inputs: ReportInputs, trace: str, rows: pl.DataFrame)
 def _time_figure(page: _Page, reference: Reference | None, name: str, rows: pl.DataFrame) -> str:
     first = rows.row(0, named=True)
     scale, label = display_scale(first)
-    modes, values = rows["mode"].to_list(), [v / scale for v in rows["virt_ns"]]
+    modes, values = rows["mode"].to_list(), [headline_value(r) for r in rows.iter_rows(named=True)]
     fig = go.Figure(go.Bar(x=modes, y=values, name="modelled", marker_color=[page.colour("mode", m) for m in modes],
                            text=[f"{v:.3g}" for v in values], textposition="inside", insidetextanchor="start",
                            showlegend=False, hovertemplate="%{x}: %{y:.4g} " + label + "<extra>modelled</extra>"))
     cells = [c for c in (reference.cells if reference else ()) if c.workload == first["workload"] and c.mode in modes]
     if cells:
-        measured = [c.ns * (first["ops"] if c.per_op else 1) / scale for c in cells]
+        shown = BY_HEADLINE[first["headline"]]
+        measured = [shown.value({**first, "virt_ns": UNITS[c.unit].virt_ns(c.value, first)}) for c in cells]
         fig.add_scatter(x=[c.mode for c in cells], y=measured, mode="markers", name=f"measured ({reference.name})",
                         marker=dict(symbol="diamond", size=13, color="black", line=dict(color="white", width=1)),
                         hovertemplate="%{x}: %{y:.4g} " + label + "<extra>measured</extra>")
@@ -173,9 +175,11 @@ def _category_figure(page: _Page, name: str, rows: pl.DataFrame) -> str:
     parts = ["native_ns", *[c for c in rows.columns if c.startswith("time_") and c.endswith("_ns")
                             and rows[c].abs().sum() > 0]]
     fig = go.Figure()
+    offset = BY_HEADLINE[first["headline"]].offset
     for part in parts:
         legend = "native (trace time)" if part == "native_ns" else part[5:-3]
-        fig.add_bar(name=legend, x=modes, y=[v / scale for v in rows[part]], marker_color=page.colour("part", part),
+        ys = [(r[part] - (offset(r) if part == "native_ns" else 0)) / scale for r in rows.iter_rows(named=True)]
+        fig.add_bar(name=legend, x=modes, y=ys, marker_color=page.colour("part", part),
                     hovertemplate="%{x}: %{y:.4g} " + label + f"<extra>{legend}</extra>")
     fig.update_layout(barmode="relative")
     fig.update_yaxes(title_text=label)

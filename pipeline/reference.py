@@ -1,8 +1,8 @@
 """Reference measurements (configs/reference/*.toml): published cells to calibrate against.
 
-A cell is one measured number for a (workload, mode), in seconds for a whole run or
-in microseconds per op; `ns` puts it on the same footing as the summary's virt_ns
-(unit "s") or ns_per_op (unit "us/op").
+A cell is one measured number for a (workload, mode) in one of pipeline/units.py's units:
+seconds for a whole run ("s"), microseconds per op ("us/op"), or the host CPU an idle
+guest uses ("%cpu", percent of its span).
 """
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config_error import ConfigError
-
-UNITS = {"s": 1e9, "us/op": 1e3}  # to ns (total or per op)
+from pipeline.units import UNITS
 DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "configs" / "reference" / "kvm-paravirt-2007.toml"
 
 
@@ -21,15 +20,7 @@ class Cell:
     workload: str
     mode: str
     value: float   # as published, in `unit`
-    unit: str      # "s" or "us/op"
-
-    @property
-    def ns(self) -> float:
-        return self.value * UNITS[self.unit]
-
-    @property
-    def per_op(self) -> bool:
-        return self.unit == "us/op"
+    unit: str      # a name in pipeline/units.py's UNITS
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,18 @@ import polars as pl
 from rich.table import Table
 
 from pipeline.attribution import DIMENSIONS
+from pipeline.units import BY_HEADLINE, Row
 
 
-def display_unit(headline: str, op_unit: str) -> tuple[str, float, str]:
-    """(column of the summary, divisor to display units, unit label)."""
-    if headline == "per_op":
-        return "ns_per_op", 1e3, f"µs per {op_unit}"
-    return "virt_ns", 1e9, "s" if headline == "total" else "-"
-
-
-def display_scale(row: dict) -> tuple[float, str]:
+def display_scale(row: Row) -> tuple[float, str]:
     """ns of a trace's run → its display unit: (ns per unit, label), e.g. (1e3 × ops, 'µs per switch')."""
-    column, divisor, label = display_unit(row["headline"], row["op_unit"])
-    return divisor * (row["ops"] if column == "ns_per_op" else 1), label
+    unit = BY_HEADLINE[row["headline"]]
+    return unit.scale(row), unit.label(row["op_unit"])
+
+
+def headline_value(row: Row) -> float:
+    """A row's modelled figure in its trace's display unit (s, µs per op, % host CPU)."""
+    return BY_HEADLINE[row["headline"]].value(row)
 
 
 def mode_order(summary: pl.DataFrame) -> list[str]:
@@ -37,13 +36,13 @@ def trace_rows(summary: pl.DataFrame) -> list[tuple[str, str, str, str]]:
     return rows + [(t, "?", "failed", "") for t in failed]
 
 
-def _cell(row: dict | None, column: str, divisor: float, native: float | None) -> str:
+def _cell(row: dict | None, native: float | None) -> str:
     if row is None:
         return "—"
     if row["status"] != "ok":
         return "failed"
-    value = row[column] / divisor
-    ratio = f" ({row[column] / divisor / native:.1f}×)" if native else ""
+    value = headline_value(row)
+    ratio = f" ({value / native:.1f}×)" if native else ""
     return f"{value:.3g}{ratio}"
 
 
@@ -53,12 +52,11 @@ def seed_rows(summary: pl.DataFrame) -> list[list[str]]:
     index = {(r["trace"], r["mode"]): r for r in summary.iter_rows(named=True)}
     rows = []
     for trace, workload, headline, op_unit in trace_rows(summary):
-        column, divisor, label = display_unit(headline, op_unit)
+        label = BY_HEADLINE[headline].label(op_unit)
         native_row = index.get((trace, "native"))
-        native = native_row[column] / divisor if native_row and native_row["status"] == "ok" else None
+        native = headline_value(native_row) if native_row and native_row["status"] == "ok" else None
         name = workload if trace == workload else f"{workload} · {trace}"
-        rows.append([f"{name} ({label})", *[_cell(index.get((trace, m)), column, divisor, native)
-                                            for m in mode_order(summary)]])
+        rows.append([f"{name} ({label})", *[_cell(index.get((trace, m)), native) for m in mode_order(summary)]])
     return rows
 
 
@@ -67,7 +65,8 @@ def seed_table(summary: pl.DataFrame) -> Table:
     profile = profile_names(summary)
     modes = mode_order(summary)
     table = Table(title=f"Modelled time by mode (×native)  ·  cost profile: {profile}",
-                  caption="native = the trace's own time; other modes = native + Σ count × unit cost (modelled)")
+                  caption="native = the trace's own time; other modes = native + Σ count × unit cost (modelled); "
+                          "% host CPU (idle guests) = (busy time + modelled overhead) ÷ the trace's span")
     table.add_column("workload (unit)")
     for m in modes:
         table.add_column(m, justify="right", min_width=len(m))
@@ -86,9 +85,10 @@ def category_table(summary: pl.DataFrame, trace: str) -> Table:
                   caption="native = trace time; categories = modelled overhead (count × unit cost)")
     for name in ["mode", "native", *[c[5:-3] for c in cats], "total"]:
         table.add_column(name, justify="left" if name == "mode" else "right", min_width=len(name))
+    unit = BY_HEADLINE[first["headline"]]
     for r in rows.iter_rows(named=True):
-        values = [r["native_ns"], *[r[c] for c in cats], r["virt_ns"]]
-        table.add_row(r["mode"], *[f"{v / scale:.3g}" for v in values])
+        values = [(r["native_ns"] - unit.offset(r)) / scale, *[r[c] / scale for c in cats], unit.value(r)]
+        table.add_row(r["mode"], *[f"{v:.3g}" for v in values])
     return table
 
 
@@ -136,18 +136,15 @@ def sweep_table(gains: pl.DataFrame, keys: list[str], profile: str) -> Table:
         table.add_column(k, justify="right")
     traces = gains.select("trace", "headline", "op_unit").unique().sort("trace").rows()
     for trace, headline, op_unit in traces:
-        _, _, label = display_unit(headline, op_unit)
-        table.add_column(f"{trace} ({label})", justify="right")
+        table.add_column(f"{trace} ({BY_HEADLINE[headline].label(op_unit)})", justify="right")
     for settings in gains.select(keys).unique(maintain_order=True).rows():
         cells = []
-        for trace, headline, op_unit in traces:
-            column, divisor, _ = display_unit(headline, op_unit)
+        for trace, *_ in traces:
             match = gains.filter((pl.col("trace") == trace) & pl.all_horizontal(
                 [pl.col(k) == v for k, v in zip(keys, settings)]))
             r = match.row(0, named=True) if len(match) else None
-            value = None if r is None else r["virt_ns"] / (r["ops"] if column == "ns_per_op" else 1) / divisor
             rate = "" if r is None or r["cr3_cache_hit_rate"] is None else f", {r['cr3_cache_hit_rate']:.0%} hits"
-            cells.append("—" if r is None else f"{value:.3g} ({r['gain']:.2f}×{rate})")
+            cells.append("—" if r is None else f"{headline_value(r):.3g} ({r['gain']:.2f}×{rate})")
         table.add_row(*map(str, settings), *cells)
     return table
 

@@ -83,7 +83,7 @@ def gains(summary: pl.DataFrame, grid_points: list[Point]) -> pl.DataFrame:
                 continue
             rows.append({"trace": trace, "workload": v["workload"], "mode": p.variant.name,
                          "baseline": p.baseline.name, **dict(p.settings),
-                         "headline": v["headline"], "ops": v["ops"], "op_unit": v["op_unit"],
+                         **{k: v[k] for k in ("headline", "ops", "op_unit", "native_ns", "idle_ns", "cpus")},
                          "virt_ns": v["virt_ns"], "baseline_ns": b["virt_ns"], "gain": b["virt_ns"] / v["virt_ns"],
                          "cr3_cache_hit_rate": v["cr3_cache_hit"] / v["cr3_writes"] if v["cr3_writes"] else None,
                          **{k: v[k] for k in ("exit_cr3", "exit_shadow_fault", "shadow_page_zap")},

@@ -43,6 +43,12 @@ class TraceError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
+# What a trace's reports lead with: the whole run's time (s), time per op (µs), or, for a
+# guest that mostly idles, the host CPU it uses (% of its span: the idle time absorbs the
+# overhead, so its wall time does not grow).
+HEADLINES = ("total", "per_op", "cpu")
+
+
 @dataclass(frozen=True)
 class TraceMeta:
     """File-level facts: what was recorded, how, and how to read per-op figures."""
@@ -51,7 +57,7 @@ class TraceMeta:
     native_ns: int                 # native duration of the workload (busy + idle)
     ops: int                       # operations performed, e.g. 40000 messages
     op_unit: str                   # e.g. "message", "context switch"
-    headline: str = "total"        # "total" (report seconds) or "per_op" (report ns/op)
+    headline: str = "total"        # what reports show: one of HEADLINES
     source: dict[str, Any] = field(default_factory=dict)  # generator/recorder and arguments
     guest: Guest = Guest()
     cpus: tuple[int, ...] = (0,)
@@ -76,8 +82,8 @@ class TraceMeta:
             raise TraceError(path, f"bad trace metadata: {e}") from None
         if meta.version != VERSION:
             raise TraceError(path, f"trace format version {meta.version}, this reads {VERSION}")
-        if meta.headline not in ("total", "per_op"):
-            raise TraceError(path, f"metadata headline must be 'total' or 'per_op', got {meta.headline!r}")
+        if meta.headline not in HEADLINES:
+            raise TraceError(path, f"metadata headline must be one of {', '.join(HEADLINES)}, got {meta.headline!r}")
         if meta.ops <= 0 or meta.native_ns <= 0 or not meta.cpus:
             raise TraceError(path, "metadata ops and native_ns must be positive and cpus non-empty")
         return meta

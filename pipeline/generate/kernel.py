@@ -44,7 +44,7 @@ from replay.kinds import Kind
 NR_EXIT_GROUP, NR_READ, NR_WRITE, NR_WAIT4 = 252, 3, 4, 114
 
 _CR3, _TOUCH, _FAULT, _PTE = int(Kind.CR3_WRITE), int(Kind.TOUCH), int(Kind.PAGE_FAULT), int(Kind.PTE_WRITE)
-_IO, _IRQ, _SYSCALL = int(Kind.IO), int(Kind.IRQ), int(Kind.SYSCALL)
+_IO, _IRQ, _SYSCALL, _HLT = int(Kind.IO), int(Kind.IRQ), int(Kind.SYSCALL), int(Kind.HLT)
 TIMER_VECTOR = 0x20
 # (port, 1 if out, 1 if followed by the port-0x80 delay)
 _TICK_IO = ((0x21, 0, 0), (0x21, 1, 0), (0x20, 1, 0), (0x21, 1, 0),   # i8259A ack + unmask
@@ -240,6 +240,16 @@ class Kernel:
         self.now += ns
         if self.now >= self.next_tick:
             self._ticks()
+
+    def halt(self) -> None:
+        """The idle loop's safe_halt(): HLT until the next tick boundary, whose timer
+        interrupt ends it (2.6.20 i386 has no NO_HZ, so every tick wakes the CPU). The
+        wakeup starts a new quantum of page accesses: natively they hit the TLB, but a
+        mode that flushes on the hlt exit must see them to refill it."""
+        self.emit(_HLT, self.next_tick - self.now)
+        self.now = self.next_tick
+        self.seen = set()
+        self._ticks()
 
     def touch(self, pages: Iterable[tuple[int, int]]) -> None:
         """TOUCH each page not yet accessed in this quantum."""

@@ -50,6 +50,18 @@ MIXES = {  # workload: (spaces, switches, user pages, io, fault, irq, invlpg eve
     "w-f": (5, 250, 5, 7, 4, 6, 5),
     "w-g": (1, 300, 4, 2, 3, 7, 6),
 }
+IDLE = "w-idle"            # an idle guest: its cells are host CPU (%), not time
+IDLE_TICKS, IDLE_STEP_NS, IDLE_HLT_NS = 400, 200_000, 600_000
+
+
+def idle_events() -> list[tuple[int, int, int, int]]:
+    """Per tick: the interrupt, a PIC read, a port-0x80 write, a kernel page, then a halt
+    of IDLE_HLT_NS. Five rows of IDLE_STEP_NS: each tick spans 1 ms, 0.6 ms of it idle."""
+    tick = [(Kind.IRQ, 0x20, 1, 0), (Kind.IO, 0x21, 1, 0), (Kind.IO, 0x80, 1, 1), (Kind.TOUCH, 0xC0100, 1, 0),
+            (Kind.HLT, IDLE_HLT_NS, 1, 0)]
+    return tick * IDLE_TICKS
+
+
 # Native ns per event differ, so QEMU's translated time is not proportional to the
 # event count (else emulated_ns, softmmu fills and flushes could not be told apart).
 STEP_NS = {"w-a": 97, "w-b": 40, "w-c": 210, "w-d": 65, "w-e": 150, "w-f": 120, "w-g": 30}
@@ -61,6 +73,8 @@ def replayed(tmp_path_factory) -> Path:
     for name, mix in MIXES.items():
         write_events(d / "traces" / f"{name}.parquet", mixed_events(*mix), workload=name,
                      step_ns=STEP_NS[name], headline="total")
+    write_events(d / "traces" / f"{IDLE}.parquet", idle_events(), workload=IDLE, step_ns=IDLE_STEP_NS,
+                 headline="cpu", ops=IDLE_TICKS)
     result = runner.invoke(app, ["replay", str(d / "traces"), "--out", str(d / "results"), "--workers", "2",
                                  "--modes", ",".join(MODES)])  # the synthetic reference covers the seed's modes
     assert result.exit_code == 0, result.output
@@ -75,11 +89,17 @@ def true_costs(seed: int = 7) -> dict[str, float]:
 
 
 def write_reference(path: Path, summary: pl.DataFrame, truth: dict[str, float]) -> None:
-    """Cells priced by hand: native + Σ count × true cost, in seconds."""
+    """Cells priced by hand: native + Σ count × true cost, in seconds; for the idle guest,
+    the busy part of its span plus that overhead, in % of the span."""
+    idle_ns = IDLE_TICKS * IDLE_HLT_NS
     workloads: dict[str, dict] = {}
     for r in summary.iter_rows(named=True):
-        seconds = (r["native_ns"] + sum(r[d] * ns for d, ns in truth.items())) / 1e9
-        workloads.setdefault(r["workload"], {"unit": "s"})[r["mode"]] = seconds
+        overhead = sum(r[d] * ns for d, ns in truth.items())
+        if r["workload"] == IDLE:
+            value, unit = 100 * (r["native_ns"] - idle_ns + overhead) / r["native_ns"], "%cpu"
+        else:
+            value, unit = (r["native_ns"] + overhead) / 1e9, "s"
+        workloads.setdefault(r["workload"], {"unit": unit})[r["mode"]] = value
     path.write_text(tomli_w.dumps({"name": "synthetic", "source": "test", "workloads": workloads}))
 
 
@@ -89,7 +109,7 @@ def test_calibration_recovers_known_costs_within_one_percent(replayed: Path) -> 
     write_reference(replayed / "ref.toml", summary, truth)
     out = replayed / "fit.toml"
     result = runner.invoke(app, ["calibrate", str(replayed / "results"), "--reference", str(replayed / "ref.toml"),
-                                 "--fit", ",".join(MIXES), "--out", str(out)])
+                                 "--fit", ",".join([*MIXES, IDLE]), "--out", str(out)])
     assert result.exit_code == 0, result.output
     costs = pl.read_parquet(out.with_suffix(".costs.parquet"))
     identified = costs.filter(pl.col("identifiable"))
@@ -97,16 +117,18 @@ def test_calibration_recovers_known_costs_within_one_percent(replayed: Path) -> 
     must = {"exit_cr3", "exit_shadow_fault", "exit_guest_pf", "exit_pte_write", "exit_io", "exit_irq",
             "exit_invlpg", "shadow_root_alloc", "shadow_page_alloc", "shadow_page_zap", "tlb_refill_extra",
             "cr3_cache_lookup", "softmmu_fill", "softmmu_flush", "emul_exception", "emul_io", "emul_irq",
-            "emulated_ns", "native_io_avoided"}
+            "emulated_ns", "native_io_avoided", "exit_hlt"}
     assert must <= set(identified["driver"])
     for driver, fitted in identified.select("driver", "fitted_ns").rows():
         assert fitted == pytest.approx(truth[driver], rel=0.01), driver
     # Drivers no trace counts are reported as such, not fitted.
     uncounted = set(costs.filter(~pl.col("counted_in_fit"))["driver"])
-    assert {"exit_mmio", "exit_cpuid", "exit_msr", "exit_hypercall", "exit_hlt"} <= uncounted
+    assert {"exit_mmio", "exit_cpuid", "exit_msr", "exit_hypercall"} <= uncounted
     assert not (uncounted & set(identified["driver"]))
     cells = pl.read_parquet(out.with_suffix(".cells.parquet"))
-    assert len(cells) == len(MIXES) * len(MODES)
+    assert len(cells) == (len(MIXES) + 1) * len(MODES)
+    idle = cells.filter((pl.col("workload") == IDLE) & (pl.col("mode") == "native")).row(0, named=True)
+    assert idle["unit"] == "%cpu" and idle["predicted"] == pytest.approx(40.0)  # 0.4 ms busy per 1 ms tick
     assert cells["error_pct"].abs().max() < 0.5
     assert load_profile(out).costs["exit_cr3"].ns == pytest.approx(truth["exit_cr3"], rel=0.01)
 
@@ -115,14 +137,14 @@ def test_held_out_workload_is_predicted_not_fitted(replayed: Path) -> None:
     summary = pl.read_parquet(replayed / "results" / "summary.parquet")
     write_reference(replayed / "ref2.toml", summary, true_costs(seed=11))
     out = replayed / "fit2.toml"
-    fit_on = [w for w in MIXES if w != "w-d"]
+    fit_on = [w for w in [*MIXES, IDLE] if w != "w-d"]
     result = runner.invoke(app, ["calibrate", str(replayed / "results"), "--reference", str(replayed / "ref2.toml"),
                                  "--fit", ",".join(fit_on), "--out", str(out), "--leave-one-out"])
     assert result.exit_code == 0, result.output
     cells = pl.read_parquet(out.with_suffix(".cells.parquet"))
     assert set(cells.filter(pl.col("role") == "held-out")["workload"]) == {"w-d"}
     loo = pl.read_parquet(out.with_suffix(".loo.parquet"))
-    assert sorted(loo["workload"].unique()) == sorted(MIXES)
+    assert sorted(loo["workload"].unique()) == sorted([*MIXES, IDLE])
 
 
 def test_fit_naming_a_workload_without_cells_is_one_line(replayed: Path) -> None:

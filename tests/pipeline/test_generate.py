@@ -15,6 +15,7 @@ import pytest
 from pipeline.config_error import ConfigError
 from pipeline.generate import generate_hackbench, generate_lat_ctx
 from pipeline.generate.hackbench import HackbenchRun, simulate_hackbench
+from pipeline.generate.idle import generate_idle
 from pipeline.generate.ipc import Buffers, Pipe, UnixStream
 from pipeline.generate.kernel import RUNNING, SLEEPING, Kernel, RunQueue, SchedPolicy
 from pipeline.generate.lat_ctx import simulate_lat_ctx
@@ -145,6 +146,21 @@ def test_timer_ticks_at_250_hz_with_the_pic_and_pit_sequence(hb1: HackbenchRun) 
     assert (ports == [0x21, 0x21, 0x20, 0x21, 0x43, 0x80, 0x40, 0x80, 0x40, 0x80]).all()
     assert (dirs == [0, 1, 1, 1, 1, 1, 0, 1, 0, 1]).all()
     assert (io.reshape(-1, 10)[:, 0] > irq).all()
+
+
+def test_idle_guest_halts_between_ticks(costs: NativeCosts) -> None:
+    cols, meta = generate_idle(5, 1000, load_profile(START_PROFILE))
+    kind, value = cols["kind"], cols["value"]
+    # Per tick: HLT, IRQ, the 5 tick-path pages (fresh after each halt), 10 port accesses.
+    per_tick = [Kind.HLT, Kind.IRQ, *[Kind.TOUCH] * 5, *[Kind.IO] * 10]
+    assert kind.tolist() == [int(k) for k in per_tick] * 5
+    assert not (kind == Kind.CR3_WRITE).any()
+    # The handler: 7 port accesses, 3 delays, 5 first touches, the tick itself.
+    handler = 7 * costs.io_port + 3 * costs.io_delay + 5 * costs.touch + costs.tick
+    halts = value[kind == Kind.HLT]
+    assert halts[0] == 1_000_000 and (halts[1:] == 1_000_000 - handler).all()   # HZ=1000: 1 ms apart
+    assert meta.native_ns == 5 * 1_000_000 + handler and meta.native_ns - halts.sum() == 5 * handler
+    assert (meta.workload, meta.ops, meta.op_unit, meta.headline) == ("idle-hz1000", 5, "timer tick", "cpu")
 
 
 def test_copy_on_write_faults_and_exit_pte_clears(hb1: HackbenchRun) -> None:

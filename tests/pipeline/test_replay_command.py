@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.modes import load_modes
 from pipeline.profile import load_profile
+from replay.kinds import Kind
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
 runner = CliRunner()
@@ -143,6 +144,26 @@ def test_report_by_category_sums_to_total(traces_dir: Path, tmp_path: Path) -> N
     assert total.to_list() == pytest.approx(summary["virt_ns"].to_list())
     r = runner.invoke(app, ["report", str(out), "--by", "category"])
     assert r.exit_code == 0 and "paging" in r.output and "core2-2007" in r.output
+
+
+def test_idle_guest_reports_host_cpu(tmp_path: Path) -> None:
+    # 10 ticks of (interrupt, port-0x80 write, 2 us halt), 1 us per row: a 30 us span, 20 us idle.
+    tick = [(Kind.IRQ, 0x20, 1, 0), (Kind.IO, 0x80, 1, 1), (Kind.HLT, 2000, 1, 0)]
+    trace = write_events(tmp_path / "idle.parquet", tick * 10, workload="idle", step_ns=1000, headline="cpu", ops=10)
+    out = tmp_path / "out"
+    assert replay([trace], out, "--modes", "native,kvm-trunk,kvm-paravirt", "--workers", "1").exit_code == 0
+    rows = {r["mode"]: r for r in pl.read_parquet(out / "summary.parquet").iter_rows(named=True)}
+    c = {d: u.ns for d, u in load_profile().costs.items()}
+    # Host CPU = (busy 10 us + overhead) / 30 us span. Trunk: each tick exits on the
+    # interrupt, the port write and the halt; paravirt drops the port write and saves its native time.
+    expected = {"native": 100 * 10_000 / 30_000,
+                "kvm-trunk": 100 * (10_000 + 10 * (c["exit_irq"] + c["exit_io"] + c["exit_hlt"])) / 30_000,
+                "kvm-paravirt": 100 * (10_000 + 10 * (c["exit_irq"] + c["exit_hlt"] + c["native_io_avoided"])) / 30_000}
+    r = runner.invoke(app, ["report", str(out)])
+    assert r.exit_code == 0 and "idle (% host CPU)" in r.output
+    for mode, pct in expected.items():
+        assert rows[mode]["idle_ns"] == 20_000
+        assert f"{pct:.3g}" in r.output, mode
 
 
 def test_modes_are_data_in_seed_order() -> None:
