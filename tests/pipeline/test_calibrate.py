@@ -10,7 +10,7 @@ import tomli_w
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.profile import load_profile
+from pipeline.profile import START_PROFILE, load_profile
 from replay.kinds import Kind
 from tests.pipeline.tracefiles import write_events
 
@@ -84,7 +84,7 @@ def replayed(tmp_path_factory) -> Path:
 def true_costs(seed: int = 7) -> dict[str, float]:
     """Known costs: each starting figure moved by a random factor, kept inside its range."""
     rng = np.random.default_rng(seed)
-    costs = load_profile().costs
+    costs = load_profile(START_PROFILE).costs
     return {d: float(np.clip(c.ns * rng.uniform(0.6, 1.6), c.low * 1.01, c.high * 0.99)) for d, c in costs.items()}
 
 
