@@ -147,7 +147,7 @@ def _workload(page: _Page, inputs: ReportInputs, trace: str, rows: pl.DataFrame)
 
 def _time_figure(page: _Page, reference: Reference | None, name: str, rows: pl.DataFrame) -> str:
     first = rows.row(0, named=True)
-    scale, label = display_scale(first)
+    _, label = display_scale(first)
     modes, values = rows["mode"].to_list(), [headline_value(r) for r in rows.iter_rows(named=True)]
     fig = go.Figure(go.Bar(x=modes, y=values, name="modelled", marker_color=[page.colour("mode", m) for m in modes],
                            text=[f"{v:.3g}" for v in values], textposition="inside", insidetextanchor="start",
@@ -155,7 +155,7 @@ def _time_figure(page: _Page, reference: Reference | None, name: str, rows: pl.D
     cells = [c for c in (reference.cells if reference else ()) if c.workload == first["workload"] and c.mode in modes]
     if cells:
         shown = BY_HEADLINE[first["headline"]]
-        measured = [shown.value({**first, "virt_ns": UNITS[c.unit].virt_ns(c.value, first)}) for c in cells]
+        measured = [shown.value(first, UNITS[c.unit].virt_ns(c.value, first)) for c in cells]
         fig.add_scatter(x=[c.mode for c in cells], y=measured, mode="markers", name=f"measured ({reference.name})",
                         marker=dict(symbol="diamond", size=13, color="black", line=dict(color="white", width=1)),
                         hovertemplate="%{x}: %{y:.4g} " + label + "<extra>measured</extra>")
@@ -175,10 +175,10 @@ def _category_figure(page: _Page, name: str, rows: pl.DataFrame) -> str:
     parts = ["native_ns", *[c for c in rows.columns if c.startswith("time_") and c.endswith("_ns")
                             and rows[c].abs().sum() > 0]]
     fig = go.Figure()
-    offset = BY_HEADLINE[first["headline"]].offset
+    unit = BY_HEADLINE[first["headline"]]
     for part in parts:
         legend = "native (trace time)" if part == "native_ns" else part[5:-3]
-        ys = [(r[part] - (offset(r) if part == "native_ns" else 0)) / scale for r in rows.iter_rows(named=True)]
+        ys = [unit.native_value(r) if part == "native_ns" else r[part] / scale for r in rows.iter_rows(named=True)]
         fig.add_bar(name=legend, x=modes, y=ys, marker_color=page.colour("part", part),
                     hovertemplate="%{x}: %{y:.4g} " + label + f"<extra>{legend}</extra>")
     fig.update_layout(barmode="relative")

@@ -87,7 +87,7 @@ def category_table(summary: pl.DataFrame, trace: str) -> Table:
         table.add_column(name, justify="left" if name == "mode" else "right", min_width=len(name))
     unit = BY_HEADLINE[first["headline"]]
     for r in rows.iter_rows(named=True):
-        values = [(r["native_ns"] - unit.offset(r)) / scale, *[r[c] / scale for c in cats], unit.value(r)]
+        values = [unit.native_value(r), *[r[c] / scale for c in cats], unit.value(r)]
         table.add_row(r["mode"], *[f"{v:.3g}" for v in values])
     return table
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.atomic import write_atomic
+from pipeline.units import BY_HEADLINE
 from replay.events import Events
 from replay.kinds import MAX_KIND, Kind
 from replay.mode import Guest
@@ -44,9 +45,8 @@ class TraceError(Exception):
 
 
 # What a trace's reports lead with: the whole run's time (s), time per op (µs), or, for a
-# guest that mostly idles, the host CPU it uses (% of its span: the idle time absorbs the
-# overhead, so its wall time does not grow).
-HEADLINES = ("total", "per_op", "cpu")
+# guest that mostly idles, the host CPU it uses (% of its span); pipeline/units.py.
+HEADLINES = tuple(BY_HEADLINE)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,13 @@ class Unit:
         """ns of the row's time that this unit leaves out (idle time, for host CPU)."""
         return row["idle_ns"] / row["cpus"] if self.headline == "cpu" else 0.0
 
-    def value(self, row: Row) -> float:
-        return (row["virt_ns"] - self.offset(row)) / self.scale(row)
+    def value(self, row: Row, virt_ns: float | None = None) -> float:
+        """The row's modelled figure in this unit, or that of `virt_ns` in the row's trace."""
+        return ((row["virt_ns"] if virt_ns is None else virt_ns) - self.offset(row)) / self.scale(row)
+
+    def native_value(self, row: Row) -> float:
+        """The trace's own (native) part of the figure, in this unit."""
+        return self.value(row, row["native_ns"])
 
     def virt_ns(self, value: float, row: Row) -> float:
         """The virt_ns that `value` of this unit stands for in `row`'s trace (value's inverse)."""
@@ -42,8 +47,7 @@ class Unit:
     def linear(self, row: Row) -> tuple[float, float]:
         """(native part, weight): value = native part + weight × Σ count × unit cost, the
         counts summed over vCPUs. Calibration fits in this form."""
-        scale = self.scale(row)
-        return (row["native_ns"] - self.offset(row)) / scale, 1.0 / (row["cpus"] * scale)
+        return self.native_value(row), 1.0 / (row["cpus"] * self.scale(row))
 
     def label(self, op_unit: str) -> str:
         return {"per_op": f"µs per {op_unit}", "cpu": "% host CPU"}.get(self.headline, self.name)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.generate.kernel import Kernel, SchedPolicy, Task
+from pipeline.generate.kernel import Kernel, SchedPolicy
 from pipeline.generate.native import NativeCosts
 from pipeline.profile import Profile
 from pipeline.trace_format import TraceMeta
