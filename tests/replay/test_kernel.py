@@ -7,13 +7,12 @@ conftest.py).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.trace_format import read_events, read_meta
@@ -25,29 +24,15 @@ from replay.mode import Paging
 from replay.reference import BUSY, replay_by_source
 from replay.reference import replay as oracle
 from tests.replay.conftest import GUEST, K, make_events
+from tests.replay.strategies import ADDRESSES, PORTS, examples, span_of, trace_rows
 
-SETTINGS = settings(max_examples=int(os.environ.get("HVREPLAY_EXAMPLES", 200)), deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = examples(200)
 
 # Few pages, so state collides: 0x08048/0x08049 share a guest table, 0x08148 shares its
 # softmmu slot with 0x08048 in a 256-entry TLB, 0x40000 is another table; kernel pages
-# in two global tables. Few address spaces and ports; MMIO at three addresses.
+# in two global tables.
 PAGES = [0x08048, 0x08049, 0x08148, 0x40000, K, K + 1, K + 0x400]
-PORTS = [0x80, 0x21, 0xA1, 0x20, 0x60]
-ADDRESSES = [0xFEC00000, 0xFEE000B0, 0xFED000F0]
-
-row = st.one_of(
-    st.tuples(st.just("cr3"), st.integers(1, 6)),
-    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
-    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
-    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
-    st.tuples(st.sampled_from(["pf", "pte", "invlpg"]), st.sampled_from(PAGES)),
-    st.tuples(st.just("io"), st.sampled_from(PORTS), st.integers(0, 1)),
-    st.tuples(st.just("mmio"), st.sampled_from(ADDRESSES), st.integers(0, 1)),
-    st.tuples(st.just("hlt"), st.integers(0, 1000)),
-    st.tuples(st.sampled_from(["irq", "syscall", "cpuid", "msr", "hypercall"]), st.integers(0, 3)),
-)
-traces = st.lists(row, max_size=120)
+traces = trace_rows(PAGES, max_size=120)
 
 
 def varied(modes):
@@ -71,10 +56,6 @@ def varied(modes):
         shadow_keep_on_cr3=st.booleans(),
         shadow_update_on_pte_write=st.booleans(),
     )
-
-
-def span_of(rows) -> int:
-    return 1000 + sum(r[1] for r in rows if r[0] == "hlt")
 
 
 def rows_of(table: dict[str, np.ndarray]) -> list[tuple]:

@@ -2,38 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from replay.counts import DRIVERS
 from tests.replay.conftest import K, make_events
+from tests.replay.strategies import examples, span_of, trace_rows
 
 # A few user pages over several guest tables (0x20, 0x20, 0x20, 0x21, 0x100, 0x2FF),
 # 0x08048 / 0x08148 conflict in the softmmu TLB; kernel pages over two global tables.
 USER = [0x08048, 0x08049, 0x08148, 0x08448, 0x40000, 0xBFFFF]
 KERNEL = [K, K + 1, K + 0x400]
 PAGES = USER + KERNEL
-PORTS = [0x80, 0x21, 0xA1, 0x20, 0x60]
-
-row = st.one_of(
-    st.tuples(st.just("cr3"), st.integers(1, 6)),
-    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
-    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
-    st.tuples(st.just("touch"), st.sampled_from(PAGES), st.integers(0, 1)),
-    st.tuples(st.sampled_from(["pf", "pte", "invlpg"]), st.sampled_from(PAGES)),
-    st.tuples(st.just("io"), st.sampled_from(PORTS), st.integers(0, 1)),
-    st.tuples(st.just("hlt"), st.integers(0, 1000)),
-    st.tuples(st.sampled_from(["irq", "syscall", "cpuid", "msr", "hypercall", "mmio"]),
-              st.integers(0, 255)),
-)
-traces = st.lists(row, max_size=80)
+traces = trace_rows(PAGES, max_size=80)
 
 SHADOW_SEED = ["kvm-upstream", "kvm-trunk", "kvm-paravirt"]
-# HVREPLAY_EXAMPLES=5000 for a longer search (default 300 keeps the suite at a few seconds).
-SETTINGS = settings(max_examples=int(os.environ.get("HVREPLAY_EXAMPLES", 300)), deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = examples(300)
 
 
 def shadow_mode(modes):
@@ -50,10 +35,6 @@ def shadow_mode(modes):
         shadow_update_on_pte_write=st.booleans(),
     )
     return st.one_of(seed, varied)
-
-
-def span_of(rows) -> int:
-    return 1000 + sum(r[1] for r in rows if r[0] == "hlt")
 
 
 @SETTINGS
