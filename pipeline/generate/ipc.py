@@ -5,10 +5,12 @@ read() and write() are generators that block (yield) until they can proceed.
 
 AF_UNIX SOCK_STREAM (net/unix/af_unix.c): each write() allocates one skb charged with
 its truesize to the *sending* socket's sk_wmem_alloc and queues it on the peer's
-receive queue; sock_alloc_send_skb() sleeps while sk_wmem_alloc >= sk_sndbuf
-(131071, SK_WMEM_MAX in 2.6.20), so one skb may overshoot the limit. truesize is
-assumed 300 bytes: SKB_DATA_ALIGN(100) = 128 plus a ~172-byte i386 struct sk_buff,
-so a socket holds at most 437 messages. A read() of 100 bytes consumes one skb; freeing
+receive queue; sock_alloc_send_skb() sleeps while sk_wmem_alloc >= sk_sndbuf,
+so one skb may overshoot the limit. sk_sndbuf is sysctl_wmem_default = SK_WMEM_MAX =
+(sizeof(struct sk_buff) + 256) * 256 (net/core/sock.c, unchanged from 2.5 to 2.6.21),
+not the 131071 of later kernels. With a ~172-byte i386 struct sk_buff that is 109,568
+bytes; truesize is SKB_DATA_ALIGN(100) = 128 plus the same 172, so 300 bytes, and a
+socket holds at most 366 messages. A read() of 100 bytes consumes one skb; freeing
 it (sock_wfree) wakes the blocked writers once (sk_wmem_alloc << 2) <= sk_sndbuf
 (unix_writable). Every write wakes the reader (sock_def_readable).
 
@@ -28,8 +30,9 @@ from dataclasses import dataclass, field
 from pipeline.generate import layout as L
 from pipeline.generate.kernel import NR_READ, NR_WRITE, Kernel, Task
 
-SK_SNDBUF = 131071          # sysctl_wmem_default = SK_WMEM_MAX in 2.6.20
-SKB_TRUESIZE = 300          # SKB_DATA_ALIGN(100) + sizeof(struct sk_buff), i386 (estimate)
+SK_BUFF_SIZE = 172          # sizeof(struct sk_buff), i386 (estimate)
+SK_SNDBUF = (SK_BUFF_SIZE + 256) * 256      # SK_WMEM_MAX = sysctl_wmem_default in 2.6.20
+SKB_TRUESIZE = 128 + SK_BUFF_SIZE           # SKB_DATA_ALIGN(100) + sizeof(struct sk_buff)
 SKB_HEADS_PER_PAGE = 21     # skbuff_head_cache: ~172 bytes, cache-line aligned to 192
 SKB_DATA_PER_PAGE = 8       # 128 + skb_shared_info (~236) -> kmalloc size-512
 PIPE_BUFFERS = 16           # PIPE_BUFFERS in 2.6.20

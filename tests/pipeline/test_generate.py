@@ -77,9 +77,10 @@ def test_every_message_written_and_read_once(run_name: str, request: pytest.Fixt
 
 
 def test_socket_occupancy_reaches_but_never_exceeds_sndbuf(hb1: HackbenchRun) -> None:
-    # sk_wmem_alloc < 131071 admits one more 300-byte skb: 437 messages, 131100 bytes.
-    assert max(ch.max_queued for ch in hb1.channels) == 437
-    assert max(ch.max_bytes for ch in hb1.channels) == 131_100
+    # SK_WMEM_MAX = (172 + 256) * 256 = 109,568; sk_wmem_alloc < 109,568 admits one more
+    # 300-byte skb after 365 of them (109,500): 366 messages, 109,800 bytes.
+    assert max(ch.max_queued for ch in hb1.channels) == 366
+    assert max(ch.max_bytes for ch in hb1.channels) == 109_800
 
 
 def test_pipe_occupancy_reaches_but_never_exceeds_16_pages(hb1_pipe: HackbenchRun) -> None:
@@ -102,7 +103,7 @@ def _writes_until_blocked(channel_type: type, costs: NativeCosts, nbytes: int) -
 
 
 def test_capacities_by_hand(costs: NativeCosts) -> None:
-    assert _writes_until_blocked(UnixStream, costs, 100) == 437   # ceil(131071 / 300)
+    assert _writes_until_blocked(UnixStream, costs, 100) == 366   # ceil(109568 / 300)
     assert _writes_until_blocked(Pipe, costs, 100) == 640         # 16 * (4096 // 100)
     assert _writes_until_blocked(Pipe, costs, 4) == 16 * 1024     # lat_ctx tokens
 
