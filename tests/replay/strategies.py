@@ -5,6 +5,7 @@ all fill and evict within a few dozen rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from hypothesis import HealthCheck, settings
@@ -38,3 +39,10 @@ def examples(default: int) -> settings:
 def span_of(rows: list[tuple]) -> int:
     """A span that leaves 1 µs busy besides the rows' halts."""
     return 1000 + sum(r[1] for r in rows if r[0] == "hlt")
+
+
+def varied_modes(modes: dict, bases: list[str], **fields: st.SearchStrategy) -> st.SearchStrategy:
+    """One of `bases` with the given fields redrawn (tiny state, flags flipped), named after it."""
+    return st.builds(
+        lambda base, **kw: dataclasses.replace(modes[base], name=f"{base}-varied", **kw),
+        st.sampled_from(bases), **fields)

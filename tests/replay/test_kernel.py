@@ -24,7 +24,7 @@ from replay.mode import Paging
 from replay.reference import BUSY, replay_by_source
 from replay.reference import replay as oracle
 from tests.replay.conftest import GUEST, K, make_events
-from tests.replay.strategies import ADDRESSES, PORTS, examples, span_of, trace_rows
+from tests.replay.strategies import ADDRESSES, PORTS, examples, span_of, trace_rows, varied_modes
 
 SETTINGS = examples(200)
 
@@ -38,9 +38,8 @@ traces = trace_rows(PAGES, max_size=120)
 def varied(modes):
     """A shipped mode with tiny, varied state and switches (any paging, any flag)."""
     ports, addresses = (st.sets(st.sampled_from(values), max_size=2).map(frozenset) for values in (PORTS, ADDRESSES))
-    return st.builds(
-        lambda base, **kw: dataclasses.replace(modes[base], name=f"{base}-varied", **kw),
-        st.sampled_from(list(modes)),
+    return varied_modes(
+        modes, list(modes),
         paging=st.sampled_from(list(Paging)),
         dropped_io_ports=ports,
         dropped_io_reads=ports,

@@ -1,14 +1,13 @@
 """Properties that hold for any trace: random small traces through seed modes and variations."""
 from __future__ import annotations
 
-import dataclasses
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from replay.counts import DRIVERS
 from tests.replay.conftest import K, make_events
-from tests.replay.strategies import examples, span_of, trace_rows
+from tests.replay.strategies import examples, span_of, trace_rows, varied_modes
 
 # A few user pages over several guest tables (0x20, 0x20, 0x20, 0x21, 0x100, 0x2FF),
 # 0x08048 / 0x08148 conflict in the softmmu TLB; kernel pages over two global tables.
@@ -24,9 +23,8 @@ SETTINGS = examples(300)
 def shadow_mode(modes):
     """A seed shadow mode, or one with tiny, varied state (and VPID on or off)."""
     seed = st.sampled_from(SHADOW_SEED).map(lambda n: modes[n])
-    varied = st.builds(
-        lambda base, **kw: dataclasses.replace(modes[base], **kw),
-        st.sampled_from(SHADOW_SEED),
+    varied = varied_modes(
+        modes, SHADOW_SEED,
         tlb_entries=st.integers(1, 8),
         shadow_pool_pages=st.integers(2, 8),
         cr3_cache_size=st.integers(0, 4),
