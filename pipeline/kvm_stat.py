@@ -212,7 +212,6 @@ class _Pending:
 class FileScan:
     """What one file yielded: rows for the tables, and what went wrong."""
     source: str
-    lines: int = 0
     events: int = 0              # event lines (any event)
     clock: str | None = None     # "ns" (printed seconds) or "count" (integer clock counts)
     exits: list[dict] = field(default_factory=list)
@@ -276,7 +275,6 @@ def scan_lines(lines: Iterable[str], source: str) -> FileScan:
     scan = FileScan(source)
     sc = _Scanner(scan)
     for lineno, line in enumerate(lines, 1):
-        scan.lines = lineno
         rec = parse_line(line)
         if rec is None:
             continue
@@ -347,6 +345,12 @@ def _frame(scan: FileScan, rows: list[dict], tsc_hz: float | None, schema: dict)
     return df
 
 
+def _frames(scans: list[FileScan], rows: str, schema: dict, tsc_hz: float | None) -> pl.DataFrame:
+    """One table of every scan's `rows` (an empty one with the schema if there are none)."""
+    return pl.concat([_frame(s, getattr(s, rows), tsc_hz, schema) for s in scans]
+                     or [_frame(FileScan(""), [], None, schema)])
+
+
 _EXIT_SCHEMA = {"pid": pl.Int64, "vcpu": pl.Int64, "reason": pl.String, "ts": pl.Int64, "time": pl.Int64}
 _IO_SCHEMA = {"kind": pl.String, "address": pl.UInt64, "direction": pl.String, "size": pl.Int64, "time": pl.Int64}
 _EVENT_SCHEMA = {"pid": pl.Int64, "vcpu": pl.Int64, "event": pl.String}
@@ -381,12 +385,8 @@ def merge(scans: list[FileScan], tsc_hz: float | None) -> Stats:
             s.error = (f"{s.source}: timestamps are {'raw clock counts' if s.clock == 'count' else 'seconds'}, "
                        f"unlike the other files; pass --tsc-hz to combine them")
     good = [s for s in good if s.error is None]
-    exits = pl.concat([_frame(s, s.exits, tsc_hz, _EXIT_SCHEMA) for s in good]) if good else \
-        _frame(FileScan(""), [], None, _EXIT_SCHEMA)
-    io = pl.concat([_frame(s, s.io, tsc_hz, _IO_SCHEMA) for s in good]) if good else \
-        _frame(FileScan(""), [], None, _IO_SCHEMA)
-    events = pl.concat([_frame(s, s.counted, None, _EVENT_SCHEMA) for s in good]) if good else \
-        _frame(FileScan(""), [], None, _EVENT_SCHEMA)
+    exits, io = _frames(good, "exits", _EXIT_SCHEMA, tsc_hz), _frames(good, "io", _IO_SCHEMA, tsc_hz)
+    events = _frames(good, "counted", _EVENT_SCHEMA, tsc_hz)
     return Stats(by_vcpu=_summary(exits, ["vcpu", "pid", "reason"], unit),
                  by_reason=_summary(exits, ["reason"], unit),
                  io=_io_summary(io, unit),

@@ -136,7 +136,7 @@ def read_chunks(path: Path, size: int = 4 << 20,
     (compressed, if it is) each piece took. Memory stays bounded by `size` plus the longest line."""
     sniff(path)
     with open(path, "rb") as raw:
-        stream: BinaryIO = _DECOMPRESSORS[path.suffix](raw) if path.suffix in _DECOMPRESSORS else raw
+        stream: BinaryIO = _OPENERS[path.suffix](raw, "rb") if path.suffix in _OPENERS else raw
         carry, told = b"", 0
         while True:
             block = stream.read(size)
@@ -154,10 +154,6 @@ def read_chunks(path: Path, size: int = 4 << 20,
                 yield data[:cut]
             if not block:
                 return
-
-
-_DECOMPRESSORS = {".gz": lambda f: gzip.GzipFile(fileobj=f), ".xz": lambda f: lzma.LZMAFile(f),
-                  ".lzma": lambda f: lzma.LZMAFile(f), ".bz2": lambda f: bz2.BZ2File(f)}
 
 
 def open_lines(path: Path) -> Iterator[str]:

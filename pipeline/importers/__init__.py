@@ -102,7 +102,7 @@ class _Reading:
     sizes: list[int] = field(default_factory=list)   # input bytes behind each spooled chunk
 
     def see(self, chunk: ck.Chunk) -> None:
-        valid = (chunk.role != ck.R_NONE) & (chunk.role != ck.R_PROBLEM)   # event lines, mapped or not
+        valid = chunk.event_lines()
         if valid.any():
             ts, cpu = chunk.ts[valid], chunk.cpu[valid]
             self.t0 = int(ts.min()) if self.t0 is None else min(self.t0, int(ts.min()))
@@ -175,7 +175,8 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
     `progress`, if given, is told the input bytes done, twice over: as they are read, then as
     their rows are written."""
     if fmt is not None and fmt not in FORMATS:
-        raise ImportFailed(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+        raise ImportFailed(f"unknown format {fmt!r} (known: "
+                           f"{'; '.join(f'{n}: {f.description}' for n, f in FORMATS.items())})")
     try:
         fmts = [FORMATS[fmt] if fmt else detect(p) for p in paths]
         report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})

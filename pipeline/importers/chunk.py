@@ -87,7 +87,7 @@ class EventName:
 
 
 def event_name(fmt: Format, event: str) -> EventName:
-    """The mapping of one event name under fmt (events.pattern_for, by name)."""
+    """The mapping of one event name under fmt: its pattern by name, syscall entries by prefix."""
     name = event.rsplit(":", 1)[-1]
     pattern = fmt.patterns.get(name)
     if pattern is None and name.startswith("sys_enter_"):
@@ -119,8 +119,9 @@ class Chunk:
     kthread: np.ndarray           # bool, per role
     problems: list[tuple[int, str]] = field(default_factory=list)  # (row, "file:line: problem"), in order
 
-    def __len__(self) -> int:
-        return len(self.role)
+    def event_lines(self) -> np.ndarray:
+        """Mask of the well-formed event lines, mapped or not."""
+        return (self.role != R_NONE) & (self.role != R_PROBLEM)
 
     def spooled(self) -> np.ndarray:
         """The lines that make rows, as SPOOLED records (a cpu of -1 becomes 0)."""
@@ -146,7 +147,6 @@ class ChunkParser:
         self.by_hash: dict[int, int] = {}
         self.next_line = 1
         self.continuation = False
-        self.too_large: set[int] = set()     # rows of the current chunk with numbers beyond int64
 
     def intern(self, event: str) -> int:
         if event not in self.by_event:
@@ -170,16 +170,16 @@ class ChunkParser:
         event = self._events(data, status, spans, hashes)
         chunk = Chunk(self.next_line, np.zeros(n, np.int8), cols["pid"], cols["tgid"], cols["cpu"], cols["ts"],
                       unit, event, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool))
-        slow = self._python_lines(data, starts, ends, status, spans, chunk)
+        slow, too_large = self._python_lines(data, starts, ends, status, spans, chunk)
         self._payloads(data, buf, spans, status, chunk, slow)
-        self._non_events(data, starts, ends, status, chunk)
+        self._non_events(data, starts, ends, status, chunk, too_large)
         self._time_order(chunk)
         chunk.problems.sort()
         self.next_line += n
         return chunk
 
     def _time_order(self, chunk: Chunk) -> None:
-        valid = np.flatnonzero((chunk.role != R_NONE) & (chunk.role != R_PROBLEM))
+        valid = np.flatnonzero(chunk.event_lines())
         cpu = np.maximum(chunk.cpu[valid], 0)
         for c in np.unique(cpu).tolist():
             rows = valid[cpu == c]
@@ -205,10 +205,12 @@ class ChunkParser:
         event[rows] = index[inverse]
         return event
 
-    def _python_lines(self, data, starts, ends, status, spans, chunk: Chunk) -> dict[int, tuple[str, str]]:
-        """Lines the scanner handed back, parsed by parse_line: row -> (comm, payload)."""
+    def _python_lines(self, data, starts, ends, status, spans,
+                      chunk: Chunk) -> tuple[dict[int, tuple[str, str]], set[int]]:
+        """Lines the scanner handed back, parsed by parse_line: row -> (comm, payload), and the
+        rows left as non-events because a number in them is beyond int64."""
         slow: dict[int, tuple[str, str]] = {}
-        self.too_large: set[int] = set()
+        too_large: set[int] = set()
         for row in np.flatnonzero(status == ls.PYTHON).tolist():
             tl = parse_line(data[starts[row]:ends[row]].decode("utf-8", errors="replace"))
             if tl is None:
@@ -216,7 +218,7 @@ class ChunkParser:
                 continue
             if max(tl.pid, tl.ts, tl.cpu or 0, tl.tgid or 0) >= 2**63:
                 status[row] = ls.OTHER
-                self.too_large.add(row)
+                too_large.add(row)
                 continue
             status[row] = ls.EVENT
             chunk.pid[row], chunk.cpu[row], chunk.ts[row] = tl.pid, -1 if tl.cpu is None else tl.cpu, tl.ts
@@ -224,7 +226,7 @@ class ChunkParser:
             chunk.unit[row] = ls.NS_UNIT if tl.ts_unit == "ns" else ls.COUNT_UNIT
             chunk.event[row] = self.intern(tl.event)
             slow[row] = (tl.comm, tl.payload)
-        return slow
+        return slow, too_large
 
     def _payloads(self, data, buf, spans, status, chunk: Chunk, slow: dict[int, tuple[str, str]]) -> None:
         """Roles and fields of the event lines."""
@@ -306,7 +308,7 @@ class ChunkParser:
         elif role == R_SYSCALL:
             chunk.a[row] = int(f.get("id", nm.syscall))
 
-    def _non_events(self, data, starts, ends, status, chunk: Chunk) -> None:
+    def _non_events(self, data, starts, ends, status, chunk: Chunk, too_large: set[int]) -> None:
         """Malformed lines among the non-events: not `#`/tab/header lines nor the wrapped
         continuation of a free-text payload (bprint) before them."""
         event_rows = np.flatnonzero(status == ls.EVENT)
@@ -315,7 +317,7 @@ class ChunkParser:
             before = np.searchsorted(event_rows, row) - 1
             continuation = free[before] if before >= 0 else self.continuation
             text = data[starts[row]:ends[row]].decode("utf-8", errors="replace")
-            if row in self.too_large:
+            if row in too_large:
                 chunk.role[row] = R_PROBLEM
                 chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: number too large: {text.strip()[:60]!r}"))
             elif not (continuation or HEADER_RE.match(text)):

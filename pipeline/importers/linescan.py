@@ -570,14 +570,7 @@ def starts_with_any(buf, spans, table, offsets, out):
         s, e = spans[i, 0], spans[i, 1]
         out[i] = False
         for j in range(offsets.size - 1):
-            lo, hi = offsets[j], offsets[j + 1]
-            if hi - lo <= e - s:
-                same = True
-                for k in range(hi - lo):
-                    if buf[s + k] != table[lo + k]:
-                        same = False
-                        break
-                if same:
-                    out[i] = True
-                    break
+            if _starts(buf, s, e, table[offsets[j]:offsets[j + 1]]):
+                out[i] = True
+                break
 

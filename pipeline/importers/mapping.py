@@ -44,14 +44,14 @@ from numba.typed import Dict
 
 from pipeline.importers.chunk import R_EXEC, R_FAULT, R_FORK, R_IRQ, R_SWITCH, R_SYSCALL, RECORDS, Chunk
 from pipeline.importers.working_set import WorkingSet
+from pipeline.trace_format import SCHEMA
 from replay.kinds import Kind
 
 KTHREADD = 2
 _KIND_OF_ROLE = np.zeros(R_SYSCALL + 1, np.uint8)      # the kind of a one-row line, by role
 _KIND_OF_ROLE[[R_FAULT, R_IRQ, R_SYSCALL]] = Kind.PAGE_FAULT, Kind.IRQ, Kind.SYSCALL
 CR3_WRITE, TOUCH = int(Kind.CR3_WRITE), int(Kind.TOUCH)
-COLUMNS = {"t_ns": np.int64, "cpu": np.uint16, "kind": np.uint8, "value": np.uint64, "asid": np.uint32,
-           "pid": np.int32, "arg": np.uint32}                # trace_format.SCHEMA's, in its order
+COLUMNS = {f.name: f.type.to_pandas_dtype() for f in SCHEMA}    # name -> numpy dtype, in order
 
 
 @dataclass
@@ -124,7 +124,6 @@ class GuestMapper:
     """Turns the mapped lines of chunks (in file order) into trace rows; see the module docstring."""
 
     def __init__(self, tasks: Tasks, working_set: WorkingSet) -> None:
-        self.tasks = tasks
         user, kernel = working_set.user(), working_set.kernel()
         pages = np.array(user + kernel, np.uint64).reshape(-1, 2)
         self.page_vpn, self.page_write = pages[:, 0], pages[:, 1].astype(np.uint32)

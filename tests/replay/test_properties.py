@@ -1,7 +1,6 @@
 """Properties that hold for any trace: random small traces through seed modes and variations."""
 from __future__ import annotations
 
-
 from hypothesis import given
 from hypothesis import strategies as st
 
