@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 KEY = ["trace", "mode"]
-IDENTITY = ["workload", "headline", "ops", "op_unit", "mode_rank"]
+IDENTITY = ["workload", "headline", "ops", "op_unit", "mode_rank", "cpus", "idle_ns"]
 
 
 def parts(summary: pl.DataFrame) -> list[str]:

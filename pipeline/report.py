@@ -197,7 +197,7 @@ def diff_table(d: pl.DataFrame, trace: str, names: tuple[str, str]) -> Table:
     change, in the trace's display unit."""
     rows = d.filter((pl.col("trace") == trace) & (pl.col("status") == "both"))
     first = rows.row(0, named=True)
-    scale, label = display_scale(first)
+    scale, label = display_scale(_diff_side(first, "a"))
     profiles = [" + ".join(sorted(set(rows[f"profile_{s}"].drop_nulls()))) or "?" for s in "ab"]
     changed = [p for p in parts_of(d) if rows[f"{p}_delta"].abs().sum() > 0]
     table = Table(title=f"{first['workload']} ({trace}): modelled time, A = {names[0]} (profile {profiles[0]}) "
@@ -206,9 +206,14 @@ def diff_table(d: pl.DataFrame, trace: str, names: tuple[str, str]) -> Table:
     for name in ["mode", "A", "B", "Δ", *[f"Δ {_part_name(p)}" for p in changed]]:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for r in rows.iter_rows(named=True):
-        table.add_row(r["mode"], f"{r['virt_ns_a'] / scale:.4g}", f"{r['virt_ns_b'] / scale:.4g}",
+        table.add_row(r["mode"], *[f"{headline_value(_diff_side(r, s)):.4g}" for s in "ab"],
                       *[_change(r, p, scale) for p in ["virt_ns", *changed]])
     return table
+
+
+def _diff_side(r: Row, side: str) -> dict:
+    """Side `side` ("a" or "b") of a diff.diff row, shaped as a summary row for units.py."""
+    return {**r, "virt_ns": r[f"virt_ns_{side}"], "native_ns": r[f"native_ns_{side}"]}
 
 
 def parts_of(d: pl.DataFrame) -> list[str]:

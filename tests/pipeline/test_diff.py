@@ -81,3 +81,26 @@ def test_diff_reverse_is_the_negation_and_missing_folder_is_one_line(start_resul
     assert set(pl.read_parquet(backward)["status"]) == {"both", "only in A"}
     r = runner.invoke(app, ["diff", str(tmp_path / "nowhere"), str(quick_results)])
     assert r.exit_code == 2 and "nowhere" in r.output
+
+
+IDLE_TRACE = Path(__file__).resolve().parents[2] / "traces" / "idle-hz1000.parquet"
+
+
+def test_diff_of_an_idle_guest_is_in_host_cpu(tmp_path: Path) -> None:
+    """An idle guest's diff shows % host CPU: (busy time + modelled overhead) ÷ span, by hand."""
+    sides = {}
+    for side, profile in (("a", "core2-2007.toml"), ("b", "core2-2007-fitted.toml")):
+        r = runner.invoke(app, ["replay", str(IDLE_TRACE), "--modes", "native,kvm-trunk", "--out",
+                                str(tmp_path / side), "--profile", str(HARDWARE / profile), "--workers", "1"])
+        assert r.exit_code == 0, r.output
+        sides[side] = tomllib.loads((HARDWARE / profile).read_text())["costs"]
+    r = runner.invoke(app, ["diff", str(tmp_path / "a"), str(tmp_path / "b")], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    trunk = pl.read_parquet(tmp_path / "a" / "summary.parquet").filter(pl.col("mode") == "kvm-trunk").row(0, named=True)
+    span, busy = trunk["native_ns"], trunk["native_ns"] - trunk["idle_ns"]
+    pct = {s: 100 * (busy + sum(by_category(trunk, costs).values())) / span for s, costs in sides.items()}
+    assert 5 < pct["a"] < 50 and 5 < pct["b"] < 50   # an idle guest's host CPU, not its span
+    line = next(ln for ln in r.output.splitlines() if "kvm-trunk" in ln)
+    assert f"{pct['a']:.4g}" in line and f"{pct['b']:.4g}" in line, line
+    assert f"{pct['b'] - pct['a']:+.3g}" in line, line
+    assert "% host CPU" in " ".join(r.output.split())
