@@ -17,11 +17,11 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.profile import Profile
+from pipeline.results import ATTRIBUTION_DIR, ATTRIBUTION_SCHEMA
 from replay.counts import ALL_COUNTS
 
-ATTRIBUTION_DIR = "attribution"
-SCHEMA: dict[str, pl.DataType] = {"trace": pl.String, "cpu": pl.Int64, "mode": pl.String, "kind": pl.String,
-                                  "asid": pl.Int64, "device": pl.Int64, "driver": pl.String, "count": pl.Int64}
+# The written schema (results.ATTRIBUTION_SCHEMA) as read back, with cpu widened like the summary's.
+SCHEMA: dict[str, pl.DataType] = {**pl.from_arrow(ATTRIBUTION_SCHEMA.empty_table()).schema, "cpu": pl.Int64}
 # What each dimension groups by, and how the report names it.
 DIMENSIONS: dict[str, str] = {"kind": "event kind", "asid": "address space", "device": "I/O port / MMIO address"}
 DEVICE_KINDS = {"io": "port", "mmio": "mmio"}

@@ -150,8 +150,10 @@ def report(
     if by == "category":
         for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
             out_console.print(category_table(summary, trace))
-    cost_profile, why = rd.summary_profile(summary, profile)
-    attribution = rd.load_attribution(results, summary, cost_profile, why, top or 5) if top or html else None
+    cost_profile = attribution = None
+    if top or html:   # only attribution and calibration need the cost profile
+        cost_profile, why = rd.summary_profile(summary, profile)
+        attribution = rd.load_attribution(results, summary, cost_profile, why, top or 5)
     if top:
         _print_top(summary, attribution)
     if html:

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.results import parts
+
 KEY = ["trace", "mode"]
 IDENTITY = ["workload", "headline", "ops", "op_unit", "mode_rank", "cpus", "idle_ns"]
-
-
-def parts(summary: pl.DataFrame) -> list[str]:
-    """native_ns, then the summary's category columns in its own order."""
-    return ["native_ns", *[c for c in summary.columns if c.startswith("time_") and c.endswith("_ns")]]
 
 
 def diff(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:

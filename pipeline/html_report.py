@@ -24,8 +24,9 @@ from pipeline.atomic import write_atomic
 from pipeline.attribution import DIMENSIONS
 from pipeline.reference import Reference
 from pipeline.report import (TOP_CAPTION, display_scale, failures, headline_value, mode_order, profile_names, seed_rows,
-                             top_grid, trace_rows)
+                             top_grid, trace_label, trace_rows)
 from pipeline.report_data import Attribution, Calibration, Sweep
+from pipeline.results import part_name, parts
 from pipeline.units import BY_HEADLINE, UNITS
 
 # One palette per kind of thing, so a colour means one thing on the whole page.
@@ -139,7 +140,7 @@ def _log_range(values: list[float]) -> list[float]:
 
 def _workload(page: _Page, inputs: ReportInputs, trace: str, rows: pl.DataFrame) -> Section:
     first = rows.row(0, named=True)
-    name = first["workload"] if trace == first["workload"] else f"{first['workload']} · {trace}"
+    name = trace_label(first["workload"], trace)
     parts = [_time_figure(page, inputs.reference, name, rows), _category_figure(page, name, rows),
              _attribution(page, inputs.attribution, inputs.summary, trace, name, rows)]
     return Section(f"trace-{trace}", name, "".join(parts))
@@ -172,12 +173,11 @@ def _category_figure(page: _Page, name: str, rows: pl.DataFrame) -> str:
     first = rows.row(0, named=True)
     scale, label = display_scale(first)
     modes = rows["mode"].to_list()
-    parts = ["native_ns", *[c for c in rows.columns if c.startswith("time_") and c.endswith("_ns")
-                            and rows[c].abs().sum() > 0]]
+    shown = [c for c in parts(rows) if c == "native_ns" or rows[c].abs().sum() > 0]
     fig = go.Figure()
     unit = BY_HEADLINE[first["headline"]]
-    for part in parts:
-        legend = "native (trace time)" if part == "native_ns" else part[5:-3]
+    for part in shown:
+        legend = "native (trace time)" if part == "native_ns" else part_name(part)
         ys = [unit.native_value(r) if part == "native_ns" else r[part] / scale for r in rows.iter_rows(named=True)]
         fig.add_bar(name=legend, x=modes, y=ys, marker_color=page.colour("part", part),
                     hovertemplate="%{x}: %{y:.4g} " + label + f"<extra>{legend}</extra>")

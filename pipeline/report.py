@@ -10,6 +10,7 @@ import polars as pl
 from rich.table import Table
 
 from pipeline.attribution import DIMENSIONS
+from pipeline.results import part_name, parts
 from pipeline.units import BY_HEADLINE, Row
 
 
@@ -22,6 +23,11 @@ def display_scale(row: Row) -> tuple[float, str]:
 def headline_value(row: Row) -> float:
     """A row's modelled figure in its trace's display unit (s, µs per op, % host CPU)."""
     return BY_HEADLINE[row["headline"]].value(row)
+
+
+def trace_label(workload: str, trace: str) -> str:
+    """How reports name a trace: its workload, and the trace too when they differ."""
+    return workload if trace == workload else f"{workload} · {trace}"
 
 
 def mode_order(summary: pl.DataFrame) -> list[str]:
@@ -55,8 +61,7 @@ def seed_rows(summary: pl.DataFrame) -> list[list[str]]:
         label = BY_HEADLINE[headline].label(op_unit)
         native_row = index.get((trace, "native"))
         native = headline_value(native_row) if native_row and native_row["status"] == "ok" else None
-        name = workload if trace == workload else f"{workload} · {trace}"
-        rows.append([f"{name} ({label})", *[_cell(index.get((trace, m)), native) for m in mode_order(summary)]])
+        rows.append([f"{trace_label(workload, trace)} ({label})", *[_cell(index.get((trace, m)), native) for m in mode_order(summary)]])
     return rows
 
 
@@ -80,10 +85,10 @@ def category_table(summary: pl.DataFrame, trace: str) -> Table:
     rows = summary.filter((pl.col("trace") == trace) & (pl.col("status") == "ok")).sort("mode_rank")
     first = rows.row(0, named=True)
     scale, label = display_scale(first)
-    cats = [c for c in summary.columns if c.startswith("time_") and c.endswith("_ns") and rows[c].abs().sum() > 0]
+    cats = [c for c in parts(summary)[1:] if rows[c].abs().sum() > 0]
     table = Table(title=f"{first['workload']} ({trace}): time by cost category, {label}  ·  profile: {profile_names(summary)}",
                   caption="native = trace time; categories = modelled overhead (count × unit cost)")
-    for name in ["mode", "native", *[c[5:-3] for c in cats], "total"]:
+    for name in ["mode", "native", *[part_name(c) for c in cats], "total"]:
         table.add_column(name, justify="left" if name == "mode" else "right", min_width=len(name))
     unit = BY_HEADLINE[first["headline"]]
     for r in rows.iter_rows(named=True):
@@ -203,7 +208,7 @@ def diff_table(d: pl.DataFrame, trace: str, names: tuple[str, str]) -> Table:
     table = Table(title=f"{first['workload']} ({trace}): modelled time, A = {names[0]} (profile {profiles[0]}) "
                         f"→ B = {names[1]} (profile {profiles[1]}), {label}",
                   caption="Δ = B − A (% of A); native = the trace's own time, categories = modelled overhead")
-    for name in ["mode", "A", "B", "Δ", *[f"Δ {_part_name(p)}" for p in changed]]:
+    for name in ["mode", "A", "B", "Δ", *[f"Δ {part_name(p)}" for p in changed]]:
         table.add_column(name, justify="left" if name == "mode" else "right")
     for r in rows.iter_rows(named=True):
         table.add_row(r["mode"], *[f"{headline_value(_diff_side(r, s)):.4g}" for s in "ab"],
@@ -220,10 +225,6 @@ def parts_of(d: pl.DataFrame) -> list[str]:
     """The parts (native_ns, time_<category>_ns) a diff frame compares."""
     return [c.removesuffix("_delta") for c in d.columns
             if c.endswith("_delta") and c.removesuffix("_delta") != "virt_ns"]
-
-
-def _part_name(part: str) -> str:
-    return "native" if part == "native_ns" else part.removeprefix("time_").removesuffix("_ns")
 
 
 def _change(r: dict, part: str, scale: float) -> str:

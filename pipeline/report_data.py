@@ -16,6 +16,7 @@ from pipeline import calibrate as cal
 from pipeline.config_error import ConfigError
 from pipeline.profile import Profile, find_profile, load_profile
 from pipeline.reference import Reference
+from pipeline.report import profile_names
 from pipeline.results import SUMMARY, read_summary
 from pipeline.sweep import setting_keys
 
@@ -97,7 +98,7 @@ def load_calibration(cells: Path | None, summary: pl.DataFrame, reference: Refer
         raise ReportInputError(str(e)) from None
     if not predictions:
         return None
-    name = ", ".join(sorted(set(summary.filter(pl.col("status") == "ok")["profile"].drop_nulls())))
+    name = profile_names(summary)
     fitted = f"; fit = in the profile's own fit ({', '.join(profile.fitted_on)})" if profile and profile.fitted_on else ""
     return Calibration(cal.prediction_frame(predictions), name,
                        f"reference {reference.name} ({reference.source}) vs the results' modelled values{fitted}")
@@ -124,7 +125,7 @@ def load_sweep(folder: Path) -> Sweep:
     path = folder / "sweep.parquet"
     try:
         table = pl.read_parquet(path)
-        profile = ", ".join(sorted(set(read_summary(folder)["profile"].drop_nulls())))
+        profile = profile_names(read_summary(folder))
     except (OSError, FileNotFoundError, pl.exceptions.PolarsError) as e:
         raise ReportInputError(f"{path}: cannot read the sweep ({str(e).splitlines()[0]}; "
                                f"expected a `pipeline sweep --out` folder with sweep.parquet and {SUMMARY})") from None

@@ -67,6 +67,17 @@ def _write_committed(path: Path, table: pa.Table, entry: str) -> Path:
     return path
 
 
+def parts(summary: pl.DataFrame) -> list[str]:
+    """What a summary row's time is made of: native_ns, then the cost-category columns
+    (time_<category>_ns) in the summary's own order."""
+    return ["native_ns", *[c for c in summary.columns if c.startswith("time_") and c.endswith("_ns")]]
+
+
+def part_name(part: str) -> str:
+    """native_ns -> "native", time_<category>_ns -> category."""
+    return "native" if part == "native_ns" else part.removeprefix("time_").removesuffix("_ns")
+
+
 ATTRIBUTION_SCHEMA = pa.schema([("trace", pa.string()), ("cpu", pa.int32()), ("mode", pa.string()),
                                 ("kind", pa.string()), ("asid", pa.int64()), ("device", pa.int64()),
                                 ("driver", pa.string()), ("count", pa.int64())])

@@ -207,7 +207,10 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     with _progress() as bar:
         task = bar.add_task("replaying shards", total=len(shards))
         for future in as_completed(whole):
-            outcomes.append(_outcome(lambda: future.result(), whole[future]))
+            try:
+                outcomes.append(future.result())
+            except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
+                outcomes.append(_internal_failure(whole[future], e))
             bar.advance(task)
         for shard, futures in chunked:
             try:
@@ -256,13 +259,6 @@ def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
     except ChunkFailed as e:
         return e.args[0], 0
     return finish(out, shard, mode, parts), reruns
-
-
-def _outcome(result: Any, shard: Shard) -> tuple[str, dict[str, Any]] | Failure:
-    try:
-        return result()
-    except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
-        return _internal_failure(shard, e)
 
 
 def _internal_failure(shard: Shard, e: Exception) -> Failure:
