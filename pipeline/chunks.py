@@ -114,8 +114,7 @@ def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:
 
 def _source_counts(state: kernel.KernelState) -> pl.DataFrame:
     """Mode 0's counts per source; busy time is left out (the merge adds it once)."""
-    columns = kernel.attribution(state, 0, span_ns=0)
-    frame = pl.DataFrame({name: list(values) for name, values in columns.items()},
-                         schema={"kind": pl.String, "asid": pl.Int64, "device": pl.Int64,
-                                 "driver": pl.String, "count": pl.Int64})
-    return frame.filter(pl.col("kind") != "busy")
+    columns = kernel.attribution(state, 0)
+    return pl.DataFrame({name: list(values) for name, values in columns.items()},
+                        schema={"kind": pl.String, "asid": pl.Int64, "device": pl.Int64,
+                                "driver": pl.String, "count": pl.Int64})

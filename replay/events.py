@@ -22,12 +22,18 @@ class Events:
     span_ns: int
 
     def __post_init__(self) -> None:
-        n = len(self.kind)
-        if any(len(c) != n for c in (self.value, self.asid, self.arg)):
-            raise ValueError("event columns differ in length")
-        bad = np.flatnonzero(self.kind > MAX_KIND)
-        if bad.size:
-            raise ValueError(f"row {int(bad[0])}: unknown event kind {int(self.kind[bad[0]])}")
+        check_columns(self.kind, self.value, self.asid, self.arg)
 
     def __len__(self) -> int:
         return len(self.kind)
+
+
+def check_columns(kind: np.ndarray, value: np.ndarray, asid: np.ndarray, arg: np.ndarray,
+                  first_row: int = 0) -> None:
+    """Reject columns the model cannot index: unequal lengths, or a kind beyond replay.kinds
+    (row numbers count from `first_row`, the batch's place in its vCPU's events)."""
+    if not len(kind) == len(value) == len(asid) == len(arg):
+        raise ValueError("event columns differ in length")
+    bad = np.flatnonzero(kind > MAX_KIND)
+    if bad.size:
+        raise ValueError(f"row {first_row + int(bad[0])}: unknown event kind {int(kind[bad[0]])}")

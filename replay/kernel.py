@@ -22,10 +22,10 @@ import numpy as np
 
 from replay import kernel_core as core
 from replay.counts import ALL_COUNTS, Counts
-from replay.events import Events
+from replay.events import Events, check_columns
 from replay.kernel_mode import COLUMN, ModeTables, compile_modes
 from replay.keys import TraceKeys
-from replay.kinds import MAX_KIND, Kind
+from replay.kinds import Kind
 from replay.mode import Guest, Mode
 from replay.shadow import TABLE_SHIFT
 
@@ -144,11 +144,7 @@ def replay_batch(state: KernelState, kind: np.ndarray, value: np.ndarray, asid: 
                  arg: np.ndarray) -> None:
     """Replay the next events of the vCPU (Events' columns) under every mode of `state`."""
     kind = _column(kind, np.uint8)
-    if not len(kind) == len(value) == len(asid) == len(arg):
-        raise ValueError("event columns differ in length")
-    bad = np.flatnonzero(kind > MAX_KIND)
-    if bad.size:
-        raise ValueError(f"row {state.events + int(bad[0])}: unknown event kind {int(kind[bad[0]])}")
+    check_columns(kind, value, asid, arg, first_row=state.events)
     value, arg = _column(value, np.uint64), _column(arg, np.uint32)
     ref, source = state.keys.remap(kind, value, _column(asid, np.uint32))
     _fit(state)
@@ -162,11 +158,12 @@ def counts(state: KernelState, span_ns: int) -> list[Counts]:
     return [_totals(state, m, span_ns) for m in range(len(state.modes))]
 
 
-def attribution(state: KernelState, m: int, span_ns: int) -> dict[str, np.ndarray]:
+def attribution(state: KernelState, m: int, span_ns: int | None = None) -> dict[str, np.ndarray]:
     """Mode m's counts per source (kind, asid, device) and driver, nonzero rows only.
 
     Columns kind (str), asid, device, driver (str), count; summed over sources they are
-    `counts(state, span_ns)[m]`. QEMU's emulated_ns is caused by no one event: kind "busy"."""
+    `counts(state, span_ns)[m]`. QEMU's emulated_ns is caused by no one event: kind "busy",
+    left out when span_ns is None (a chunk of a shard, whose merge adds it once)."""
     per = _per_source(state, m)
     src, col = np.nonzero(per)
     keys = [state.keys.source_key(int(s)) for s in src]
@@ -175,7 +172,7 @@ def attribution(state: KernelState, m: int, span_ns: int) -> dict[str, np.ndarra
     device = [d for _, _, d in keys]
     driver = [ALL_COUNTS[c] for c in col]
     count = list(per[src, col])
-    busy = _emulated_ns(state, m, span_ns, int(per[:, COLUMN["idle_ns"]].sum()))
+    busy = 0 if span_ns is None else state.modes[m].translated_ns(span_ns, int(per[:, COLUMN["idle_ns"]].sum()))
     if busy:
         kind, asid, device, driver, count = (kind + ["busy"], asid + [-1], device + [-1],
                                              driver + ["emulated_ns"], count + [busy])
@@ -255,13 +252,9 @@ def _per_source(state: KernelState, m: int) -> np.ndarray:
     return per
 
 
-def _emulated_ns(state: KernelState, m: int, span_ns: int, idle_ns: int) -> int:
-    return state.modes[m].translated_ns(span_ns, idle_ns)
-
-
 def _totals(state: KernelState, m: int, span_ns: int) -> Counts:
     total = _per_source(state, m).sum(axis=0)
-    total[COLUMN["emulated_ns"]] = _emulated_ns(state, m, span_ns, int(total[COLUMN["idle_ns"]]))
+    total[COLUMN["emulated_ns"]] = state.modes[m].translated_ns(span_ns, int(total[COLUMN["idle_ns"]]))
     return Counts({name: int(v) for name, v in zip(ALL_COUNTS, total) if v})
 
 

@@ -391,8 +391,7 @@ def cr3_write(m, src, table, P, tables, tlb, pool, soft, misc, acc):
     if size:
         misc[m, M_CR3_SLOTS + misc[m, M_CR3_NEXT]] = space
         misc[m, M_CR3_NEXT] = (misc[m, M_CR3_NEXT] + 1) % size
-    if P[m, P_ROOTS]:
-        roots_forget(m, space, P, misc)
+    if P[m, P_ROOTS]:   # not held (checked above; frees only drop roots): the new current root
         roots_push(m, space, P, misc)
 
 

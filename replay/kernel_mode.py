@@ -48,9 +48,6 @@ class ModeTables:
     cr3_cache: np.ndarray     # (modes,) int64
     roots: np.ndarray         # (modes,) int64: shadow roots held, current included (0 = no LRU)
 
-    def __len__(self) -> int:
-        return len(self.params)
-
     def softmmu(self, m: int) -> bool:
         return bool(self.params[m, core.P_SOFTMMU])
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from replay.kinds import Kind
+from replay.kinds import MAX_KIND, Kind
 
 CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO = (int(k) for k in (
     Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.MMIO))
@@ -89,7 +89,8 @@ class TraceKeys:
             done = _remap(kind, value, asid, done, np.uint64(self.kernel_vpn_min), np.int64(self.table_shift),
                           self.spaces.as_tuple(), self.tables.as_tuple(), self.vpns.as_tuple(),
                           self.pages.as_tuple(), self.sources.as_tuple(),
-                          self.page_info, self.source_events, ref, source, np.full(16, -1, dtype=np.int64))
+                          self.page_info, self.source_events, ref, source, np.full(MAX_KIND + 1, -1, dtype=np.int64),
+                          MAX_NEW_PER_EVENT)
             for m in self.maps():
                 if m.room() < 64 * MAX_NEW_PER_EVENT:
                     m.grow()
@@ -171,10 +172,11 @@ def _room(m):
 
 @njit(cache=True, _nrt=False)
 def _remap(kind, value, asid, start, kernel_vpn_min, table_shift, spaces, tables, vpns, pages, sources,
-           page_info, source_events, ref, source, plain_source):
+           page_info, source_events, ref, source, plain_source, max_new):
     """Fill ref/source from `start` while every map has room; returns the next row to do.
 
-    `plain_source` (scratch, one per kind code) caches the current asid's source ids."""
+    `plain_source` (scratch, one per kind code) caches the current asid's source ids;
+    `max_new` is MAX_NEW_PER_EVENT, the most keys one event adds to a map."""
     n = len(kind)
     zero = np.uint64(0)
     shift = np.uint64(table_shift)
@@ -182,7 +184,7 @@ def _remap(kind, value, asid, start, kernel_vpn_min, table_shift, spaces, tables
     space = np.int64(0)
     i = start
     while i < n:
-        budget = min(_room(spaces), _room(tables), _room(vpns), _room(pages), _room(sources)) // 2
+        budget = min(_room(spaces), _room(tables), _room(vpns), _room(pages), _room(sources)) // max_new
         if budget < 1:
             return i
         end = min(n, i + budget)

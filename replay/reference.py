@@ -217,12 +217,13 @@ class Machine:
     def by_source(self, events: Events) -> dict[Source, Counts]:
         """The counts so far, per source; QEMU's busy time goes to BUSY."""
         idle = sum(n for (_, name), n in self.c.items() if name == "idle_ns")
-        self.source = BUSY
-        self.add("emulated_ns", self.mode.translated_ns(events.span_ns, idle))
         rows: dict[Source, dict[str, int]] = {}
         for (source, name), n in self.c.items():
             if n:
                 rows.setdefault(source, {})[name] = int(n)
+        busy = self.mode.translated_ns(events.span_ns, idle)
+        if busy:
+            rows[BUSY] = {"emulated_ns": busy}
         return {source: Counts(values) for source, values in rows.items()}
 
 
