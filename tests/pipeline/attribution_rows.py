@@ -8,19 +8,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tomli_w
 
+from pipeline.results import ATTRIBUTION_DIR, ATTRIBUTION_SCHEMA
 from replay.counts import DRIVERS
 
-SCHEMA = pa.schema([("trace", pa.string()), ("cpu", pa.int64()), ("mode", pa.string()), ("kind", pa.string()),
-                    ("asid", pa.int64()), ("device", pa.int64()), ("driver", pa.string()), ("count", pa.int64())])
 # Source = (kind, asid, device); one row per (source, driver).
 Row = tuple[str, int, int, str, int]
 
 
 def write_attribution(results: Path, trace: str, cpu: int, mode: str, rows: list[Row]) -> Path:
-    path = results / "attribution" / f"mode={mode}" / f"{trace}__cpu{cpu}.parquet"
+    path = results / ATTRIBUTION_DIR / f"mode={mode}" / f"{trace}__cpu{cpu}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([{"trace": trace, "cpu": cpu, "mode": mode, "kind": k, "asid": a, "device": d,
-                                   "driver": drv, "count": n} for k, a, d, drv, n in rows], schema=SCHEMA)
+                                   "driver": drv, "count": n} for k, a, d, drv, n in rows], schema=ATTRIBUTION_SCHEMA)
     pq.write_table(table, path)
     return path
 

@@ -12,10 +12,9 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.profile import START_PROFILE, load_profile
 from replay.kinds import Kind
-from tests.pipeline.tracefiles import write_events
+from tests.pipeline.tracefiles import SEED_MODES, write_events
 
 runner = CliRunner()
-MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 
 
 def mixed_events(spaces: int, switches: int, user_pages: int, io_every: int, fault_every: int,
@@ -76,7 +75,7 @@ def replayed(tmp_path_factory) -> Path:
     write_events(d / "traces" / f"{IDLE}.parquet", idle_events(), workload=IDLE, step_ns=IDLE_STEP_NS,
                  headline="cpu", ops=IDLE_TICKS)
     result = runner.invoke(app, ["replay", str(d / "traces"), "--out", str(d / "results"), "--workers", "2",
-                                 "--modes", ",".join(MODES)])  # the synthetic reference covers the seed's modes
+                                 "--modes", ",".join(SEED_MODES)])  # the synthetic reference covers the seed's modes
     assert result.exit_code == 0, result.output
     return d
 
@@ -126,7 +125,7 @@ def test_calibration_recovers_known_costs_within_one_percent(replayed: Path) -> 
     assert {"exit_mmio", "exit_cpuid", "exit_msr", "exit_hypercall"} <= uncounted
     assert not (uncounted & set(identified["driver"]))
     cells = pl.read_parquet(out.with_suffix(".cells.parquet"))
-    assert len(cells) == (len(MIXES) + 1) * len(MODES)
+    assert len(cells) == (len(MIXES) + 1) * len(SEED_MODES)
     idle = cells.filter((pl.col("workload") == IDLE) & (pl.col("mode") == "native")).row(0, named=True)
     assert idle["unit"] == "%cpu" and idle["predicted"] == pytest.approx(40.0)  # 0.4 ms busy per 1 ms tick
     assert cells["error_pct"].abs().max() < 0.5

@@ -16,8 +16,8 @@ from pipeline.cli import app
 from pipeline.modes import load_modes
 from pipeline.trace_format import count_events, read_meta
 from tests.pipeline.conftest import QUICK_TRACE
+from tests.pipeline.tracefiles import SEED_MODES
 
-SEED = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 RECORDED = QUICK_TRACE.parents[1] / "recorded" / "pipe-2.parquet"
 
 
@@ -40,7 +40,7 @@ def _chunked(path: Path, mode, chunk_events: int, warmup: int) -> tuple[pl.DataF
     return (merged_counts(exact, mode, meta.native_ns), merged_counts(parts, mode, meta.native_ns), reruns)
 
 
-@pytest.mark.parametrize("name", SEED)
+@pytest.mark.parametrize("name", SEED_MODES)
 @pytest.mark.parametrize("warmup", [0, 400, 5_000])
 def test_chunks_equal_the_sequential_replay(name: str, warmup: int) -> None:
     mode = load_modes()[name]
@@ -68,7 +68,7 @@ def test_a_short_warm_up_is_caught_and_re_run() -> None:
 
 
 def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
-    modes = ",".join(SEED)
+    modes = ",".join(SEED_MODES)
     runner = CliRunner()
     plain, chunked = tmp_path / "plain", tmp_path / "chunked"
     r = runner.invoke(app, ["replay", str(RECORDED), "--modes", modes, "--out", str(plain), "--workers", "2"])
@@ -79,7 +79,7 @@ def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
     assert "chunked: 40 chunks of 5 shards" in " ".join(r.output.split())  # 421,770 events: 8 chunks x 5 modes
     for folder in ("counts", "attribution"):
         files = sorted(p.relative_to(plain) for p in (plain / folder).rglob("*.parquet"))
-        assert len(files) == len(SEED)
+        assert len(files) == len(SEED_MODES)
         for f in files:
             assert pq.read_table(chunked / f).equals(pq.read_table(plain / f)), f
     assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))

@@ -55,7 +55,7 @@ def test_diff_of_two_profiles_matches_hand_pricing(start_results: Path, quick_re
         assert row["native_ns_delta"] == 0
         assert row["virt_ns_delta"] == pytest.approx(sum(b.values()) - sum(a.values()))
         assert row["virt_ns_a"] == pytest.approx(counts["native_ns"] + sum(a.values()))
-    # kvm-trunk's CR3 exits alone: one exit per switch, each 5238.024 - 4300 ns dearer once fitted.
+    # kvm-trunk's CR3 exits alone: one exit per switch, each dearer once fitted (fitted − start exit_cr3).
     trunk = d.filter(pl.col("mode") == "kvm-trunk").row(0, named=True)
     cr3_drivers = [k for k, c in a_costs.items() if c["category"] == "cr3"]
     assert trunk["time_cr3_ns_delta"] == pytest.approx(

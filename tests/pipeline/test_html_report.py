@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from tests.pipeline.conftest import QUICK_TRACE
+from tests.pipeline.tracefiles import SEED_MODES
 
 runner = CliRunner()
-MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 MODE_COLOURS = {"native": (0x1F, 0x77, 0xB4), "qemu": (0xFF, 0x7F, 0x0E), "kvm-upstream": (0x2C, 0xA0, 0x2C),
                 "kvm-trunk": (0xD6, 0x27, 0x28), "kvm-paravirt": (0x94, 0x67, 0xBD)}  # plotly D3, in mode order
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -131,7 +131,7 @@ def test_report_renders_in_headless_chromium(full_report: tuple[Path, Path]) -> 
     for f in figures:
         assert "profile" in f["title"] and "modelled" in f["title"].lower(), f["title"]
         assert f["axes"] and all(f["axes"]), f
-    assert all(m in svg_text for m in MODES), set(MODES) - svg_text
+    assert all(m in svg_text for m in SEED_MODES), set(SEED_MODES) - svg_text
     assert len(shot.getcolors(maxcolors=1 << 20)) > 200  # text, tables, bars: not a blank page
     drawn = {c for _, c in first.getcolors(maxcolors=1 << 20)}
-    assert all(MODE_COLOURS[m] in drawn for m in MODES)  # each mode's bar is on screen in its colour
+    assert all(MODE_COLOURS[m] in drawn for m in SEED_MODES)  # each mode's bar is on screen in its colour

@@ -13,8 +13,8 @@ from pipeline.importers import FORMATS, ImportFailed, import_command, import_fil
 from pipeline.importers.working_set import WorkingSet
 from pipeline.trace_format import validate
 from replay.kinds import Kind
+from tests.pipeline.tracefiles import SAMPLES, sample_files
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent (samples live outside the repository)")
 
 # ftrace, raw sched_switch: bash (1000) and its thread (1001, tgid from the TGID column),
@@ -132,10 +132,6 @@ def test_command_exit_codes(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ the shared samples
-def _samples() -> list[Path]:
-    return sorted(p for p in SAMPLES.iterdir() if p.name != "README.md") if SAMPLES.is_dir() else []
-
-
 EXPECTED_FORMAT = {"ARM-software_lisa": "trace-cmd-R", "ARM-software_trappy": "trace-cmd",
                    "report.txt": "trace-cmd", "report_N_noplugins": "trace-cmd-N",
                    "report_R_raw": "trace-cmd-R", "perf.scr": "perf", "eclipse": "ftrace"}
@@ -152,7 +148,7 @@ def _plain_counts(path: Path) -> dict:
 
 
 @needs_samples
-@pytest.mark.parametrize("path", _samples(), ids=lambda p: p.name[:50])
+@pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name[:50])
 def test_sample_imports(tmp_path: Path, path: Path) -> None:
     out = tmp_path / "s.parquet"
     report = import_files([path], out)
@@ -175,7 +171,7 @@ def test_sample_imports(tmp_path: Path, path: Path) -> None:
 
 @needs_samples
 def test_sample_syscalls_from_ftrace_syscall_tracer(tmp_path: Path) -> None:
-    path = next(p for p in _samples() if "ftrace_syscalls" in p.name)
+    path = next(p for p in sample_files() if "ftrace_syscalls" in p.name)
     text = path.read_text()
     report = import_files([path], tmp_path / "s.parquet")
     assert report.kinds["syscall"] == len(re.findall(r": sys_\w+\(", text)) > 0
@@ -287,7 +283,7 @@ def test_syscall_table_agrees_with_kernel_headers() -> None:
 
 @needs_samples
 def test_sample_syscall_numbers(tmp_path: Path) -> None:
-    path = next(p for p in _samples() if "ftrace_syscalls" in p.name)
+    path = next(p for p in sample_files() if "ftrace_syscalls" in p.name)
     text = path.read_text()
     t = import_files([path], tmp_path / "s.parquet")
     table = pq.read_table(tmp_path / "s.parquet").to_pydict()

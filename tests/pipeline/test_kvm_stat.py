@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from pipeline.kvm_stat import from_name, from_number, kvm_stat_command, scan_lines, summarise, write_stats
+from tests.pipeline.tracefiles import SAMPLES
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 if not SAMPLES.is_dir():
     pytest.skip(f"{SAMPLES} absent (real-trace samples live outside the repository)", allow_module_level=True)
 

@@ -15,8 +15,8 @@ from pipeline.importers import FORMATS
 from pipeline.importers import chunk as ck
 from pipeline.importers.events import FREE_TEXT, HEADER_RE, SYSCALL_ENTER, fields_of
 from pipeline.tracetext import parse_line
+from tests.pipeline.tracefiles import SAMPLES, sample_files
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 EXIT, UNMAPPED, PROBLEM, NONE = "exit", "unmapped", "problem", "none"
 
 
@@ -107,19 +107,15 @@ def check_lines(fmt, lines: list[str], chunk_bytes: int = 1 << 20) -> int:
         else:
             assert role[i] in ck.RECORDS, where
             a, b, k = expected_ab(int(role[i]), want[6], parse_line(text).comm)
-            got = (cols["a"][i] if a is None or a >= 0 else cols["a"][i], cols["b"][i], cols["kthread"][i])
+            got = (cols["a"][i], cols["b"][i], cols["kthread"][i])
             assert (a is None or np.uint64(got[0]) == np.uint64(a % 2**64)) and (b is None or got[1] == b) \
                 and (k is None or got[2] == k), f"{where}: got {got}, want {(a, b, k)}"
         checked += 1
     return checked
 
 
-def _samples() -> list[Path]:
-    return sorted(p for p in SAMPLES.iterdir() if p.name != "README.md") if SAMPLES.is_dir() else []
-
-
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent")
-@pytest.mark.parametrize("path", _samples(), ids=lambda p: p.name[:50])
+@pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name[:50])
 def test_samples_line_by_line(path: Path) -> None:
     from pipeline.importers import detect
     lines = path.read_text(errors="replace").splitlines()

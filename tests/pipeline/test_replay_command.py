@@ -13,10 +13,9 @@ from pipeline.cli import app
 from pipeline.modes import load_modes
 from pipeline.profile import load_profile
 from replay.kinds import Kind
-from tests.pipeline.tracefiles import round_robin_events, write_events
+from tests.pipeline.tracefiles import SEED_MODES, round_robin_events, write_events
 
 runner = CliRunner()
-SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 
 
 def replay(paths: list[Path], out: Path, *extra: str):

@@ -1,13 +1,12 @@
 """Golden tests for the shared text-trace line prefix (snippets copied from shared/samples)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from pipeline.tracetext import TraceLine, parse_line
+from tests.pipeline.tracefiles import SAMPLES
 
-SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples"
 if not SAMPLES.is_dir():
     pytest.skip(f"{SAMPLES} absent (real-trace samples live outside the repository)", allow_module_level=True)
 

@@ -7,6 +7,9 @@ import numpy as np
 from pipeline.trace_format import TraceMeta, write_trace
 from replay.kinds import Kind
 
+SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]   # the seed's table, in order
+# Real recordings for importer tests; they live beside the repository, not in it.
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
 USER_PAGES = (0x08048, 0x0804A, 0xBFFFF)
 KERNEL_PAGES = (0xC0100, 0xC0101)
 
@@ -40,3 +43,8 @@ def write_events(path: Path, rows: list[tuple[int, int, int, int]], workload: st
                      op_unit="context switch", headline=headline, source={"tool": "tests"})
     write_trace(path, cols, meta)
     return path
+
+
+def sample_files() -> list[Path]:
+    """The recordings in SAMPLES (none if it is absent)."""
+    return sorted(p for p in SAMPLES.iterdir() if p.name != "README.md") if SAMPLES.is_dir() else []

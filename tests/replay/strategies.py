@@ -11,6 +11,12 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from tests.replay.conftest import K
+
+# A few user pages over several guest tables (0x20, 0x20, 0x20, 0x21, 0x100, 0x2FF),
+# 0x08048 / 0x08148 conflict in the softmmu TLB; kernel pages over two global tables.
+USER = [0x08048, 0x08049, 0x08148, 0x08448, 0x40000, 0xBFFFF]
+KERNEL = [K, K + 1, K + 0x400]
 PORTS = [0x80, 0x21, 0xA1, 0x20, 0x60]
 ADDRESSES = [0xFEC00000, 0xFEE000B0, 0xFED000F0]
 

@@ -185,15 +185,6 @@ def test_a_dropped_mmio_address_beyond_int64(run, vary):
         {"events": 2, "native_mmio_avoided": 1, "exit_mmio": 1})
 
 
-def test_qemu_busy_time_is_its_own_source(modes):
-    state = kernel.new_state([modes["qemu"]], GUEST)
-    kernel.replay_batch(state, *columns(make_events([("hlt", 300), ("touch", 0x08048)])))
-    t = kernel.attribution(state, 0, 1000)
-    busy = t["kind"] == "busy"
-    # 1000 ns span - 300 idle = 700 ns of translated code, caused by no single event
-    assert list(t["driver"][busy]) == ["emulated_ns"] and list(t["count"][busy]) == [700]
-
-
 def test_snapshot_by_hand(modes):
     # trunk, tlb of 2: cr3 1; touch user A, B (table 0x20), kernel K. Pool (LRU first):
     # root of 1, table (1, 0x20) with PTEs A and B, global table 0x300 with K.

@@ -15,10 +15,12 @@ from replay.kinds import Kind
 from replay.mode import Paging
 from tests.replay.conftest import K
 from tests.replay.test_modes_seed import COMMON, QUANTUM_TRACE
-from tests.replay.test_properties import SETTINGS, span_of, traces
+from tests.replay.strategies import KERNEL, USER, examples, span_of, trace_rows
 
 MODERN = ["kvm-shadow-prevroots", "kvm-ept", "kvm-ept-vpid", "kvm-pv-modern"]
 TDP = ["kvm-ept", "kvm-ept-vpid", "kvm-pv-modern"]
+SETTINGS = examples(300)
+traces = trace_rows(USER + KERNEL, max_size=80)
 
 
 # --- the mode files, as read by hand ----------------------------------------------------

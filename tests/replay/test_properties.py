@@ -5,15 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replay.counts import DRIVERS
-from tests.replay.conftest import K, make_events
-from tests.replay.strategies import examples, span_of, trace_rows, varied_modes
+from tests.replay.conftest import make_events
+from tests.replay.strategies import KERNEL, USER, examples, span_of, trace_rows, varied_modes
 
-# A few user pages over several guest tables (0x20, 0x20, 0x20, 0x21, 0x100, 0x2FF),
-# 0x08048 / 0x08148 conflict in the softmmu TLB; kernel pages over two global tables.
-USER = [0x08048, 0x08049, 0x08148, 0x08448, 0x40000, 0xBFFFF]
-KERNEL = [K, K + 1, K + 0x400]
-PAGES = USER + KERNEL
-traces = trace_rows(PAGES, max_size=80)
+traces = trace_rows(USER + KERNEL, max_size=80)
 
 SHADOW_SEED = ["kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 SETTINGS = examples(300)
