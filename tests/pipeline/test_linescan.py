@@ -15,7 +15,7 @@ from pipeline.importers import FORMATS
 from pipeline.importers import chunk as ck
 from pipeline.importers.events import FREE_TEXT, HEADER_RE, SYSCALL_ENTER, fields_of
 from pipeline.tracetext import parse_line
-from tests.pipeline.tracefiles import SAMPLES, sample_files
+from tests.pipeline.tracefiles import SAMPLES, sample_files, sample_text
 
 EXIT, UNMAPPED, PROBLEM, NONE = "exit", "unmapped", "problem", "none"
 
@@ -118,7 +118,7 @@ def check_lines(fmt, lines: list[str], chunk_bytes: int = 1 << 20) -> int:
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name[:50])
 def test_samples_line_by_line(path: Path) -> None:
     from pipeline.importers import detect
-    lines = path.read_text(errors="replace").splitlines()
+    lines = sample_text(path).splitlines()
     # small chunks: the carry-over between chunks is exercised too
     assert check_lines(detect(path), lines, chunk_bytes=20_000) > 100
 

@@ -1,6 +1,9 @@
 """Small hand-made trace files for pipeline tests: builders with counts easy to work out by hand."""
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +51,10 @@ def write_events(path: Path, rows: list[tuple[int, int, int, int]], workload: st
 def sample_files() -> list[Path]:
     """The recordings in SAMPLES (none if it is absent)."""
     return sorted(p for p in SAMPLES.iterdir() if p.name != "README.md") if SAMPLES.is_dir() else []
+
+
+def sample_text(path: Path) -> str:
+    """A sample's text, decompressed by its suffix, read independently of the importers' readers."""
+    opener = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        return f.read()
