@@ -44,8 +44,9 @@ PREFIX_RE = re.compile(
     r"(?P<rest>.*)$"
 )
 # After the prefix: perf may print a sample period before the event (`250000 cycles:`);
-# the event name may carry a subsystem (`sched:sched_switch:`, `kvm:kvm_exit:`).
-EVENT_RE = re.compile(r"^(?:\d+\s+)?(?P<event>[A-Za-z_][\w.:-]*?):(?:\s+(?P<payload>.*))?$")
+# the event name may carry a subsystem (`sched:sched_switch:`, `kvm:kvm_exit:`) and may start
+# with a digit (the kernel's 9p events, include/trace/events/9p.h: `9p_client_req:`).
+EVENT_RE = re.compile(r"^(?:\d+\s+)?(?P<event>[A-Za-z0-9_][\w.:-]*?):(?:\s+(?P<payload>.*))?$")
 # ftrace's syscall tracer writes `sys_ioctl(fd: ff, …)` / `sys_ioctl -> 0x0` with no `event:`.
 SYSCALL_RE = re.compile(r"^(?P<event>sys_\w+)(?P<payload>(?:\(| -> ).*)$")
 

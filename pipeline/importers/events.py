@@ -58,8 +58,10 @@ SYSCALL_ENTER = re.compile(r"(?:__syscall_nr[=:]\s*(?P<id>-?\d+))?")
 
 INT_FIELDS = frozenset({"prev_pid", "next_pid", "parent_pid", "child_pid", "pid", "code",
                         "address", "error_code", "vector", "id"})
-# Events whose payload is free text that may run over several lines (trace-cmd wraps them).
-FREE_TEXT = frozenset({"print", "bprint", "bputs", "tracing_mark_write", "console"})
+# Events whose payload is free text that may run over several lines (trace-cmd wraps them);
+# 9p_protocol_dump's own format prints a hex dump on two more lines (include/trace/events/9p.h:
+# TP_printk("clnt %lu %s(tag = %d)\n%.3x: %16ph\n%.3x: %16ph\n", …)).
+FREE_TEXT = frozenset({"print", "bprint", "bputs", "tracing_mark_write", "console", "9p_protocol_dump"})
 # Non-event lines every renderer may print.
 HEADER_RE = re.compile(r"^(?:version = \d+|cpus=\d+|CPU \d+ is empty|CPU:\d+ \[.*\]|\s*)$")
 

@@ -222,7 +222,7 @@ def _event(buf, r, e, spans):
         d = _digits_end(buf, j, e)
         if d < e and _ws(buf[d]):
             j = _ws_end(buf, d, e)
-    if j < e and (buf[j] == 95 or 65 <= buf[j] <= 90 or 97 <= buf[j] <= 122):
+    if j < e and (buf[j] == 95 or _alnum(buf[j])):     # `9p_client_req:` starts with a digit
         k = j + 1
         while k < e:
             c = buf[k]

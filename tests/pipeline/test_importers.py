@@ -245,6 +245,27 @@ def test_tracecmd_noplugins_page_faults(tmp_path: Path) -> None:
     assert report.malformed == 0
 
 
+# The 9p events' names start with a digit, and 9p_protocol_dump prints a two-line hex dump
+# (include/trace/events/9p.h); lines as trace-cmd 3.1.6 rendered them in the guest sample.
+NINE_P = """\
+version = 6
+CPU 1 is empty
+cpus=2
+ MainTaskLow:422-422   [000] 22150.357851: 9p_protocol_dump:     clnt 18446636889643796544 P9_TGETATTR(tag = 0)
+000: ARG TYPE NOT FIELD BUT 2
+010: ARG TYPE NOT FIELD BUT 11
+ MainTaskLow:422-422   [000] 22150.357852: 9p_client_req:        client 18446636889643796544 request P9_TGETATTR tag  0
+ MainTaskLow:422-422   [000] 22150.357853: sched_switch:         MainTaskLow:422:422 [120] S ==> swapper/0:0 [120]
+"""
+
+
+def test_events_named_with_a_digit_and_their_dump_lines(tmp_path: Path) -> None:
+    report, _, _ = _import(tmp_path, NINE_P, working_set=NO_WS)
+    assert report.malformed == 0, report.malformed_examples
+    assert report.unmapped == {"9p_protocol_dump": 1, "9p_client_req": 1}
+    assert report.switches == 1
+
+
 # ------------------------------------------------------------------ golden: syscall numbers by name
 # x86_64 numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl: read 0, write 1,
 # fstat 5 (entry point sys_newfstat, hence the tracepoint sys_enter_newfstat), openat 257,

@@ -152,6 +152,7 @@ TRICKY = [
     "x-1 [000] 5.0: page_fault_kernel: address=sym ip=x error_code=0x0",
     "x-1 [000] 5.0: page_fault_user: address=0x1000",
     "x-1 [000] 5.0: local_timer_entry: vector=236",
+    "MainTaskLow:422-422   [000] 22150.357852: 9p_client_req:        client 1 request P9_TGETATTR tag  0",
     "x-1 [000] 5.0: reschedule_entry: vector=",
     "x-1 [000] 5.0: sys_enter: NR 4 (1, bfd0, 10)",
     "x-1 [000] 5.0: sys_enter: id=-1 args=(0)",
