@@ -36,7 +36,7 @@ out_console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
-WorkersOpt = Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")]
+WorkersOpt = Annotated[int, typer.Option(min=1, help="Worker processes of the local Dask cluster.")]
 AddressOpt = Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")]
 SchedulerFileOpt = Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")]
 TlsCaOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: CA certificate (PEM) that signed the cluster's certificates.")]

@@ -60,7 +60,7 @@ def render(inputs: ReportInputs) -> str:
     page = _Page(mode_order(summary), profile_names(summary))
     sections = [_overview(page, summary)]
     for trace, _, headline, _ in trace_rows(summary):
-        if headline != "failed":
+        if headline is not None:
             sections.append(_workload(page, inputs, trace, ok.filter(pl.col("trace") == trace).sort("mode_rank")))
     sections += [_sweep(page, s) for s in inputs.sweeps]
     sections.append(_calibration(page, inputs.calibration))
@@ -116,7 +116,7 @@ def _overview(page: _Page, summary: pl.DataFrame) -> Section:
 def _per_op_figure(page: _Page, summary: pl.DataFrame) -> str:
     ok = summary.filter(pl.col("status") == "ok")
     fig = go.Figure()
-    traces = [t for t in trace_rows(summary) if t[2] != "failed"]
+    traces = [t for t in trace_rows(summary) if t[2] is not None]
     for mode in page.modes:
         rows = {r["trace"]: r for r in ok.filter(pl.col("mode") == mode).iter_rows(named=True)}
         xs = [f"{trace}<br>per {op_unit}" for trace, _, _, op_unit in traces if trace in rows]

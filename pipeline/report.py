@@ -35,11 +35,19 @@ def mode_order(summary: pl.DataFrame) -> list[str]:
     return ranked["mode"].to_list()
 
 
-def trace_rows(summary: pl.DataFrame) -> list[tuple[str, str, str, str]]:
+def trace_rows(summary: pl.DataFrame) -> list[tuple[str, str, str | None, str]]:
+    """(trace, workload, headline, op unit) per trace; a trace that failed in every mode has
+    no metadata to show, so its workload is its trace name and its headline None."""
     ok = summary.filter(pl.col("status") == "ok")
-    rows = ok.select("trace", "workload", "headline", "op_unit").unique().sort("trace").rows()
-    failed = sorted(set(summary["trace"]) - set(ok["trace"]))
-    return rows + [(t, "?", "failed", "") for t in failed]
+    rows = ok.select("trace", "workload", "headline", "op_unit").unique().sort("trace").rows() if len(ok) else []
+    failed = sorted(set(summary["trace"]) - set(ok["trace"] if len(ok) else []))
+    return rows + [(t, t, None, "") for t in failed]
+
+
+def row_label(trace: str, workload: str, headline: str | None, op_unit: str) -> str:
+    """A table row's name: "workload (unit)", or "trace (failed)" for a trace with no result."""
+    unit = BY_HEADLINE[headline].label(op_unit) if headline else "failed"
+    return f"{trace_label(workload, trace)} ({unit})"
 
 
 def _cell(row: dict | None, native: float | None) -> str:
@@ -58,10 +66,10 @@ def seed_rows(summary: pl.DataFrame) -> list[list[str]]:
     index = {(r["trace"], r["mode"]): r for r in summary.iter_rows(named=True)}
     rows = []
     for trace, workload, headline, op_unit in trace_rows(summary):
-        label = BY_HEADLINE[headline].label(op_unit)
         native_row = index.get((trace, "native"))
         native = headline_value(native_row) if native_row and native_row["status"] == "ok" else None
-        rows.append([f"{trace_label(workload, trace)} ({label})", *[_cell(index.get((trace, m)), native) for m in mode_order(summary)]])
+        rows.append([row_label(trace, workload, headline, op_unit),
+                     *[_cell(index.get((trace, m)), native) for m in mode_order(summary)]])
     return rows
 
 

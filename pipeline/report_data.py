@@ -53,10 +53,12 @@ class Sweep:
 def summary_profile(summary: pl.DataFrame, explicit: Path | None) -> tuple[Profile | None, str]:
     """The cost profile that priced the summary: --profile if given, else the file in
     configs/hardware with the name the summary records. (None, why) when there is none."""
-    names = sorted(set(summary.filter(pl.col("status") == "ok")["profile"].drop_nulls()))
+    ok = summary.filter(pl.col("status") == "ok")
+    names = sorted(set(ok["profile"].drop_nulls())) if len(ok) else []   # no row priced: no profile column
     path = explicit or (find_profile(names[0]) if len(names) == 1 else None)
     if path is None:
-        which = f"profile {names[0]!r} is not in configs/hardware" if len(names) == 1 else f"profiles {names} in the summary"
+        which = (f"profile {names[0]!r} is not in configs/hardware" if len(names) == 1
+                 else f"profiles {names} in the summary" if names else "no trace was priced")
         return None, f"{which}; give --profile PROFILE.toml"
     try:
         return load_profile(path), ""

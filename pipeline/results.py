@@ -126,6 +126,22 @@ def read_shard(path: Path) -> tuple[dict[str, Any], str] | None:
     return (rows[0], entry.decode()) if len(rows) == 1 and entry else None
 
 
+# A summary row's identity and priced figures; the cost categories and counts follow
+# (summary_schema). A failed (trace, mode) row has nulls there, so a summary in which
+# every trace failed still has every column readers select.
+_SUMMARY_HEAD: dict[str, Any] = {
+    "trace": pl.String, "workload": pl.String, "mode": pl.String, "status": pl.String, "error": pl.String,
+    "native_ns": pl.Float64, "virt_ns": pl.Float64, "slowdown": pl.Float64, "ops": pl.Int64,
+    "op_unit": pl.String, "headline": pl.String, "ns_per_op": pl.Float64, "native_ns_per_op": pl.Float64,
+    "profile": pl.String, "shards": pl.Int64, "cpus": pl.Int64}
+
+
+def summary_schema(profile: Profile) -> dict[str, Any]:
+    """The summary's columns and types under `profile` (its categories name the time columns)."""
+    return {**_SUMMARY_HEAD, **{f"time_{c}_ns": pl.Float64 for c in profile.categories()},
+            **dict.fromkeys(ALL_COUNTS, pl.Int64), "mode_rank": pl.Int64}
+
+
 def summarise(rows: list[tuple[str, dict[str, Any]]], failures: list[Failure], profile: Profile,
               mode_order: list[str]) -> pl.DataFrame:
     """Sum shards per (trace, mode), price them, and add one row per failure.
@@ -140,8 +156,7 @@ def summarise(rows: list[tuple[str, dict[str, Any]]], failures: list[Failure], p
     bad = [{"trace": f.trace, "mode": f.mode, "status": "failed", "error": f.error} for f in failures]
     rank = {m: i for i, m in enumerate(mode_order)}
     rows_out = [{**r, "mode_rank": rank.get(r["mode"], len(rank))} for r in ok + bad]
-    frame = pl.DataFrame(rows_out, infer_schema_length=None) if rows_out else pl.DataFrame()
-    return frame.sort(["trace", "mode_rank"]) if len(frame) else frame
+    return pl.DataFrame(rows_out, schema=summary_schema(profile)).sort(["trace", "mode_rank"])
 
 
 def _priced_row(mode: str, shards: list[dict[str, Any]], profile: Profile) -> dict[str, Any]:

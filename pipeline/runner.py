@@ -13,9 +13,12 @@ tasks), and shards whose files in OUT already match are read back, not replayed
 """
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import os
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from dask.distributed import Client, LocalCluster, as_completed
+from distributed.comm import connect as connect_comm
+from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -34,6 +39,7 @@ from pipeline.trace_format import TraceError, TraceMeta, count_events, read_meta
 from replay.mode import Mode
 
 
+PROBE_TIMEOUT_S = 10.0   # for a scheduler to accept a connection and say who it is
 # distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
 _COMM_NAME = re.compile(r"in <[^>]*>: ")
 
@@ -63,6 +69,10 @@ class ClusterSpec:
     scheduler_address: str | None = None
     scheduler_file: str | None = None
     tls: Tls | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:   # LocalCluster(n_workers=0) starts and then waits for ever
+            raise ClusterError(f"--workers {self.workers}: a local cluster needs at least 1 worker")
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,9 @@ def _client(spec: ClusterSpec, address: str | None) -> Client:
         address = f"tls://{address}"
     where = f"scheduler file {spec.scheduler_file}" if spec.scheduler_file else f"scheduler {address}"
     security = {"security": spec.tls.security()} if spec.tls else {}
+    problem = probe_scheduler(_scheduler_address(spec, address), spec.tls)
+    if problem:
+        raise ClusterError(f"cannot connect to the Dask {where}: {problem}")
     try:
         if spec.scheduler_file:
             return Client(scheduler_file=spec.scheduler_file, **security)
@@ -135,14 +148,83 @@ def _client(spec: ClusterSpec, address: str | None) -> Client:
         # deadlock there (seen in the tests: a refused TLS connect, then a new client).
         # Collect it here, where no other client is starting.
         gc.collect()
-        raise ClusterError(f"cannot connect to the Dask {where}: {_connect_problem(e, spec.tls)}") from None
+        raise ClusterError(f"cannot connect to the Dask {where}: {_connect_problem(e)}") from None
 
 
-def _connect_problem(e: Exception, tls: Tls | None) -> str:
-    if isinstance(e, TypeError) and "TLS" in str(e):  # a tls:// address and no certificates
+def _scheduler_address(spec: ClusterSpec, address: str | None) -> str | None:
+    """The address a scheduler file names (None if it cannot be read: Client says why)."""
+    if not spec.scheduler_file:
+        return address
+    try:
+        return str(json.loads(Path(spec.scheduler_file).read_text())["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def probe_scheduler(address: str | None, tls: Tls | None, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why `address` is not a Dask scheduler we can use, or None if it is (or cannot be probed).
+
+    distributed's Client waits without end on a server that accepts the connection but
+    does not speak its protocol (seen: a plain HTTP server, 11 minutes), and reports a
+    refused connection only as a time-out. So first a plain TCP connect (refused at once),
+    then the scheduler's own `identity` call with a deadline; only when that fails is the
+    server asked what it is."""
+    if not address:
+        return None
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return None   # inproc://, ucx://: leave them to distributed
+    host, port = parse_host_port(location)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens at {host}:{port} (is the scheduler running?)"
+    except socket.gaierror as e:
+        return f"unknown host {host!r} ({e.strerror})"
+    except OSError as e:
+        return f"no connection to {host}:{port} within {timeout:g} s ({e.strerror or type(e).__name__})"
+    if scheme == "tls" and not tls:
         return "it uses TLS; give --tls-ca-file, --tls-cert and --tls-key"
-    hint = "" if tls else " (a TLS scheduler needs its tls:// address and --tls-ca-file, --tls-cert, --tls-key)"
-    return _COMM_NAME.sub("", _one_line(f"{type(e).__name__}: {e}")) + hint
+    args = tls.security().get_connection_args("client") if tls and scheme == "tls" else {}
+    try:
+        reply = asyncio.run(_identity(address, args, timeout))
+    except Exception:  # noqa: BLE001 - any failure of the handshake means "not usable"; diagnosed below
+        return _not_a_scheduler(host, port, scheme, tls, timeout)
+    return None if isinstance(reply, dict) and reply.get("type") == "Scheduler" else \
+        f"the server at {host}:{port} answered, but it is not a Dask scheduler"
+
+
+async def _identity(address: str, connection_args: dict[str, Any], timeout: float) -> Any:
+    comm = await asyncio.wait_for(connect_comm(address, timeout=timeout, **connection_args), timeout)
+    try:
+        await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), timeout)
+        return await asyncio.wait_for(comm.read(), timeout)
+    finally:
+        comm.abort()
+
+
+def _not_a_scheduler(host: str, port: int, scheme: str, tls: Tls | None, timeout: float) -> str:
+    """What answers at host:port, asked with an HTTP request: an HTTP server (the dashboard's
+    port is a common mistake), or a server that drops plain bytes (a TLS scheduler at a tcp://
+    address does), or one that says nothing."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            head = sock.recv(5)
+    except OSError:
+        head = b""
+    if head.startswith(b"HTTP/"):
+        return (f"an HTTP server answers at {host}:{port}, not a Dask scheduler "
+                "(the dashboard's port? the scheduler's is 8786 by default)")
+    if scheme == "tcp" and not tls:
+        return (f"no Dask scheduler answered at {host}:{port} within {timeout:g} s "
+                "(a TLS scheduler needs its tls:// address and --tls-ca-file, --tls-cert, --tls-key)")
+    return f"no Dask scheduler answered at {host}:{port} within {timeout:g} s"
+
+
+def _connect_problem(e: Exception) -> str:
+    """What distributed said, without its connection repr (the probe has ruled out the usual causes)."""
+    return _COMM_NAME.sub("", _one_line(f"{type(e).__name__}: {e}"))
 
 
 def open_traces(traces: list[TraceFile], modes: list[Mode],
@@ -185,6 +267,8 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
     if not opened:
         return RunOutput([], failures)
     with connect(spec) as client:
+        if not client.scheduler_info().get("workers"):
+            note(f"the scheduler at {client.scheduler.address} has no workers yet: waiting for them")
         shards, unread = plan_shards(client, opened, modes, report)
         resumed = resume(out, shards, by_name, {t.trace for t in traces})
         if resumed.done:
@@ -223,9 +307,8 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     if chunked:
         note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} shards, "
              f"{reruns} re-run with a longer warm-up to match the sequential state")
-    for o in outcomes:
-        if isinstance(o, Failure):
-            report(o.error)
+    for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
+        report(line)   # a bad row fails the trace in every mode: say it once
     return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
 
 

@@ -8,11 +8,14 @@ cluster fails its test; clusters are stopped by fixture finalizers.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.modes import load_modes
 from pipeline.profile import START_PROFILE
+from pipeline.runner import ClusterError, ClusterSpec
 from tests.pipeline.daskprocs import DaskCluster, make_ca, start_cluster
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
@@ -249,3 +253,44 @@ def test_driver_killed_then_resumed(cluster: DaskCluster, clean: Path, tmp_path:
                                      "--scheduler-address", cluster.address, *profile])
     assert fresh.exit_code == 0, fresh.output
     assert_same_results(out, reference)
+
+
+def _free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_scheduler_address_says_refused_at_once(traces: Path, tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    r = pipeline_replay(traces, "--out", tmp_path / "o", "--scheduler-address", address)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "connection refused: nothing listens at 127.0.0.1:" in said and "TLS" not in said
+    assert time.monotonic() - start < 15   # distributed's own retry loop took its 30 s connect time-out
+
+
+def test_address_of_a_server_that_is_not_a_scheduler(traces: Path, tmp_path: Path) -> None:
+    """A plain HTTP server accepts the connection and never speaks Dask: one line, no hang."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        address = f"tcp://127.0.0.1:{server.server_address[1]}"
+        r = pipeline_replay(traces, "--out", tmp_path / "o", "--scheduler-address", address)
+    finally:
+        server.shutdown()
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"an HTTP server answers at 127.0.0.1:{server.server_address[1]}, not a Dask scheduler" in said
+    assert not (tmp_path / "o" / "counts").exists()
+
+
+def test_workers_below_one_is_a_usage_error(traces: Path, tmp_path: Path) -> None:
+    for n in ("0", "-1"):
+        r = pipeline_replay(traces, "--out", tmp_path / "o", "--workers", n)
+        assert r.returncode == 2 and "greater than or equal to 1" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(ClusterError, match="at least 1 worker"):
+        ClusterSpec(workers=0)

@@ -102,7 +102,42 @@ def test_bad_traces_fail_alone_with_one_line_each(traces_dir: Path, tmp_path: Pa
     assert "hvreplay trace metadata" in errors["foreign"]
     for name, line in errors.items():
         assert f"{name}.parquet" in line and "\n" not in line
-    assert "unknown_kind.parquet: row 4: unknown event kind 99" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert said.count("unknown_kind.parquet: row 4: unknown event kind 99") == 1   # once, not once per mode
+    # The table is printed: the good traces' cells and one row per failed trace.
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    for name in ("foreign", "garbage", "truncated", "unknown_kind"):
+        assert f"{name} (failed) │ failed │ failed │" in said
+    assert "rr2 (µs per context switch) │ 0.7 (1.0×)" in said   # 7 events × 100 ns per switch
+
+
+def test_summary_schema_names_every_priced_column() -> None:
+    """summarise() keeps only the schema's columns: a priced row's keys must all be in it."""
+    from pipeline.results import _priced_row, summary_schema
+    from replay.counts import ALL_COUNTS
+    profile = load_profile()
+    shard = {"trace": "t", "workload": "w", "native_ns": 1000, "cpus": 1, "ops": 2, "op_unit": "op",
+             "headline": "per_op", **dict.fromkeys(ALL_COUNTS, 1)}
+    assert list(_priced_row("native", [shard], profile)) + ["mode_rank"] == list(summary_schema(profile))
+
+
+def test_report_of_a_folder_where_every_trace_failed(tmp_path: Path) -> None:
+    """A summary with no priced row still has every column: report, --by category, --top,
+    --html, diff and calibrate read it without a traceback."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "empty.parquet").write_bytes(b"")
+    (src / "text.parquet").write_text("no")
+    out = tmp_path / "out"
+    result = replay([src], out, "--modes", "native,kvm-trunk", "--workers", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "empty (failed) │ failed │ failed" in " ".join(result.output.split())
+    r = runner.invoke(app, ["report", str(out), "--by", "category", "--top", "2", "--html", str(tmp_path / "r.html")])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output and (tmp_path / "r.html").exists()
+    assert runner.invoke(app, ["diff", str(out), str(out)]).exception is None
+    r = runner.invoke(app, ["calibrate", str(out), "--out", str(tmp_path / "fit.toml")])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 2 and "no replayed trace" in r.output
 
 
 def test_trace_names_cannot_leave_out(tmp_path: Path) -> None:
