@@ -1,7 +1,6 @@
 """Configuration and metadata mistakes: one error naming the file, the key and the problem."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -10,8 +9,8 @@ import pytest
 from pipeline.config_error import ConfigError
 from pipeline.modes import DEFAULT_DIR, load_modes
 from pipeline.profile import START_PROFILE, load_profile
-from pipeline.trace_format import META_KEY, TraceError, validate
-from tests.pipeline.tracefiles import round_robin_events, write_events
+from pipeline.trace_format import TraceError, validate
+from tests.pipeline.tracefiles import rewrite_meta, round_robin_events, write_events
 
 
 def modes_with(tmp_path: Path, text: str) -> Path:
@@ -96,17 +95,17 @@ def test_profile_cost_outside_its_range(tmp_path: Path) -> None:
         load_profile(tmp_path / "p.toml")
 
 
-def rewrite_meta(path: Path, change) -> None:
-    table = pq.read_table(path)
-    meta = json.loads(table.schema.metadata[META_KEY])
-    change(meta)
-    pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), path)
-
-
 @pytest.mark.parametrize("change, problem", [
     (lambda m: m.update(ops="40000"), "field 'ops' is str, expected int"),
     (lambda m: m.pop("version"), "missing field 'version'"),
-    (lambda m: m.update(cpus=[0, "1"]), "cpus must be a list of non-negative integers"),
+    (lambda m: m.update(cpus=[0, "1"]), "cpus must be a non-empty list of distinct integers in 0..65535"),
+    (lambda m: m.update(cpus=[0, 65536]), "cpus must be a non-empty list of distinct integers in 0..65535"),
+    (lambda m: m.update(cpus=[0, 0]), "cpus must be a non-empty list of distinct integers"),
+    (lambda m: m.update(cpus=[]), "cpus must be a non-empty list"),
+    (lambda m: m.update(native_ns=2**70), f"native_ns must be in 1..{2**63 - 1}, got {2**70}"),
+    (lambda m: m.update(ops=0), f"ops must be in 1..{2**63 - 1}, got 0"),
+    (lambda m: m.update(guest={"kernel_vpn_min": 2**64}), f"guest.kernel_vpn_min must be in 0..{2**64 - 1}"),
+    (lambda m: m.update(guest={"kernel_vpn_min": -1}), "guest.kernel_vpn_min must be in 0.."),
     (lambda m: m.update(version=2), "trace format version 2"),
     (lambda m: m.update(colour="blue"), "unknown field(s) ['colour']"),
 ])
