@@ -1,6 +1,7 @@
 """Bad inputs are one line naming the file (and row or key), never a traceback, never a
-result: traces without events, nulls, out-of-range metadata, and terminal control characters
-in trace metadata. Real Parquet files throughout; one replay run serves the replay tests."""
+result: traces without events, nulls, out-of-range metadata, mode names that would leave
+--out, oversized mode state, and terminal control characters in trace metadata.
+Real Parquet files throughout; one replay run serves the replay tests."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config_error import ConfigError
+from pipeline.modes import load_modes, with_overrides
 from pipeline.trace_format import TraceError, TraceMeta, iter_events, read_events, read_meta, validate, write_trace
 from tests.pipeline.tracefiles import rewrite_meta, round_robin_events, write_events
 
@@ -177,6 +180,38 @@ def test_replay_and_report_escape_control_characters_of_the_workload(tmp_path: P
 
 
 # --- modes: names and sizes -------------------------------------------------------------------
+
+def test_a_mode_name_with_a_path_stops_replay_before_anything_is_written(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "escape.toml").write_text('inherits = "native"\nname = "a/../../../victim"\n')
+    good(tmp_path / "t.parquet")
+    out = tmp_path / "deep" / "er" / "out"
+    r = runner.invoke(app, ["replay", str(tmp_path / "t.parquet"), "--out", str(out), "--modes-dir", str(mine),
+                            "--modes", "a/../../../victim"])
+    assert r.exit_code == 2
+    assert (f"{mine / 'escape.toml'}: name: 'a/../../../victim': a mode name is 1-200 letters, digits, "
+            "'.', '_', '-' or '~'") in " ".join(r.output.split())
+    assert not (tmp_path / "deep").exists() and not list(tmp_path.rglob("victim*"))
+
+
+def test_sweep_settings_are_checked_like_a_file() -> None:
+    qemu = load_modes()["qemu"]
+    with pytest.raises(ConfigError, match=r"^--set: softmmu_tlb_entries: must be an integer in 1\.\.4194304, got 1099511627776$"):
+        with_overrides(qemu, {"softmmu_tlb_entries": 2**40})
+    with pytest.raises(ConfigError, match=r"^--set: name: 'x/y': a mode name is"):
+        with_overrides(qemu, {"name": "x/y"})
+    assert with_overrides(qemu, {"softmmu_tlb_entries": 2**22, "name": "qemu~softmmu_tlb_entries-4194304"})
+
+
+def test_sweep_of_an_oversized_setting_is_one_line(tmp_path: Path) -> None:
+    good(tmp_path / "t.parquet")
+    r = runner.invoke(app, ["sweep", str(tmp_path / "t.parquet"), "--set", "softmmu_tlb_entries=256,0x10000000000",
+                            "--mode", "qemu", "--baseline", "qemu", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2
+    assert "--set: softmmu_tlb_entries: must be an integer in 1..4194304, got 1099511627776" in r.output
+    assert not (tmp_path / "s").exists()
+
 
 def test_config_errors_with_markup_in_values_are_printed_as_text(tmp_path: Path) -> None:
     mine = tmp_path / "mine"

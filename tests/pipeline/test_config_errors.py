@@ -26,8 +26,8 @@ def modes_with(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("body, key, problem", [
     ('name = "m"\npaging = "shadow"\ncr3_cache_sise = 4\n', "cr3_cache_sise", "unknown key"),
     ('name = "m"\npaging = "nested"\n', "paging", "must be one of"),
-    ('name = "m"\npaging = "shadow"\ntlb_entries = 0\n', "tlb_entries", ">= 1"),
-    ('name = "m"\npaging = "shadow"\nshadow_pool_pages = 1\n', "shadow_pool_pages", ">= 2"),
+    ('name = "m"\npaging = "shadow"\ntlb_entries = 0\n', "tlb_entries", "in 1..1048576, got 0"),
+    ('name = "m"\npaging = "shadow"\nshadow_pool_pages = 1\n', "shadow_pool_pages", "in 2..4194304, got 1"),
     ('name = "m"\npaging = "softmmu"\nsoftmmu_tlb_entries = 100\n', "softmmu_tlb_entries", "power of two"),
     ('name = "m"\npaging = "shadow"\ntlb_flush_on_exit = "yes"\n', "tlb_flush_on_exit", "true or false"),
     ('name = "m"\npaging = "shadow"\n[on_event]\nwrmsr = "exit_msr"\n', "on_event.wrmsr", "unknown event kind"),
@@ -40,9 +40,22 @@ def modes_with(tmp_path: Path, text: str) -> Path:
     ('name = "m"\npaging = "tdp"\ndescription = 3\n', "description", "must be a string"),
     ('name = "kvm-trunk"\npaging = "shadow"\n', "name", "already defined in"),
     ('name = "m"\npaging = "shadow"\n[on_event]\nio = 5\n', "on_event.io", "driver name in quotes"),
-    ('name = "m"\npaging = "shadow"\nprev_roots = -1\n', "prev_roots", ">= 0"),
+    ('name = "m"\npaging = "shadow"\nprev_roots = -1\n', "prev_roots", "in 0..256, got -1"),
     ('name = "m"\npaging = "tdp"\ndropped_io_writes = [0x10000]\n', "dropped_io_writes", "outside 0..0xffff"),
     ('name = "m"\npaging = "tdp"\ndropped_mmio_reads = "0xFED000F0"\n', "dropped_mmio_reads", "list of integers"),
+    # Sizes past their bound (pipeline/modes.py SIZES): 2**40 softmmu entries would allocate 16 TiB.
+    ('name = "m"\npaging = "softmmu"\nsoftmmu_tlb_entries = 0x10000000000\n', "softmmu_tlb_entries",
+     "in 1..4194304, got 1099511627776"),
+    ('name = "m"\npaging = "shadow"\ntlb_entries = 1048577\n', "tlb_entries", "in 1..1048576"),
+    ('name = "m"\npaging = "shadow"\nshadow_pool_pages = 0x400001\n', "shadow_pool_pages", "in 2..4194304"),
+    ('name = "m"\npaging = "shadow"\ncr3_cache_size = 257\n', "cr3_cache_size", "in 0..256, got 257"),
+    ('name = "m"\npaging = "shadow"\nprev_roots = 0x7fffffffffffffff\n', "prev_roots", "in 0..256"),
+    # Names become folder names under --out: no separators, no '..', no NUL, bounded.
+    ('name = "a/../../../victim"\npaging = "tdp"\n', "name", "'a/../../../victim': a mode name is"),
+    ('name = "/tmp/victim"\npaging = "tdp"\n', "name", "a mode name is 1-200 letters"),
+    ('name = ".."\npaging = "tdp"\n', "name", "starting with a letter or digit"),
+    ('name = "a\\u0000b"\npaging = "tdp"\n', "name", "'a\\x00b': a mode name is"),
+    (f'name = "{"m" * 201}"\npaging = "tdp"\n', "name", "a mode name is 1-200"),
 ])
 def test_mode_file_mistakes_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
     d = modes_with(tmp_path, body)
