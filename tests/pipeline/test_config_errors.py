@@ -108,6 +108,32 @@ def test_profile_cost_outside_its_range(tmp_path: Path) -> None:
         load_profile(tmp_path / "p.toml")
 
 
+EXIT_CR3 = 'ns = 4300\nlow = 1500\nhigh = 8000\ncategory = "cr3"'   # [costs.exit_cr3] in START_PROFILE
+
+
+@pytest.mark.parametrize("old, new, key, problem", [
+    (EXIT_CR3, 'ns = -5\nlow = -10\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.ns", "must be a number of ns >= 0, got -5"),
+    (EXIT_CR3, 'ns = 4300\nlow = -10\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.low", ">= 0, got -10"),
+    (EXIT_CR3, 'ns = 4300\nlow = 1500\nhigh = 8000\ncategory = 7', "costs.exit_cr3.category", "not a string"),
+    (EXIT_CR3, 'ns = 4300\nlow = 9000\nhigh = 1500\ncategory = "cr3"', "costs.exit_cr3", "range [9000.0, 1500.0] is reversed"),
+    (EXIT_CR3, 'ns = nan\nlow = 1500\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.ns", "got nan"),
+    (EXIT_CR3, 'ns = 4300\nlow = 1500\nhigh = inf\ncategory = "cr3"', "costs.exit_cr3.high", "got inf"),
+    (EXIT_CR3, 'ns = "4300"\nlow = 1500\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.ns", "got '4300'"),
+    (EXIT_CR3, 'ns = true\nlow = 1500\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.ns", "got True"),
+    # A saving (the native time of an access a paravirt guest drops) is <= 0, never a cost.
+    ('ns = -1000\nlow = -2000\nhigh = -300', 'ns = 1000\nlow = -2000\nhigh = 3000', "costs.native_io_avoided.ns",
+     "must be a number of ns <= 0, got 1000"),
+    ("switch_ns = 617", 'switch_ns = "fast"', "native.switch_ns", "must be a number of ns >= 0"),
+])
+def test_profile_mistakes_name_file_and_key(tmp_path: Path, old: str, new: str, key: str, problem: str) -> None:
+    text = START_PROFILE.read_text()
+    assert text.count(old) == 1
+    (tmp_path / "p.toml").write_text(text.replace(old, new))
+    with pytest.raises(ConfigError) as e:
+        load_profile(tmp_path / "p.toml")
+    assert str(e.value).startswith(f"{tmp_path / 'p.toml'}: {key}: ") and problem in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("change, problem", [
     (lambda m: m.update(ops="40000"), "field 'ops' is str, expected int"),
     (lambda m: m.pop("version"), "missing field 'version'"),
