@@ -91,7 +91,7 @@ def find_profile(name: str, folder: Path = CONFIG_DIR) -> Path | None:
 def _str(path: Path, table: dict[str, Any], key: str, prefix: str = "") -> str:
     value = table.get(key)
     if not isinstance(value, str):
-        raise ConfigError(path, prefix + key, "missing or not a string")
+        raise ConfigError(path, prefix + key, "missing" if value is None else f"must be a string, got {value!r}")
     return value
 
 

@@ -114,7 +114,7 @@ EXIT_CR3 = 'ns = 4300\nlow = 1500\nhigh = 8000\ncategory = "cr3"'   # [costs.exi
 @pytest.mark.parametrize("old, new, key, problem", [
     (EXIT_CR3, 'ns = -5\nlow = -10\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.ns", "must be a number of ns >= 0, got -5"),
     (EXIT_CR3, 'ns = 4300\nlow = -10\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.low", ">= 0, got -10"),
-    (EXIT_CR3, 'ns = 4300\nlow = 1500\nhigh = 8000\ncategory = 7', "costs.exit_cr3.category", "not a string"),
+    (EXIT_CR3, 'ns = 4300\nlow = 1500\nhigh = 8000\ncategory = 7', "costs.exit_cr3.category", "must be a string, got 7"),
     (EXIT_CR3, 'ns = 4300\nlow = 9000\nhigh = 1500\ncategory = "cr3"', "costs.exit_cr3", "range [9000.0, 1500.0] is reversed"),
     (EXIT_CR3, 'ns = nan\nlow = 1500\nhigh = 8000\ncategory = "cr3"', "costs.exit_cr3.ns", "got nan"),
     (EXIT_CR3, 'ns = 4300\nlow = 1500\nhigh = inf\ncategory = "cr3"', "costs.exit_cr3.high", "got inf"),
