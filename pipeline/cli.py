@@ -25,6 +25,7 @@ from pipeline.report import category_table, cost_table, failures, prediction_tab
 from pipeline.results import SUMMARY, read_summary, summarise, write_summary
 from pipeline.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.shards import find_traces
+from pipeline.text import markup_safe, printable
 from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -47,11 +48,11 @@ ModesDirOpt = Annotated[Optional[list[Path]], typer.Option("--modes-dir", metava
 
 
 def _report_error(line: str) -> None:
-    err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {markup_safe(line)}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _report_error(message)
     raise typer.Exit(code)
 
 
@@ -216,10 +217,11 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
     for t in traces:
         try:
             meta = validate_trace(t.path)
-            out_console.print(f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})", highlight=False)
+            out_console.print(printable(f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})"),
+                              highlight=False, markup=False)
         except TraceError as e:
             bad += 1
-            err_console.print(f"[red]bad[/red] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]bad[/red] {markup_safe(str(e))}", highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)
 

@@ -4,9 +4,15 @@ Each cost carries its plausible range, its reporting category and its source, so
 fit can stay inside the range and a report can say where a figure came from. The
 optional [native] table holds native guest-operation costs that generators use to
 timestamp their traces.
+
+A cost is a finite number of ns inside its range (low <= ns <= high), and it is >= 0
+except for SAVINGS: a driver named *_avoided counts native work a mode no longer does,
+so its cost is the time saved, <= 0. A cost of the wrong sign would turn a VM exit into
+a speed-up.
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +30,7 @@ START_PROFILE = CONFIG_DIR / "core2-2007.toml"
 # What replay prices with: the starting profile fitted to the seed's table on all three
 # workloads (pipeline calibrate results --fit lat-ctx-2,hackbench-1,hackbench-5).
 DEFAULT_PROFILE = CONFIG_DIR / "core2-2007-fitted.toml"
+SAVINGS = frozenset(d for d in DRIVERS if d.endswith("_avoided"))
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ def load_profile(path: Path = DEFAULT_PROFILE) -> Profile:
         table = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(path, "", f"cannot read TOML ({e})") from None
-    costs = table.get("costs", {})
+    costs = _table(path, table, "costs")
     missing = sorted(set(DRIVERS) - set(costs))
     if missing:
         raise ConfigError(path, f"costs.{missing[0]}", "missing: every priced driver needs a unit cost")
@@ -64,8 +71,8 @@ def load_profile(path: Path = DEFAULT_PROFILE) -> Profile:
         name=_str(path, table, "name"),
         description=_str(path, table, "description"),
         costs={d: _unit_cost(path, d, costs[d]) for d in DRIVERS},
-        native={k: float(v) for k, v in table.get("native", {}).items()},
-        fitted_on=tuple(table.get("fit", {}).get("fitted_on", ())),
+        native={k: _ns(path, f"native.{k}", v, 1) for k, v in _table(path, table, "native").items()},
+        fitted_on=_fitted_on(path, _table(path, table, "fit").get("fitted_on", [])),
     )
 
 
@@ -81,26 +88,48 @@ def find_profile(name: str, folder: Path = CONFIG_DIR) -> Path | None:
     return None
 
 
-def _str(path: Path, table: dict[str, Any], key: str) -> str:
+def _str(path: Path, table: dict[str, Any], key: str, prefix: str = "") -> str:
     value = table.get(key)
     if not isinstance(value, str):
-        raise ConfigError(path, key, "missing or not a string")
+        raise ConfigError(path, prefix + key, "missing" if value is None else f"must be a string, got {value!r}")
     return value
+
+
+def _table(path: Path, table: dict[str, Any], key: str) -> dict[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, f"must be a table, got {value!r}")
+    return value
+
+
+def _ns(path: Path, key: str, value: Any, sign: int) -> float:
+    """A time in ns: a finite number, >= 0 if `sign` is 1, <= 0 if it is -1 (a saving)."""
+    if type(value) not in (int, float) or not math.isfinite(value) or sign * value < 0:
+        raise ConfigError(path, key, f"must be a number of ns {'>=' if sign > 0 else '<='} 0, got {value!r}")
+    return float(value)
+
+
+def _fitted_on(path: Path, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ConfigError(path, "fit.fitted_on", f"must be a list of workload names, got {value!r}")
+    return tuple(value)
 
 
 def _unit_cost(path: Path, driver: str, entry: Any) -> UnitCost:
     key = f"costs.{driver}"
     if not isinstance(entry, dict):
         raise ConfigError(path, key, "must be a table with ns, low, high, category, source")
-    try:
-        cost = UnitCost(ns=float(entry["ns"]), low=float(entry["low"]), high=float(entry["high"]),
-                        category=str(entry["category"]), source=str(entry["source"]))
-    except KeyError as e:
-        raise ConfigError(path, f"{key}.{e.args[0]}", "missing") from None
-    except (TypeError, ValueError) as e:
-        raise ConfigError(path, key, f"bad value ({e})") from None
-    if not cost.low <= cost.ns <= cost.high:
-        raise ConfigError(path, key, f"ns={cost.ns} outside its range [{cost.low}, {cost.high}]")
+    missing = [k for k in ("ns", "low", "high", "category", "source") if k not in entry]
+    if missing:
+        raise ConfigError(path, f"{key}.{missing[0]}", "missing")
+    sign = -1 if driver in SAVINGS else 1
+    ns, low, high = (_ns(path, f"{key}.{k}", entry[k], sign) for k in ("ns", "low", "high"))
+    cost = UnitCost(ns, low, high, category=_str(path, entry, "category", f"{key}."),
+                    source=_str(path, entry, "source", f"{key}."))
+    if low > high:
+        raise ConfigError(path, key, f"range [{low}, {high}] is reversed: low must be <= high")
+    if not low <= ns <= high:
+        raise ConfigError(path, key, f"ns={ns} outside its range [{low}, {high}]")
     return cost
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pipeline.attribution import DIMENSIONS
 from pipeline.results import part_name, parts
+from pipeline.text import markup_safe, printable
 from pipeline.units import BY_HEADLINE, Row
 
 
@@ -26,8 +27,9 @@ def headline_value(row: Row) -> float:
 
 
 def trace_label(workload: str, trace: str) -> str:
-    """How reports name a trace: its workload, and the trace too when they differ."""
-    return workload if trace == workload else f"{workload} · {trace}"
+    """How reports name a trace: its workload, and the trace too when they differ (control
+    characters in either shown escaped: they come from the trace file)."""
+    return printable(workload if trace == workload else f"{workload} · {trace}")
 
 
 def mode_order(summary: pl.DataFrame) -> list[str]:
@@ -77,14 +79,14 @@ def seed_table(summary: pl.DataFrame) -> Table:
     """Rows: traces; columns: modes; each cell the modelled time and its ×native ratio."""
     profile = profile_names(summary)
     modes = mode_order(summary)
-    table = Table(title=f"Modelled time by mode (×native)  ·  cost profile: {profile}",
+    table = Table(title=markup_safe(f"Modelled time by mode (×native)  ·  cost profile: {profile}"),
                   caption="native = the trace's own time; other modes = native + Σ count × unit cost (modelled); "
                           "% host CPU (idle guests) = (busy time + modelled overhead) ÷ the trace's span")
     table.add_column("workload (unit)")
     for m in modes:
         table.add_column(m, justify="right", min_width=len(m))
     for row in seed_rows(summary):
-        table.add_row(*["[red]failed[/red]" if c == "failed" else c for c in row])
+        table.add_row(*["[red]failed[/red]" if c == "failed" else markup_safe(c) for c in row])
     return table
 
 
@@ -94,7 +96,8 @@ def category_table(summary: pl.DataFrame, trace: str) -> Table:
     first = rows.row(0, named=True)
     scale, label = display_scale(first)
     cats = [c for c in parts(summary)[1:] if rows[c].abs().sum() > 0]
-    table = Table(title=f"{first['workload']} ({trace}): time by cost category, {label}  ·  profile: {profile_names(summary)}",
+    table = Table(title=markup_safe(f"{first['workload']} ({trace}): time by cost category, {label}  ·  "
+                                    f"profile: {profile_names(summary)}"),
                   caption="native = trace time; categories = modelled overhead (count × unit cost)")
     for name in ["mode", "native", *[part_name(c) for c in cats], "total"]:
         table.add_column(name, justify="left" if name == "mode" else "right", min_width=len(name))
@@ -149,7 +152,7 @@ def sweep_table(gains: pl.DataFrame, keys: list[str], profile: str) -> Table:
         table.add_column(k, justify="right")
     traces = gains.select("trace", "headline", "op_unit").unique().sort("trace").rows()
     for trace, headline, op_unit in traces:
-        table.add_column(f"{trace} ({BY_HEADLINE[headline].label(op_unit)})", justify="right")
+        table.add_column(markup_safe(f"{trace} ({BY_HEADLINE[headline].label(op_unit)})"), justify="right")
     for settings in gains.select(keys).unique(maintain_order=True).rows():
         cells = []
         for trace, *_ in traces:
@@ -190,9 +193,9 @@ def top_table(ranked: pl.DataFrame, summary: pl.DataFrame, trace: str, dimension
     table stays narrow however many modes were replayed."""
     label, modes, rows = top_grid(ranked, summary, trace)
     workload = summary.filter(pl.col("trace") == trace)["workload"][0]
-    table = Table(title=f"{workload} ({trace}): top cost sources by {DIMENSIONS[dimension]}"
-                        f"  ·  profile: {profile}", caption=TOP_CAPTION)
-    for name in ("mode", "#", f"source  time, {label} (share)"):
+    table = Table(title=markup_safe(f"{workload} ({trace}): top cost sources by {DIMENSIONS[dimension]}"
+                                    f"  ·  profile: {profile}"), caption=TOP_CAPTION)
+    for name in ("mode", "#", markup_safe(f"source  time, {label} (share)")):
         table.add_column(name, justify="right" if name == "#" else "left")
     for col, mode in enumerate(modes, start=1):
         ranked_cells = [(row[0], row[col]) for row in rows if row[col]]
@@ -213,8 +216,8 @@ def diff_table(d: pl.DataFrame, trace: str, names: tuple[str, str]) -> Table:
     scale, label = display_scale(_diff_side(first, "a"))
     profiles = [" + ".join(sorted(set(rows[f"profile_{s}"].drop_nulls()))) or "?" for s in "ab"]
     changed = [p for p in parts_of(d) if rows[f"{p}_delta"].abs().sum() > 0]
-    table = Table(title=f"{first['workload']} ({trace}): modelled time, A = {names[0]} (profile {profiles[0]}) "
-                        f"→ B = {names[1]} (profile {profiles[1]}), {label}",
+    table = Table(title=markup_safe(f"{first['workload']} ({trace}): modelled time, A = {names[0]} (profile {profiles[0]}) "
+                                    f"→ B = {names[1]} (profile {profiles[1]}), {label}"),
                   caption="Δ = B − A (% of A); native = the trace's own time, categories = modelled overhead")
     for name in ["mode", "A", "B", "Δ", *[f"Δ {part_name(p)}" for p in changed]]:
         table.add_column(name, justify="left" if name == "mode" else "right")

@@ -84,8 +84,6 @@ class TraceMeta:
             raise TraceError(path, f"trace format version {meta.version}, this reads {VERSION}")
         if meta.headline not in HEADLINES:
             raise TraceError(path, f"metadata headline must be one of {', '.join(HEADLINES)}, got {meta.headline!r}")
-        if meta.ops <= 0 or meta.native_ns <= 0 or not meta.cpus:
-            raise TraceError(path, "metadata ops and native_ns must be positive and cpus non-empty")
         return meta
 
 
@@ -95,6 +93,13 @@ _FIELDS: dict[str, tuple[bool, type | tuple[type, ...]]] = {
     "op_unit": (True, str), "headline": (False, str), "source": (False, dict),
     "guest": (False, dict), "cpus": (False, list),
 }
+INT64_MAX, UINT64_MAX = 2**63 - 1, 2**64 - 1
+# The values each integer may take. JSON integers are unbounded, the model's are not: times
+# are int64 ns like the t_ns column (and the results' counts), a page number is a u64 like
+# the value column, a vCPU a u16 like the cpu column.
+_RANGES: dict[str, tuple[int, int]] = {"native_ns": (1, INT64_MAX), "ops": (1, INT64_MAX),
+                                       "guest.kernel_vpn_min": (0, UINT64_MAX)}
+CPU_MAX = 2**16 - 1
 
 
 def _check_types(d: dict[str, Any]) -> None:
@@ -107,10 +112,16 @@ def _check_types(d: dict[str, Any]) -> None:
     unknown = set(d) - set(_FIELDS)
     if unknown:
         raise ValueError(f"unknown field(s) {sorted(unknown)}")
-    if not all(type(c) is int and c >= 0 for c in d.get("cpus", [])):
-        raise ValueError("cpus must be a list of non-negative integers")
-    if not all(type(v) is int for v in d.get("guest", {}).values()):
+    cpus = d.get("cpus", [0])
+    if not cpus or not all(type(c) is int and 0 <= c <= CPU_MAX for c in cpus) or len(set(cpus)) < len(cpus):
+        raise ValueError(f"cpus must be a non-empty list of distinct integers in 0..{CPU_MAX} (the cpu column is uint16)")
+    guest = d.get("guest", {})
+    if not all(type(v) is int for v in guest.values()):
         raise ValueError("guest facts must be integers")
+    values = {**d, **{f"guest.{k}": v for k, v in guest.items()}}
+    for name, (low, high) in _RANGES.items():
+        if name in values and not low <= values[name] <= high:
+            raise ValueError(f"{name} must be in {low}..{high}, got {values[name]}")
 
 
 ROW_GROUP = 1 << 20
@@ -169,9 +180,12 @@ class TraceWriter:
 
 
 def read_meta(path: Path) -> TraceMeta:
-    """Metadata only; raises TraceError for anything that is not a v1 trace."""
+    """Metadata only (and the row count: a trace without rows has nothing to replay, and
+    every mode would price its span as if it ran); raises TraceError for anything that is
+    not a v1 trace."""
     try:
-        schema = pq.read_schema(path)
+        footer = pq.read_metadata(path)
+        schema = footer.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as e:
         raise TraceError(path, f"not a readable Parquet file ({_first_line(e)})") from None
     raw = (schema.metadata or {}).get(META_KEY)
@@ -183,6 +197,8 @@ def read_meta(path: Path) -> TraceMeta:
             raise TraceError(path, f"missing column {f.name!r}")
         if schema.field(f.name).type != f.type:
             raise TraceError(path, f"column {f.name!r} is {schema.field(f.name).type}, expected {f.type}")
+    if footer.num_rows == 0:
+        raise TraceError(path, "no events (the file has no rows)")
     return meta
 
 
@@ -196,14 +212,14 @@ def iter_events(path: Path, cpu: int, meta: TraceMeta, start: int = 0, stop: int
     """One vCPU's events number `start` to `stop` (counted on that vCPU), streamed in batches.
 
     Every row read passes the checks of `pipeline validate` first: a row of an unlisted
-    CPU or out of time order would otherwise be silently mis-replayed. A one-CPU trace
-    skips the row groups before `start` without decoding them."""
+    CPU or out of time order would otherwise be silently mis-replayed, and a vCPU without
+    events is an error, not a replay of nothing. A one-CPU trace skips the row groups
+    before `start` without decoding them."""
     pf = _open(path)
     groups, seen = _row_groups_from(pf, start if meta.cpus == (cpu,) else 0)
     checker = RowChecker(path, meta, offset=seen)
     for batch in _batches(pf, path, _REPLAY_COLUMNS, groups, batch_rows):
-        cols = {n: batch.column(n).to_numpy() for n in _REPLAY_COLUMNS}
-        checker.check(cols["t_ns"], cols["cpu"], cols["kind"])
+        cols = checker.check(batch)
         mine = np.flatnonzero(cols["cpu"] == cpu)
         lo, hi = max(start - seen, 0), len(mine) if stop is None else max(min(stop - seen, len(mine)), 0)
         seen += len(mine)
@@ -213,6 +229,8 @@ def iter_events(path: Path, cpu: int, meta: TraceMeta, start: int = 0, stop: int
                          arg=cols["arg"][rows], span_ns=meta.native_ns)
         if stop is not None and seen >= stop:
             return
+    if seen == 0:
+        raise TraceError(path, no_events(cpu))
 
 
 def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
@@ -237,9 +255,14 @@ def validate(path: Path) -> TraceMeta:
     meta = read_meta(path)
     pf = _open(path)
     checker = RowChecker(path, meta)
-    for batch in _batches(pf, path, ["t_ns", "cpu", "kind"], None, BATCH_ROWS):
-        checker.check(*(batch.column(n).to_numpy() for n in ("t_ns", "cpu", "kind")))
+    for batch in _batches(pf, path, SCHEMA.names, None, BATCH_ROWS):
+        checker.check(batch)
+    checker.finish()
     return meta
+
+
+def no_events(cpu: int) -> str:
+    return f"no events on cpu {cpu} (listed in metadata cpus)"
 
 
 @dataclass
@@ -252,7 +275,24 @@ class RowChecker:
     offset: int = 0
     last_t: dict[int, int] = field(default_factory=dict)
 
-    def check(self, t: np.ndarray, cpu: np.ndarray, kind: np.ndarray) -> None:
+    def check(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        """The batch's columns as arrays, once its rows passed every check. Nulls come
+        first: an integer column with nulls has no numpy form of its own type (Arrow only
+        copies it out as floats with NaN)."""
+        for name, column in zip(batch.schema.names, batch.columns):
+            if column.null_count:
+                self._first_bad(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"null in column {name!r}")
+        cols = {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
+        self._check_rows(cols["t_ns"], cols["cpu"], cols["kind"])
+        return cols
+
+    def finish(self) -> None:
+        """After the last batch: every vCPU the metadata lists had events."""
+        empty = [c for c in self.meta.cpus if c not in self.last_t]
+        if empty:
+            raise TraceError(self.path, no_events(empty[0]))
+
+    def _check_rows(self, t: np.ndarray, cpu: np.ndarray, kind: np.ndarray) -> None:
         self._first_bad(kind > MAX_KIND, lambda r: f"unknown event kind {int(kind[r])} (known: 0..{int(MAX_KIND)})")
         self._first_bad(~np.isin(cpu, self.meta.cpus), lambda r: f"cpu {int(cpu[r])} not listed in metadata cpus")
         self._first_bad((t < 0) | (t > self.meta.native_ns), lambda r: f"t_ns outside [0, native_ns={self.meta.native_ns}]")

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.text import printable
+
 Row = Mapping[str, Any]   # a summary row (or a sweep row with the same columns)
 
 
@@ -50,7 +52,8 @@ class Unit:
         return self.native_value(row), 1.0 / (row["cpus"] * self.scale(row))
 
     def label(self, op_unit: str) -> str:
-        return {"per_op": f"µs per {op_unit}", "cpu": "% host CPU"}.get(self.headline, self.name)
+        """E.g. "µs per message"; `op_unit` comes from the trace file (control characters escaped)."""
+        return {"per_op": f"µs per {printable(op_unit)}", "cpu": "% host CPU"}.get(self.headline, self.name)
 
 
 UNITS: dict[str, Unit] = {u.name: u for u in (Unit("s", "total"), Unit("us/op", "per_op"), Unit("%cpu", "cpu"))}

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tomli_w
 
+from pipeline.profile import SAVINGS
 from pipeline.results import ATTRIBUTION_DIR, ATTRIBUTION_SCHEMA
 from replay.counts import DRIVERS
 
@@ -25,9 +26,11 @@ def write_attribution(results: Path, trace: str, cpu: int, mode: str, rows: list
 
 
 def write_round_profile(path: Path, costs: dict[str, float], name: str = "round-costs") -> Path:
-    """A valid profile: the given unit costs, every other driver free (0 ns)."""
+    """A valid profile: the given unit costs, every other driver free (0 ns); ranges wide,
+    on the side of 0 each driver's cost must be (a saving's <= 0)."""
     table = {"name": name, "description": "round unit costs for hand-priced tests",
-             "costs": {d: {"ns": float(costs.get(d, 0.0)), "low": -1e6, "high": 1e6, "category": "c", "source": "test"}
+             "costs": {d: {"ns": float(costs.get(d, 0.0)), "low": -1e6 if d in SAVINGS else 0.0,
+                           "high": 0.0 if d in SAVINGS else 1e6, "category": "c", "source": "test"}
                        for d in DRIVERS}}
     path.write_text(tomli_w.dumps(table))
     return path

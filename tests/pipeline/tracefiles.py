@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import json
 import lzma
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pipeline.trace_format import TraceMeta, write_trace
+import pyarrow.parquet as pq
+
+from pipeline.trace_format import META_KEY, TraceMeta, write_trace
 from replay.kinds import Kind
 
 SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]   # the seed's table, in order
@@ -46,6 +51,14 @@ def write_events(path: Path, rows: list[tuple[int, int, int, int]], workload: st
                      op_unit="context switch", headline=headline, source={"tool": "tests"})
     write_trace(path, cols, meta)
     return path
+
+
+def rewrite_meta(path: Path, change: Callable[[dict[str, Any]], Any]) -> None:
+    """Edit a trace's metadata JSON in place (`change` mutates the dict), rows untouched."""
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[META_KEY])
+    change(meta)
+    pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()}), path)
 
 
 def sample_files() -> list[Path]:

@@ -1,0 +1,23 @@
+"""Text from traces and config files on its way to a terminal.
+
+A trace's workload name, a path or a value quoted in an error is data: printed raw, an
+ANSI escape in it recolours or rewrites the terminal, a NUL or a newline cuts the line,
+and rich reads `[...]` in it as markup (a stray closing tag raises). `printable` is for
+any output (terminal or HTML); `markup_safe` for strings that rich parses as markup.
+"""
+from __future__ import annotations
+
+from rich.markup import escape
+
+
+def printable(text: str) -> str:
+    """`text` with every character Python calls non-printable (control characters such as
+    ESC and NUL, line and format separators) shown as its escape, e.g. `\\x1b`, `\\x00`."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def markup_safe(text: str) -> str:
+    """`printable(text)` with rich markup escaped: prints as itself inside a markup string."""
+    return escape(printable(text))
