@@ -27,7 +27,7 @@ import polars as pl
 from rich.table import Table
 
 from pipeline.atomic import write_atomic
-from pipeline.tracetext import NotText, open_lines, parse_line
+from pipeline.tracetext import TraceFileError, open_lines, parse_line
 
 # ---------------------------------------------------------------- exit reason names
 # kvm_exit prints its reason by name from the kernel's tables (`HLT`, `EPT_VIOLATION`;
@@ -311,8 +311,8 @@ def scan_file(path: Path) -> FileScan:
     """scan_lines on a file; a file that cannot be read or holds no exits gets `error`."""
     try:
         scan = scan_lines(open_lines(path), str(path))
-    except (OSError, NotText, EOFError) as e:
-        return FileScan(str(path), error=str(e) if isinstance(e, NotText) else f"{path}: {e.strerror or e}")
+    except TraceFileError as e:
+        return FileScan(str(path), error=str(e))
     if scan.events == 0:
         scan.error = f"{path}: no trace event lines (expected ftrace, trace-cmd report or perf script text)"
     elif not scan.exits:
