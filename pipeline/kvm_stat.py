@@ -14,7 +14,9 @@ Tables (polars), each a `df`-style frame whose columns are listed where it is bu
   events    one row per (vcpu, pid, event) for the other KVM events present
 
 Reasons are normalised to one set of names across renderings, VMX and SVM (tables below).
-Malformed KVM lines are skipped, counted and the first few reported as file:line.
+Malformed KVM lines are skipped, counted and the first few reported as file:line. So is a
+kvm_entry stamped before the exit it would close (a file not in time order): that exit is
+counted but not timed, so no time is negative. Both are warnings; --strict makes them errors.
 """
 from __future__ import annotations
 
@@ -205,7 +207,22 @@ def parse_io(event: str, payload: str) -> tuple[int, str, int] | None:
 class _Pending:
     """An exit waiting for its kvm_entry; io rows seen meanwhile get its time."""
     row: dict
+    lineno: int
     io: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Problems:
+    """Lines that went wrong in one way: how many, and the first few as `file:line: why: text`
+    (the importer's malformed-lines report). `what` says what became of them, for the warning."""
+    what: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, why: str, line: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}: {why}: {line.strip()[:160]}")
 
 
 @dataclass
@@ -217,15 +234,21 @@ class FileScan:
     exits: list[dict] = field(default_factory=list)
     io: list[dict] = field(default_factory=list)
     counted: list[dict] = field(default_factory=list)
-    malformed: int = 0
-    examples: list[str] = field(default_factory=list)
+    malformed: Problems = field(default_factory=lambda: Problems("malformed KVM line(s) skipped"))
+    # A kvm_entry stamped earlier than the exit it would close (a file not in time order):
+    # that exit is counted but never timed, so no time is negative.
+    backwards: Problems = field(default_factory=lambda: Problems(
+        "kvm_entry line(s) earlier than the kvm_exit they follow: those exits counted, not timed "
+        "(is the file in time order?)"))
     unpaired: int = 0            # exits without a following kvm_entry on their thread
     error: str | None = None
 
+    @property
+    def problems(self) -> tuple[Problems, Problems]:
+        return self.malformed, self.backwards
+
     def bad(self, lineno: int, line: str, why: str) -> None:
-        self.malformed += 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{self.source}:{lineno}: {why}: {line.strip()[:160]}")
+        self.malformed.add(f"{self.source}:{lineno}", why, line)
 
 
 class _Scanner:
@@ -236,21 +259,26 @@ class _Scanner:
         self.pending: dict[int, _Pending] = {}
         self.vcpu_of: dict[int, int] = {}
 
-    def exit(self, rec, vcpu: int | None, reason: str) -> None:
+    def exit(self, rec, lineno: int, vcpu: int | None, reason: str) -> None:
         self._learn(rec.pid, vcpu)
         if rec.pid in self.pending:
             self.scan.unpaired += 1
         row = {"pid": rec.pid, "vcpu": vcpu, "reason": reason, "ts": rec.ts, "time": None}
         self.scan.exits.append(row)
-        self.pending[rec.pid] = _Pending(row)
+        self.pending[rec.pid] = _Pending(row, lineno)
 
-    def entry(self, rec, vcpu: int | None) -> None:
+    def entry(self, rec, lineno: int, line: str, vcpu: int | None) -> None:
+        """Close the thread's pending exit: its time, unless this entry is stamped before it."""
         self._learn(rec.pid, vcpu)
         p = self.pending.pop(rec.pid, None)
-        if p is not None:
-            p.row["time"] = rec.ts - p.row["ts"]
-            for r in p.io:
-                r["time"] = p.row["time"]
+        if p is None:
+            return
+        if rec.ts < p.row["ts"]:
+            return self.scan.backwards.add(f"{self.scan.source}:{lineno}",
+                                           f"kvm_entry earlier than the kvm_exit it follows (line {p.lineno})", line)
+        p.row["time"] = rec.ts - p.row["ts"]
+        for r in p.io:
+            r["time"] = p.row["time"]
 
     def io(self, rec, kind: str, addr: int, direction: str, size: int) -> None:
         row = {"kind": kind, "address": addr, "direction": direction, "size": size, "time": None}
@@ -292,12 +320,12 @@ def _dispatch(sc: _Scanner, rec, lineno: int, line: str) -> None:
         got = parse_exit(rec.payload)
         if got is None:
             return sc.scan.bad(lineno, line, "kvm_exit: unknown rendering or reason")
-        sc.exit(rec, got[1], got[0])
+        sc.exit(rec, lineno, got[1], got[0])
     elif name == "kvm_entry":
         got = parse_entry(rec.payload)
         if got is None:
             return sc.scan.bad(lineno, line, "kvm_entry: unknown rendering")
-        sc.entry(rec, got[0])
+        sc.entry(rec, lineno, line, got[0])
     if name in COUNTED:
         sc.scan.counted.append({"pid": rec.pid, "vcpu": None, "event": name})
     if name in ("kvm_pio", "kvm_mmio"):
@@ -307,16 +335,20 @@ def _dispatch(sc: _Scanner, rec, lineno: int, line: str) -> None:
         sc.io(rec, name[4:], *got)
 
 
-def scan_file(path: Path) -> FileScan:
-    """scan_lines on a file; a file that cannot be read or holds no exits gets `error`."""
+def scan_file(path: Path, strict: bool = False) -> FileScan:
+    """scan_lines on a file; a file that cannot be read or holds no exits gets `error`, and
+    so, if `strict`, does one with a malformed line or an out-of-order pair (its first one)."""
     try:
         scan = scan_lines(open_lines(path), str(path))
     except TraceFileError as e:
         return FileScan(str(path), error=str(e))
+    found = [e for p in scan.problems for e in p.examples]
     if scan.events == 0:
         scan.error = f"{path}: no trace event lines (expected ftrace, trace-cmd report or perf script text)"
     elif not scan.exits:
         scan.error = f"{path}: no kvm_exit events in {scan.events} event lines (not a host-side KVM trace?)"
+    elif strict and found:
+        scan.error = f"{found[0]} (--strict)"
     return scan
 
 
@@ -404,9 +436,9 @@ def _io_summary(io: pl.DataFrame, unit: str) -> pl.DataFrame:
                             pl.col("address").map_elements(hex, return_dtype=pl.String).alias("address_hex"))
 
 
-def summarise(paths: list[Path], tsc_hz: float | None) -> Stats:
+def summarise(paths: list[Path], tsc_hz: float | None, strict: bool = False) -> Stats:
     """Scan each file (errors are recorded per file, never raised) and merge them."""
-    return merge([scan_file(Path(p)) for p in paths], tsc_hz)
+    return merge([scan_file(Path(p), strict) for p in paths], tsc_hz)
 
 
 def stats_paths(out: Path) -> dict[str, Path]:
@@ -468,22 +500,23 @@ def _report_files(stats: Stats, console: Any) -> None:
         if s.error:
             console.print(f"[red]error:[/red] {s.error}", highlight=False, soft_wrap=True)
             continue
-        if s.malformed:
-            console.print(f"[yellow]warning:[/yellow] {s.source}: {s.malformed} malformed KVM line(s) skipped",
-                          highlight=False, soft_wrap=True)
-            for e in s.examples:
+        for p in (p for p in s.problems if p.count):
+            console.print(f"[yellow]warning:[/yellow] {s.source}: {p.count} {p.what}", highlight=False, soft_wrap=True)
+            for e in p.examples:
                 console.print(f"  {e}", highlight=False, soft_wrap=True, markup=False)
         if s.unpaired:
             console.print(f"{s.source}: {len(s.exits)} exits, {s.unpaired} without a following kvm_entry (untimed)",
                           highlight=False, soft_wrap=True)
 
 
-def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, console: Any) -> int:
+def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, console: Any,
+                     strict: bool = False) -> int:
     """Summarise FILES, print the per-reason (and I/O) tables, write STATS.parquet under OUT.
 
-    Exit code: 0 all files summarised, 1 some files failed but others were summarised,
-    2 nothing could be read."""
-    stats = summarise(files, tsc_hz)
+    Malformed lines and out-of-order exit/entry pairs are warnings (as in `pipeline import`);
+    `strict` makes either an error for its file. Exit code: 0 all files summarised, 1 some
+    files failed but others were summarised, 2 nothing could be read."""
+    stats = summarise(files, tsc_hz, strict)
     _report_files(stats, console)
     read = [s for s in stats.files if s.error is None]
     if not read:

@@ -13,9 +13,7 @@ from pipeline.importers import FORMATS, ImportFailed, import_command, import_fil
 from pipeline.importers.working_set import WorkingSet
 from pipeline.trace_format import validate
 from replay.kinds import Kind
-from tests.pipeline.tracefiles import SAMPLES, sample_files, sample_text
-
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent (samples live outside the repository)")
+from tests.pipeline.tracefiles import needs_samples, sample_files, sample_text
 
 # ftrace, raw sched_switch: bash (1000) and its thread (1001, tgid from the TGID column),
 # swapper, then back to bash.

@@ -1,5 +1,6 @@
-"""Files `pipeline import` and `pipeline kvm-stat` cannot read: one error line naming the
-file, never a traceback (nor click's `Aborted.`), no output left behind, exit status != 0.
+"""Bad input to `pipeline import` and `pipeline kvm-stat`: files they cannot read, options
+they cannot use. One error line naming the file (or option), never a traceback (nor click's
+`Aborted.`), no output left behind, exit status != 0.
 
 The compressed inputs are real: small traces compressed with the standard library and then
 cut short or corrupted; what each should say is written out by hand."""
@@ -135,3 +136,15 @@ def test_kvm_stat_files_that_are_not_traces(tmp_path: Path) -> None:
         f"error: {folder}: Is a directory",
         f"error: {tmp_path / 'missing.txt'}: No such file or directory"]
     assert "│ HLT    │     3 │" in result.output
+
+
+def test_kvm_stat_strict(tmp_path: Path) -> None:
+    """An entry stamped before its exit: a warning, or with --strict the file's error."""
+    src = tmp_path / "host.txt"
+    src.write_text(host_trace(2).replace("5.000017: kvm_entry", "5.000009: kvm_entry"))
+    assert run("kvm-stat", src).exit_code == 0
+    result = run("kvm-stat", src, "--strict")
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: {src}:4: kvm_entry earlier than the kvm_exit it follows (line 3): "
+                                   "CPU 0/KVM-10 [001] 5.000009: kvm_entry: vcpu 0 rip 0x2 (--strict)"]
+
