@@ -20,6 +20,7 @@ counted but not timed, so no time is negative. Both are warnings; --strict makes
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,7 +499,7 @@ def io_table(stats: Stats) -> Table:
 def _report_files(stats: Stats, console: Any) -> None:
     for s in stats.files:
         if s.error:
-            console.print(f"[red]error:[/red] {s.error}", highlight=False, soft_wrap=True)
+            _error(console, s.error)
             continue
         for p in (p for p in s.problems if p.count):
             console.print(f"[yellow]warning:[/yellow] {s.source}: {p.count} {p.what}", highlight=False, soft_wrap=True)
@@ -515,7 +516,10 @@ def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, 
 
     Malformed lines and out-of-order exit/entry pairs are warnings (as in `pipeline import`);
     `strict` makes either an error for its file. Exit code: 0 all files summarised, 1 some
-    files failed but others were summarised, 2 nothing could be read."""
+    files failed but others were summarised, 2 nothing could be read, a bad --tsc-hz, or the
+    tables could not be written."""
+    if tsc_hz is not None and not (math.isfinite(tsc_hz) and tsc_hz > 0):
+        return _error(console, f"--tsc-hz {tsc_hz}: must be the TSC frequency in Hz, a positive number")
     stats = summarise(files, tsc_hz, strict)
     _report_files(stats, console)
     read = [s for s in stats.files if s.error is None]
@@ -525,6 +529,14 @@ def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, 
     if not stats.io.is_empty():
         console.print(io_table(stats))
     if out is not None:
-        written = write_stats(stats, out)
+        try:
+            written = write_stats(stats, out)
+        except OSError as e:
+            return _error(console, f"--out {out}: the tables cannot be written ({e.filename}: {e.strerror or e})")
         console.print(f"wrote {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
     return 1 if len(read) < len(stats.files) else 0
+
+
+def _error(console: Any, line: str) -> int:
+    console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    return 2

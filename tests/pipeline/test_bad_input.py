@@ -148,3 +148,24 @@ def test_kvm_stat_strict(tmp_path: Path) -> None:
     assert error_lines(result) == [f"error: {src}:4: kvm_entry earlier than the kvm_exit it follows (line 3): "
                                    "CPU 0/KVM-10 [001] 5.000009: kvm_entry: vcpu 0 rip 0x2 (--strict)"]
 
+
+@pytest.mark.parametrize("hz", ["-1e9", "0", "nan", "inf"])
+def test_kvm_stat_tsc_hz_must_be_a_frequency(tmp_path: Path, hz: str) -> None:
+    """A negative --tsc-hz made every time negative; 0 silently meant none, nan made them NaN."""
+    src = tmp_path / "host.txt"
+    src.write_text(host_trace(2).replace("5.0000", "50000"))    # clock counts: --tsc-hz applies
+    result = run("kvm-stat", src, "--tsc-hz", hz)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: --tsc-hz {float(hz)}: must be the TSC frequency in Hz, a positive number"]
+
+
+def test_kvm_stat_out_not_writable(tmp_path: Path) -> None:
+    """--out names a folder for STATS.parquet unless it ends in .parquet: a plain file there
+    cannot be one. The tables are printed; the error says why nothing was written."""
+    src, taken = tmp_path / "host.txt", tmp_path / "taken"
+    src.write_text(host_trace(2))
+    taken.write_text("mine\n")
+    result = run("kvm-stat", src, "--out", taken)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: --out {taken}: the tables cannot be written ({taken}: File exists)"]
+    assert taken.read_text() == "mine\n" and not list(tmp_path.glob(".*.tmp"))
