@@ -20,11 +20,12 @@ counted but not timed, so no time is negative. Both are warnings; --strict makes
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import polars as pl
 from rich.table import Table
@@ -155,52 +156,67 @@ MMIO_TYPES = {0: "unsatisfied-read", 1: "read", 2: "write"}   # kvm_mmio's raw `
 # Events counted per vCPU besides exits and entries (MODEL.md §5).
 COUNTED = ("kvm_cr", "kvm_pio", "kvm_mmio", "kvm_msr", "kvm_inj_virq", "kvm_hypercall",
            "kvm_page_fault", "kvm_userspace_exit")
+KVM_EVENTS = frozenset(("kvm_exit", "kvm_entry", *COUNTED))
 MAX_EXAMPLES = 5
 
 
-def _int(text: str) -> int:
-    return int(text, 0)
+INT64, UINT64 = range(-(1 << 63), 1 << 63), range(1 << 64)   # the tables' integer columns
 
 
+def _int(text: str, base: int = 0, column: range = INT64) -> int:
+    """The number `text` prints, if it fits the table column it goes to; else ValueError
+    (polars would refuse the whole table over one garbled line)."""
+    value = int(text, base)
+    if value not in column:
+        raise ValueError(f"{text} does not fit a 64-bit column")
+    return value
+
+
+def _none_if_malformed(parse: Callable[..., tuple | None]) -> Callable[..., tuple | None]:
+    """`parse`, returning None (a malformed payload) where a field is missing or not a number."""
+    @functools.wraps(parse)
+    def checked(*args: str) -> tuple | None:
+        try:
+            return parse(*args)
+        except (KeyError, ValueError):
+            return None
+    return checked
+
+
+@_none_if_malformed
 def parse_exit(payload: str) -> tuple[str, int | None] | None:
     """(canonical reason, vcpu or None) of a kvm_exit payload, None if malformed."""
     m = EXIT_NAMED_RE.match(payload)
     if m:
         reason = from_name(m["reason"])
-        return (reason, int(m["vcpu"]) if m["vcpu"] else None) if reason else None
+        return (reason, _int(m["vcpu"], 10) if m["vcpu"] else None) if reason else None
     kv = dict(KV_RE.findall(payload))
-    if "exit_reason" not in kv:
-        return None
-    try:
-        reason = from_number(_int(kv["exit_reason"]), _int(kv.get("isa", "1")))
-        return reason, _int(kv["vcpu_id"]) if "vcpu_id" in kv else None
-    except ValueError:
-        return None
+    reason = from_number(_int(kv["exit_reason"]), _int(kv.get("isa", "1")))
+    return reason, _int(kv["vcpu_id"]) if "vcpu_id" in kv else None
 
 
+@_none_if_malformed
 def parse_entry(payload: str) -> tuple[int | None] | None:
     """(vcpu or None,) of a kvm_entry payload, None if malformed."""
     m = ENTRY_NAMED_RE.match(payload)
     if m:
-        return (int(m["vcpu"]),)
+        return (_int(m["vcpu"], 10),)
     kv = dict(KV_RE.findall(payload))
-    if "vcpu_id" in kv and kv["vcpu_id"].isdigit():
-        return (int(kv["vcpu_id"]),)
+    if "vcpu_id" in kv:
+        return (_int(kv["vcpu_id"], 10),)
     return None if payload.strip() else (None,)
 
 
+@_none_if_malformed
 def parse_io(event: str, payload: str) -> tuple[int, str, int] | None:
     """(address, direction, size) of a kvm_pio / kvm_mmio payload, None if malformed."""
     m = (PIO_NAMED_RE if event == "kvm_pio" else MMIO_NAMED_RE).match(payload)
     if m:
-        return int(m["addr"], 16), m["dir"], int(m["size"])
+        return _int(m["addr"], 16, UINT64), m["dir"], _int(m["size"], 10)
     kv = dict(KV_RE.findall(payload))
-    try:
-        if event == "kvm_pio":
-            return _int(kv["port"]), "write" if _int(kv["rw"]) else "read", _int(kv["size"])
-        return _int(kv["gpa"]), MMIO_TYPES.get(_int(kv["type"]), kv["type"]), _int(kv["len"])
-    except (KeyError, ValueError):
-        return None
+    if event == "kvm_pio":
+        return _int(kv["port"], 0, UINT64), "write" if _int(kv["rw"]) else "read", _int(kv["size"])
+    return _int(kv["gpa"], 0, UINT64), MMIO_TYPES.get(_int(kv["type"]), kv["type"]), _int(kv["len"])
 
 
 # ---------------------------------------------------------------- one file
@@ -317,22 +333,24 @@ def scan_lines(lines: Iterable[str], source: str) -> FileScan:
 
 def _dispatch(sc: _Scanner, rec, lineno: int, line: str) -> None:
     name = rec.name
+    if name in KVM_EVENTS and not (rec.ts in INT64 and rec.pid in INT64):
+        return sc.scan.bad(lineno, line, f"{name}: timestamp or pid does not fit a 64-bit column")
     if name == "kvm_exit":
         got = parse_exit(rec.payload)
         if got is None:
-            return sc.scan.bad(lineno, line, "kvm_exit: unknown rendering or reason")
+            return sc.scan.bad(lineno, line, "kvm_exit: unknown rendering or reason, or a number out of range")
         sc.exit(rec, lineno, got[1], got[0])
     elif name == "kvm_entry":
         got = parse_entry(rec.payload)
         if got is None:
-            return sc.scan.bad(lineno, line, "kvm_entry: unknown rendering")
+            return sc.scan.bad(lineno, line, "kvm_entry: unknown rendering or a number out of range")
         sc.entry(rec, lineno, line, got[0])
     if name in COUNTED:
         sc.scan.counted.append({"pid": rec.pid, "vcpu": None, "event": name})
     if name in ("kvm_pio", "kvm_mmio"):
         got = parse_io(name, rec.payload)
         if got is None:
-            return sc.scan.bad(lineno, line, f"{name}: unknown rendering")
+            return sc.scan.bad(lineno, line, f"{name}: unknown rendering or a number out of range")
         sc.io(rec, name[4:], *got)
 
 

@@ -188,3 +188,22 @@ def test_no_negative_times_in_a_trace_sorted_by_cpu(tmp_path: Path) -> None:
     stats = summarise([src], None)
     assert stats.by_vcpu["min_ns"].min() >= 0
     assert stats.files[0].backwards.count == backwards
+
+
+def test_numbers_too_large_for_the_tables_are_malformed(tmp_path: Path) -> None:
+    """Garbled numbers made polars refuse the whole table (a traceback); now each such line is
+    malformed. By hand: lines 2-7 each carry one number outside its 64-bit column (a negative
+    port, a 73-bit gpa, 23-digit reason, vcpu, size and timestamp); line 1's exit stays, untimed."""
+    big = "99999999999999999999999"
+    lines = [" CPU 0/KVM-10 [001] 100: kvm_exit: reason HLT rip 0x1 info 0 0",
+             " CPU 0/KVM-10 [001] 101: kvm_pio: rw=1 port=-1 size=1 count=1 val=0",
+             " CPU 0/KVM-10 [001] 102: kvm_mmio: type=1 len=4 gpa=0x1ffffffffffffffffff val=0",
+             f" CPU 0/KVM-10 [001] 103: kvm_exit: exit_reason={big} isa=1 vcpu_id=0",
+             f" CPU 0/KVM-10 [001] 104: kvm_entry: vcpu_id={big}",
+             f" CPU 0/KVM-10 [001] 105: kvm_pio: pio_write at 0x80 size {big} count 1 val 0x0",
+             f" CPU 0/KVM-10 [001] {big}: kvm_entry: vcpu 0 rip 0x2"]
+    code, text, src = _command(tmp_path, "\n".join(lines) + "\n")
+    assert code == 0 and f"warning: {src}: 6 malformed KVM line(s) skipped" in text
+    assert [l.split(": ", 1)[0] for l in text.splitlines() if l.startswith(f"  {src}:")] == \
+        [f"  {src}:{n}" for n in range(2, 7)]     # the first five examples
+    assert f"{src}: 1 exits, 1 without a following kvm_entry (untimed)" in text
