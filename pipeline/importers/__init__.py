@@ -193,8 +193,10 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
                 writer.close(_meta(paths, out, report, working_set, workload, span))
 
             write_atomic(out, write)
-    except (TraceFileError, OSError) as e:   # OSError: writing the output
+    except TraceFileError as e:
         raise ImportFailed(str(e)) from None
+    except OSError as e:      # writing the spool or the trace: reading errors are TraceFileErrors
+        raise ImportFailed(f"-o {out}: the trace cannot be written ({e.strerror or e})") from None
     return report
 
 

@@ -74,6 +74,18 @@ def test_import_truncated_file(tmp_path: Path, suffix: str) -> None:
     assert not out.exists() and not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_import_out_not_writable(tmp_path: Path) -> None:
+    """-o naming a folder: the rename into place fails; the line says so without the
+    temporary file's name, and that file is gone."""
+    src, folder = tmp_path / "in.txt", tmp_path / "taken"
+    src.write_text(guest_trace(4))
+    folder.mkdir()
+    result = run("import", src, "-o", folder)
+    assert result.exit_code == 2
+    assert error_lines(result) == [f"error: -o {folder}: the trace cannot be written (Is a directory)"]
+    assert not list(folder.iterdir()) and not list(tmp_path.glob(".*.tmp"))
+
+
 @pytest.mark.parametrize("suffix", CODECS)
 def test_kvm_stat_truncated_file_beside_a_good_one(tmp_path: Path, suffix: str) -> None:
     src = truncated(tmp_path / f"host.txt{suffix}", host_trace(3000))
