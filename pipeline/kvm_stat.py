@@ -408,8 +408,9 @@ _EVENT_SCHEMA = {"pid": pl.Int64, "vcpu": pl.Int64, "event": pl.String}
 
 
 def _time_columns(unit: str) -> list[pl.Expr]:
+    """The statistics of the timed exits; all null (not a total of 0) where none is timed."""
     t = pl.col("time")
-    return [pl.col("time").count().alias("timed"), t.sum().alias(f"total_{unit}"),
+    return [t.count().alias("timed"), pl.when(t.count() > 0).then(t.sum()).alias(f"total_{unit}"),
             t.mean().alias(f"mean_{unit}"), t.min().alias(f"min_{unit}"), t.max().alias(f"max_{unit}"),
             t.quantile(0.5, "nearest").alias(f"p50_{unit}"), t.quantile(0.95, "nearest").alias(f"p95_{unit}")]
 

@@ -167,6 +167,15 @@ def test_out_of_order_pairs_warn_and_strict_fails(tmp_path: Path) -> None:
     assert code == 2 and text == f"error: {src}{BACKWARDS_EXAMPLE} (--strict)\n"
 
 
+def test_reason_with_no_timed_exit_has_no_total(tmp_path: Path) -> None:
+    """Its only exit is closed out of order: total is null ("—"), like mean and min, not 0."""
+    src = tmp_path / "host.txt"       # HLT 100 -> 130, CPUID 200 -> (150)
+    src.write_text("\n".join(BACKWARDS[:2] + [BACKWARDS[2].replace("HLT", "CPUID")] + BACKWARDS[3:5]) + "\n")
+    rows = {r["reason"]: r for r in summarise([src], None).by_reason.iter_rows(named=True)}
+    assert (rows["CPUID"]["count"], rows["CPUID"]["timed"], rows["CPUID"]["total_cycles"]) == (1, 0, None)
+    assert rows["HLT"]["total_cycles"] == 30
+
+
 @needs_samples
 def test_no_negative_times_in_a_trace_sorted_by_cpu(tmp_path: Path) -> None:
     """A real host trace reordered CPU by CPU (as per-CPU buffers read one after another
