@@ -347,10 +347,11 @@ def kvm_stat(
     files: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text: trace-cmd report (default, -N, -R), ftrace, perf script.")],
     out: Annotated[Optional[Path], typer.Option(help="STATS.parquet to write (per vCPU and exit reason; tables beside it).")] = None,
     tsc_hz: Annotated[Optional[float], typer.Option(help="TSC frequency, for traces timestamped in raw TSC counts.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A malformed KVM line or an out-of-order exit/entry pair is an error (that file is not summarised).")] = False,
 ) -> None:
     """Per exit reason: count, share, and time from exit to the next entry on the same vCPU."""
     from pipeline.kvm_stat import kvm_stat_command
-    raise typer.Exit(kvm_stat_command(files, out, tsc_hz, out_console))
+    raise typer.Exit(kvm_stat_command(files, out, tsc_hz, out_console, strict))
 
 
 OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")]

@@ -14,20 +14,24 @@ Tables (polars), each a `df`-style frame whose columns are listed where it is bu
   events    one row per (vcpu, pid, event) for the other KVM events present
 
 Reasons are normalised to one set of names across renderings, VMX and SVM (tables below).
-Malformed KVM lines are skipped, counted and the first few reported as file:line.
+Malformed KVM lines are skipped, counted and the first few reported as file:line. So is a
+kvm_entry stamped before the exit it would close (a file not in time order): that exit is
+counted but not timed, so no time is negative. Both are warnings; --strict makes them errors.
 """
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import polars as pl
 from rich.table import Table
 
 from pipeline.atomic import write_atomic
-from pipeline.tracetext import NotText, open_lines, parse_line
+from pipeline.tracetext import TraceFileError, open_lines, parse_line
 
 # ---------------------------------------------------------------- exit reason names
 # kvm_exit prints its reason by name from the kernel's tables (`HLT`, `EPT_VIOLATION`;
@@ -152,52 +156,67 @@ MMIO_TYPES = {0: "unsatisfied-read", 1: "read", 2: "write"}   # kvm_mmio's raw `
 # Events counted per vCPU besides exits and entries (MODEL.md §5).
 COUNTED = ("kvm_cr", "kvm_pio", "kvm_mmio", "kvm_msr", "kvm_inj_virq", "kvm_hypercall",
            "kvm_page_fault", "kvm_userspace_exit")
+KVM_EVENTS = frozenset(("kvm_exit", "kvm_entry", *COUNTED))
 MAX_EXAMPLES = 5
 
 
-def _int(text: str) -> int:
-    return int(text, 0)
+INT64, UINT64 = range(-(1 << 63), 1 << 63), range(1 << 64)   # the tables' integer columns
 
 
+def _int(text: str, base: int = 0, column: range = INT64) -> int:
+    """The number `text` prints, if it fits the table column it goes to; else ValueError
+    (polars would refuse the whole table over one garbled line)."""
+    value = int(text, base)
+    if value not in column:
+        raise ValueError(f"{text} does not fit a 64-bit column")
+    return value
+
+
+def _none_if_malformed(parse: Callable[..., tuple | None]) -> Callable[..., tuple | None]:
+    """`parse`, returning None (a malformed payload) where a field is missing or not a number."""
+    @functools.wraps(parse)
+    def checked(*args: str) -> tuple | None:
+        try:
+            return parse(*args)
+        except (KeyError, ValueError):
+            return None
+    return checked
+
+
+@_none_if_malformed
 def parse_exit(payload: str) -> tuple[str, int | None] | None:
     """(canonical reason, vcpu or None) of a kvm_exit payload, None if malformed."""
     m = EXIT_NAMED_RE.match(payload)
     if m:
         reason = from_name(m["reason"])
-        return (reason, int(m["vcpu"]) if m["vcpu"] else None) if reason else None
+        return (reason, _int(m["vcpu"], 10) if m["vcpu"] else None) if reason else None
     kv = dict(KV_RE.findall(payload))
-    if "exit_reason" not in kv:
-        return None
-    try:
-        reason = from_number(_int(kv["exit_reason"]), _int(kv.get("isa", "1")))
-        return reason, _int(kv["vcpu_id"]) if "vcpu_id" in kv else None
-    except ValueError:
-        return None
+    reason = from_number(_int(kv["exit_reason"]), _int(kv.get("isa", "1")))
+    return reason, _int(kv["vcpu_id"]) if "vcpu_id" in kv else None
 
 
+@_none_if_malformed
 def parse_entry(payload: str) -> tuple[int | None] | None:
     """(vcpu or None,) of a kvm_entry payload, None if malformed."""
     m = ENTRY_NAMED_RE.match(payload)
     if m:
-        return (int(m["vcpu"]),)
+        return (_int(m["vcpu"], 10),)
     kv = dict(KV_RE.findall(payload))
-    if "vcpu_id" in kv and kv["vcpu_id"].isdigit():
-        return (int(kv["vcpu_id"]),)
+    if "vcpu_id" in kv:
+        return (_int(kv["vcpu_id"], 10),)
     return None if payload.strip() else (None,)
 
 
+@_none_if_malformed
 def parse_io(event: str, payload: str) -> tuple[int, str, int] | None:
     """(address, direction, size) of a kvm_pio / kvm_mmio payload, None if malformed."""
     m = (PIO_NAMED_RE if event == "kvm_pio" else MMIO_NAMED_RE).match(payload)
     if m:
-        return int(m["addr"], 16), m["dir"], int(m["size"])
+        return _int(m["addr"], 16, UINT64), m["dir"], _int(m["size"], 10)
     kv = dict(KV_RE.findall(payload))
-    try:
-        if event == "kvm_pio":
-            return _int(kv["port"]), "write" if _int(kv["rw"]) else "read", _int(kv["size"])
-        return _int(kv["gpa"]), MMIO_TYPES.get(_int(kv["type"]), kv["type"]), _int(kv["len"])
-    except (KeyError, ValueError):
-        return None
+    if event == "kvm_pio":
+        return _int(kv["port"], 0, UINT64), "write" if _int(kv["rw"]) else "read", _int(kv["size"])
+    return _int(kv["gpa"], 0, UINT64), MMIO_TYPES.get(_int(kv["type"]), kv["type"]), _int(kv["len"])
 
 
 # ---------------------------------------------------------------- one file
@@ -205,7 +224,22 @@ def parse_io(event: str, payload: str) -> tuple[int, str, int] | None:
 class _Pending:
     """An exit waiting for its kvm_entry; io rows seen meanwhile get its time."""
     row: dict
+    lineno: int
     io: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Problems:
+    """Lines that went wrong in one way: how many, and the first few as `file:line: why: text`
+    (the importer's malformed-lines report). `what` says what became of them, for the warning."""
+    what: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, why: str, line: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}: {why}: {line.strip()[:160]}")
 
 
 @dataclass
@@ -217,15 +251,21 @@ class FileScan:
     exits: list[dict] = field(default_factory=list)
     io: list[dict] = field(default_factory=list)
     counted: list[dict] = field(default_factory=list)
-    malformed: int = 0
-    examples: list[str] = field(default_factory=list)
+    malformed: Problems = field(default_factory=lambda: Problems("malformed KVM line(s) skipped"))
+    # A kvm_entry stamped earlier than the exit it would close (a file not in time order):
+    # that exit is counted but never timed, so no time is negative.
+    backwards: Problems = field(default_factory=lambda: Problems(
+        "kvm_entry line(s) earlier than the kvm_exit they follow: those exits counted, not timed "
+        "(is the file in time order?)"))
     unpaired: int = 0            # exits without a following kvm_entry on their thread
     error: str | None = None
 
+    @property
+    def problems(self) -> tuple[Problems, Problems]:
+        return self.malformed, self.backwards
+
     def bad(self, lineno: int, line: str, why: str) -> None:
-        self.malformed += 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append(f"{self.source}:{lineno}: {why}: {line.strip()[:160]}")
+        self.malformed.add(f"{self.source}:{lineno}", why, line)
 
 
 class _Scanner:
@@ -236,21 +276,26 @@ class _Scanner:
         self.pending: dict[int, _Pending] = {}
         self.vcpu_of: dict[int, int] = {}
 
-    def exit(self, rec, vcpu: int | None, reason: str) -> None:
+    def exit(self, rec, lineno: int, vcpu: int | None, reason: str) -> None:
         self._learn(rec.pid, vcpu)
         if rec.pid in self.pending:
             self.scan.unpaired += 1
         row = {"pid": rec.pid, "vcpu": vcpu, "reason": reason, "ts": rec.ts, "time": None}
         self.scan.exits.append(row)
-        self.pending[rec.pid] = _Pending(row)
+        self.pending[rec.pid] = _Pending(row, lineno)
 
-    def entry(self, rec, vcpu: int | None) -> None:
+    def entry(self, rec, lineno: int, line: str, vcpu: int | None) -> None:
+        """Close the thread's pending exit: its time, unless this entry is stamped before it."""
         self._learn(rec.pid, vcpu)
         p = self.pending.pop(rec.pid, None)
-        if p is not None:
-            p.row["time"] = rec.ts - p.row["ts"]
-            for r in p.io:
-                r["time"] = p.row["time"]
+        if p is None:
+            return
+        if rec.ts < p.row["ts"]:
+            return self.scan.backwards.add(f"{self.scan.source}:{lineno}",
+                                           f"kvm_entry earlier than the kvm_exit it follows (line {p.lineno})", line)
+        p.row["time"] = rec.ts - p.row["ts"]
+        for r in p.io:
+            r["time"] = p.row["time"]
 
     def io(self, rec, kind: str, addr: int, direction: str, size: int) -> None:
         row = {"kind": kind, "address": addr, "direction": direction, "size": size, "time": None}
@@ -288,35 +333,41 @@ def scan_lines(lines: Iterable[str], source: str) -> FileScan:
 
 def _dispatch(sc: _Scanner, rec, lineno: int, line: str) -> None:
     name = rec.name
+    if name in KVM_EVENTS and not (rec.ts in INT64 and rec.pid in INT64):
+        return sc.scan.bad(lineno, line, f"{name}: timestamp or pid does not fit a 64-bit column")
     if name == "kvm_exit":
         got = parse_exit(rec.payload)
         if got is None:
-            return sc.scan.bad(lineno, line, "kvm_exit: unknown rendering or reason")
-        sc.exit(rec, got[1], got[0])
+            return sc.scan.bad(lineno, line, "kvm_exit: unknown rendering or reason, or a number out of range")
+        sc.exit(rec, lineno, got[1], got[0])
     elif name == "kvm_entry":
         got = parse_entry(rec.payload)
         if got is None:
-            return sc.scan.bad(lineno, line, "kvm_entry: unknown rendering")
-        sc.entry(rec, got[0])
+            return sc.scan.bad(lineno, line, "kvm_entry: unknown rendering or a number out of range")
+        sc.entry(rec, lineno, line, got[0])
     if name in COUNTED:
         sc.scan.counted.append({"pid": rec.pid, "vcpu": None, "event": name})
     if name in ("kvm_pio", "kvm_mmio"):
         got = parse_io(name, rec.payload)
         if got is None:
-            return sc.scan.bad(lineno, line, f"{name}: unknown rendering")
+            return sc.scan.bad(lineno, line, f"{name}: unknown rendering or a number out of range")
         sc.io(rec, name[4:], *got)
 
 
-def scan_file(path: Path) -> FileScan:
-    """scan_lines on a file; a file that cannot be read or holds no exits gets `error`."""
+def scan_file(path: Path, strict: bool = False) -> FileScan:
+    """scan_lines on a file; a file that cannot be read or holds no exits gets `error`, and
+    so, if `strict`, does one with a malformed line or an out-of-order pair (its first one)."""
     try:
         scan = scan_lines(open_lines(path), str(path))
-    except (OSError, NotText, EOFError) as e:
-        return FileScan(str(path), error=str(e) if isinstance(e, NotText) else f"{path}: {e.strerror or e}")
+    except TraceFileError as e:
+        return FileScan(str(path), error=str(e))
+    found = [e for p in scan.problems for e in p.examples]
     if scan.events == 0:
         scan.error = f"{path}: no trace event lines (expected ftrace, trace-cmd report or perf script text)"
     elif not scan.exits:
         scan.error = f"{path}: no kvm_exit events in {scan.events} event lines (not a host-side KVM trace?)"
+    elif strict and found:
+        scan.error = f"{found[0]} (--strict)"
     return scan
 
 
@@ -357,8 +408,9 @@ _EVENT_SCHEMA = {"pid": pl.Int64, "vcpu": pl.Int64, "event": pl.String}
 
 
 def _time_columns(unit: str) -> list[pl.Expr]:
+    """The statistics of the timed exits; all null (not a total of 0) where none is timed."""
     t = pl.col("time")
-    return [pl.col("time").count().alias("timed"), t.sum().alias(f"total_{unit}"),
+    return [t.count().alias("timed"), pl.when(t.count() > 0).then(t.sum()).alias(f"total_{unit}"),
             t.mean().alias(f"mean_{unit}"), t.min().alias(f"min_{unit}"), t.max().alias(f"max_{unit}"),
             t.quantile(0.5, "nearest").alias(f"p50_{unit}"), t.quantile(0.95, "nearest").alias(f"p95_{unit}")]
 
@@ -404,9 +456,9 @@ def _io_summary(io: pl.DataFrame, unit: str) -> pl.DataFrame:
                             pl.col("address").map_elements(hex, return_dtype=pl.String).alias("address_hex"))
 
 
-def summarise(paths: list[Path], tsc_hz: float | None) -> Stats:
+def summarise(paths: list[Path], tsc_hz: float | None, strict: bool = False) -> Stats:
     """Scan each file (errors are recorded per file, never raised) and merge them."""
-    return merge([scan_file(Path(p)) for p in paths], tsc_hz)
+    return merge([scan_file(Path(p), strict) for p in paths], tsc_hz)
 
 
 def stats_paths(out: Path) -> dict[str, Path]:
@@ -466,24 +518,28 @@ def io_table(stats: Stats) -> Table:
 def _report_files(stats: Stats, console: Any) -> None:
     for s in stats.files:
         if s.error:
-            console.print(f"[red]error:[/red] {s.error}", highlight=False, soft_wrap=True)
+            _error(console, s.error)
             continue
-        if s.malformed:
-            console.print(f"[yellow]warning:[/yellow] {s.source}: {s.malformed} malformed KVM line(s) skipped",
-                          highlight=False, soft_wrap=True)
-            for e in s.examples:
+        for p in (p for p in s.problems if p.count):
+            console.print(f"[yellow]warning:[/yellow] {s.source}: {p.count} {p.what}", highlight=False, soft_wrap=True)
+            for e in p.examples:
                 console.print(f"  {e}", highlight=False, soft_wrap=True, markup=False)
         if s.unpaired:
             console.print(f"{s.source}: {len(s.exits)} exits, {s.unpaired} without a following kvm_entry (untimed)",
                           highlight=False, soft_wrap=True)
 
 
-def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, console: Any) -> int:
+def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, console: Any,
+                     strict: bool = False) -> int:
     """Summarise FILES, print the per-reason (and I/O) tables, write STATS.parquet under OUT.
 
-    Exit code: 0 all files summarised, 1 some files failed but others were summarised,
-    2 nothing could be read."""
-    stats = summarise(files, tsc_hz)
+    Malformed lines and out-of-order exit/entry pairs are warnings (as in `pipeline import`);
+    `strict` makes either an error for its file. Exit code: 0 all files summarised, 1 some
+    files failed but others were summarised, 2 nothing could be read, a bad --tsc-hz, or the
+    tables could not be written."""
+    if tsc_hz is not None and not (math.isfinite(tsc_hz) and tsc_hz > 0):
+        return _error(console, f"--tsc-hz {tsc_hz}: must be the TSC frequency in Hz, a positive number")
+    stats = summarise(files, tsc_hz, strict)
     _report_files(stats, console)
     read = [s for s in stats.files if s.error is None]
     if not read:
@@ -492,6 +548,14 @@ def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, 
     if not stats.io.is_empty():
         console.print(io_table(stats))
     if out is not None:
-        written = write_stats(stats, out)
+        try:
+            written = write_stats(stats, out)
+        except OSError as e:
+            return _error(console, f"--out {out}: the tables cannot be written ({e.filename}: {e.strerror or e})")
         console.print(f"wrote {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
     return 1 if len(read) < len(stats.files) else 0
+
+
+def _error(console: Any, line: str) -> int:
+    console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    return 2

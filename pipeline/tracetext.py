@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import re
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -108,20 +111,73 @@ def parse_line(line: str) -> TraceLine | None:
                      int(tgid) if tgid is not None else None)
 
 
-_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".lzma": lzma.open, ".bz2": bz2.open}
-_BINARY_MAGIC = {b"\x17\x08Dtracing": "a trace-cmd .dat file: render it with `trace-cmd report` first",
-                 b"PERFILE2": "a perf.data file: render it with `perf script` first"}
+class TraceFileError(ValueError):
+    """A file that cannot be read as a text trace: missing, binary, or not decompressible.
+    str() is one line naming the file, so every command prints it as it is (and click never
+    sees the EOFError of a truncated stream, which it would take for a ^D and print `Aborted.`)."""
 
 
-class NotText(ValueError):
+class NotText(TraceFileError):
     """The file is binary, not a text trace."""
 
 
+@dataclass(frozen=True)
+class Codec:
+    """A compression the readers undo, chosen by the file's suffix."""
+    name: str
+    open: Callable[[BinaryIO], BinaryIO]
+    magic: bytes = b""   # how every such file starts; b"" when the format has no magic bytes
+
+
+CODECS = {".gz": Codec("gzip", gzip.open, b"\x1f\x8b"), ".xz": Codec("xz", lzma.open, b"\xfd7zXZ\0"),
+          ".lzma": Codec("lzma", lzma.open), ".bz2": Codec("bzip2", bz2.open, b"BZh")}
+_BINARY_MAGIC = {b"\x17\x08Dtracing": "a trace-cmd .dat file: render it with `trace-cmd report` first",
+                 b"PERFILE2": "a perf.data file: render it with `perf script` first"}
+# What opening and decompressing raise: OSError with an errno is the file system's (missing
+# file, directory, I/O error); gzip's BadGzipFile and bz2's "Invalid data stream" are
+# OSErrors without one; a stream that ends early raises EOFError in all three codecs.
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error)
+
+
+def _failure(path: Path, e: Exception) -> TraceFileError:
+    """The one-line error for what reading `path` raised."""
+    codec = CODECS.get(path.suffix)
+    if codec is None or (isinstance(e, OSError) and e.errno is not None):
+        return TraceFileError(f"{path}: {getattr(e, 'strerror', None) or e}")
+    if isinstance(e, EOFError):
+        return TraceFileError(f"{path}: truncated {codec.name} data (the file ends mid-stream)")
+    return TraceFileError(f"{path}: corrupt {codec.name} data ({e})")
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn any error of opening or decompressing `path` into its TraceFileError."""
+    try:
+        yield
+    except _READ_ERRORS as e:
+        raise _failure(path, e) from None
+
+
+def _decoded(path: Path, raw: BinaryIO) -> BinaryIO:
+    """`raw`, decompressed by the file's suffix; TraceFileError if it does not start like that format."""
+    codec = CODECS.get(path.suffix)
+    if codec is None:
+        return raw
+    head = raw.read(len(codec.magic))
+    if head != codec.magic:
+        if codec.magic.startswith(head):
+            raise EOFError   # empty, or ends inside the magic: truncated, as _failure says
+        raise TraceFileError(f"{path}: not {codec.name} data (named {path.suffix}, but does not "
+                             f"start with {codec.name}'s magic bytes)")
+    raw.seek(0)
+    return codec.open(raw)
+
+
 def sniff(path: Path) -> None:
-    """Raise NotText with a hint if the file's first bytes are binary."""
-    opener = _OPENERS.get(path.suffix, open)
-    with opener(path, "rb") as f:
-        head = f.read(4096)
+    """Raise TraceFileError (NotText with a hint, if the first bytes are binary) unless the
+    file opens, decompresses and starts like text."""
+    with _reading(path), open(path, "rb") as raw, _decoded(path, raw) as stream:
+        head = stream.read(4096)
     for magic, hint in _BINARY_MAGIC.items():
         if head.startswith(magic):
             raise NotText(f"{path}: {hint}")
@@ -134,10 +190,10 @@ def read_chunks(path: Path, size: int = 4 << 20,
     """The file's bytes (decompressed by suffix) in pieces of whole lines, about `size` each,
     with newlines normalised as `open_lines` does (`\\r\\n` and `\\r` become `\\n`); the last
     piece may lack the final newline. `progress` is told how many bytes of the file itself
-    (compressed, if it is) each piece took. Memory stays bounded by `size` plus the longest line."""
+    (compressed, if it is) each piece took. Memory stays bounded by `size` plus the longest line.
+    Any error reading the file is a TraceFileError."""
     sniff(path)
-    with open(path, "rb") as raw:
-        stream: BinaryIO = _OPENERS[path.suffix](raw, "rb") if path.suffix in _OPENERS else raw
+    with _reading(path), open(path, "rb") as raw, _decoded(path, raw) as stream:
         carry, told = b"", 0
         while True:
             block = stream.read(size)
@@ -158,8 +214,9 @@ def read_chunks(path: Path, size: int = 4 << 20,
 
 
 def open_lines(path: Path) -> Iterator[str]:
-    """The file's lines (decompressed by suffix); undecodable bytes become U+FFFD."""
+    """The file's lines (decompressed by suffix); undecodable bytes become U+FFFD. Any
+    error reading the file is a TraceFileError."""
     sniff(path)
-    opener = _OPENERS.get(path.suffix, open)
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        yield from f
+    with _reading(path), open(path, "rb") as raw, \
+            io.TextIOWrapper(_decoded(path, raw), encoding="utf-8", errors="replace") as text:
+        yield from text

@@ -37,7 +37,7 @@ from pipeline.importers.linescan import COUNT_UNIT
 from pipeline.importers.mapping import GuestMapper, Tasks
 from pipeline.importers.working_set import WorkingSet
 from pipeline.trace_format import TraceMeta, TraceWriter
-from pipeline.tracetext import NotText, open_lines, read_chunks
+from pipeline.tracetext import TraceFileError, open_lines, read_chunks
 
 FORMATS: dict[str, Format] = {f.name: f for f in (perf.FORMAT, ftrace.FORMAT, *tracecmd.FORMATS)}
 MAX_EXAMPLES = 5
@@ -193,8 +193,10 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
                 writer.close(_meta(paths, out, report, working_set, workload, span))
 
             write_atomic(out, write)
-    except (NotText, OSError) as e:
+    except TraceFileError as e:
         raise ImportFailed(str(e)) from None
+    except OSError as e:      # writing the spool or the trace: reading errors are TraceFileErrors
+        raise ImportFailed(f"-o {out}: the trace cannot be written ({e.strerror or e})") from None
     return report
 
 
@@ -225,7 +227,7 @@ def import_command(files: list[Path], out: Path, fmt: str | None, strict: bool, 
             report = import_files(files, out, fmt=fmt, strict=strict, working_set=working_set,
                                   progress=lambda n: bar.advance(task, n))
     except ImportFailed as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
     print_report(report, console)
     return 0

@@ -272,10 +272,10 @@ class ChunkParser:
     def _payload_text(self, data, spans, slow, row: int) -> str:
         return slow[row][1] if row in slow else data[spans[row, 4]:spans[row, 5]].decode()
 
-    def _bad_payload(self, chunk: Chunk, row: int, payload: str) -> None:
+    def _bad_payload(self, chunk: Chunk, row: int, payload: str, why: str = "payload not understood") -> None:
         chunk.role[row] = R_PROBLEM
         name = self.names[chunk.event[row]].name
-        chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: {name}: payload not understood: {payload[:60]!r}"))
+        chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: {name}: {why}: {payload[:60]!r}"))
 
     def _python_payload(self, chunk: Chunk, row: int, data, spans, slow) -> None:
         """The Format's own regex on one payload (events.fields_of conversions)."""
@@ -289,6 +289,14 @@ class ChunkParser:
         if f is None:
             self._bad_payload(chunk, row, payload)
             return
+        try:
+            self._fields(chunk, row, f, nm, slow)
+        except OverflowError:    # the columns are int64
+            self._bad_payload(chunk, row, payload, "number too large")
+
+    @staticmethod
+    def _fields(chunk: Chunk, row: int, f: dict[str, int | str], nm: EventName,
+                slow: dict[int, tuple[str, str]]) -> None:
         role = chunk.role[row]
         if role == R_SWITCH:
             chunk.a[row], chunk.kthread[row] = int(f["next_pid"]), is_kthread_name(str(f["next_comm"]))

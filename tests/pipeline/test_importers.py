@@ -13,9 +13,7 @@ from pipeline.importers import FORMATS, ImportFailed, import_command, import_fil
 from pipeline.importers.working_set import WorkingSet
 from pipeline.trace_format import validate
 from replay.kinds import Kind
-from tests.pipeline.tracefiles import SAMPLES, sample_files, sample_text
-
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent (samples live outside the repository)")
+from tests.pipeline.tracefiles import needs_samples, sample_files, sample_text
 
 # ftrace, raw sched_switch: bash (1000) and its thread (1001, tgid from the TGID column),
 # swapper, then back to bash.
@@ -388,3 +386,23 @@ def test_unrelated_text_and_non_utf8(tmp_path: Path) -> None:
     (tmp_path / "l1.txt").write_bytes(latin1)
     report = import_files([tmp_path / "l1.txt"], tmp_path / "o.parquet", working_set=NO_WS)
     assert report.rows == len(ATRACE_ROWS) and report.malformed == 0
+
+
+def test_numbers_too_large_are_malformed(tmp_path: Path) -> None:
+    """A payload number beyond int64 (next_pid, irq, syscall NR) raised OverflowError out of
+    the import; now it is a malformed line like a too-large prefix number. By hand: lines 2-5
+    and 7-8 each hold a 23-digit number; line 1's switch and line 6's fault are written."""
+    big = "99999999999999999999999"
+    switch = "prev_comm=bash prev_pid=1000 prev_prio=120 prev_state=S ==> next_comm=cat next_pid={} next_prio=120"
+    lines = [f"            bash-1000  [000] d..3   100.000001: sched_switch: {switch.format(2000)}",
+             f"            bash-1000  [000] d..3   {big}.000002: sched_switch: {switch.format(2000)}",
+             f"            bash-{big}  [000] d..3   100.000003: sched_switch: {switch.format(2000)}",
+             f"            bash-1000  [000] d..3   100.000004: sched_switch: {switch.format(big)}",
+             f"            bash-1000  [{big}] d..3   100.000005: sched_switch: {switch.format(2000)}",
+             "            bash-1000  [000] d..3   100.000006: page_fault_user: address=0x8049123 ip=0x8048000 error_code=0x6",
+             f"            bash-1000  [000] d..3   100.000007: irq_handler_entry: irq={big} name=x",
+             f"            bash-1000  [000] d..3   100.000008: sys_enter: NR {big} (1, 2, 3)"]
+    report, rows, _ = _import(tmp_path, "\n".join(lines) + "\n", working_set=NO_WS)
+    assert report.malformed == 6 and [r[0] for r in rows] == [Kind.CR3_WRITE, Kind.PAGE_FAULT]
+    assert [e.split(": ", 1)[0] for e in report.malformed_examples] == [f"{tmp_path / 'in.txt'}:{n}" for n in (2, 3, 4, 5, 7)]
+    assert all("number too large" in e for e in report.malformed_examples)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.trace_format import META_KEY, TraceMeta, write_trace
 from replay.kinds import Kind
@@ -18,6 +19,7 @@ from replay.kinds import Kind
 SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]   # the seed's table, in order
 # Real recordings for importer tests; they live beside the repository, not in it.
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent (samples live outside the repository)")
 USER_PAGES = (0x08048, 0x0804A, 0xBFFFF)
 KERNEL_PAGES = (0xC0100, 0xC0101)
 
