@@ -97,7 +97,6 @@ class _Reading:
     t0: int | None = None
     t1: int | None = None
     units: set[int] = field(default_factory=set)
-    cpus: set[int] = field(default_factory=set)
     no_cpu: int = 0
     sizes: list[int] = field(default_factory=list)   # input bytes behind each spooled chunk
 
@@ -109,7 +108,6 @@ class _Reading:
             self.t1 = int(ts.max()) if self.t1 is None else max(self.t1, int(ts.max()))
             self.units.update(np.unique(chunk.unit[valid]).tolist())
             self.no_cpu += int((cpu < 0).sum())
-            self.cpus.update(np.unique(np.maximum(cpu, 0)).tolist())
         self.tasks.learn(chunk)
 
 
@@ -159,12 +157,27 @@ def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> Non
             report.consumed[key] += n
 
 
-def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: TraceWriter, progress) -> None:
+def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: TraceWriter, progress) -> set[int]:
+    """Map the spooled chunks to rows and write them; returns the CPUs that got rows (a CPU
+    whose lines all went unmapped has no events, and a trace may only list CPUs with events)."""
     spool.seek(0)
+    cpus: set[int] = set()
     for size in reading.sizes:
-        writer.write(mapper.map(np.load(spool), reading.t0 or 0))
+        rows = mapper.map(np.load(spool), reading.t0 or 0)
+        cpus.update(np.unique(rows["cpu"]).tolist())
+        writer.write(rows)
         if progress is not None:
             progress(size)
+    return cpus
+
+
+def _nothing_to_replay(paths: list[Path], report: ImportReport) -> ImportFailed:
+    """No line became a row: say what the files held instead (a host-side recording is the usual case)."""
+    seen = ", ".join(f"{e} {n}" for e, n in report.unmapped.most_common(3))
+    host = any(e.rsplit(":", 1)[-1].startswith("kvm_") for e in report.unmapped)
+    return ImportFailed(f"{', '.join(map(str, paths))}: no guest events to import"
+                        + (f" (unmapped: {seen})" if seen else "")
+                        + ("; a host-side KVM recording is summarised by `pipeline kvm-stat`" if host else ""))
 
 
 def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
@@ -186,9 +199,11 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
 
             def write(tmp: str) -> None:
                 writer = TraceWriter(tmp)
-                _write(spool, reading, mapper, writer, progress)
+                cpus = _write(spool, reading, mapper, writer, progress)
+                if not cpus:
+                    raise _nothing_to_replay(paths, report)
                 report.kinds, report.switches = mapper.kinds, mapper.switches
-                report.cpus, report.processes = tuple(sorted(reading.cpus)) or (0,), len(mapper.asids)
+                report.cpus, report.processes = tuple(sorted(cpus)), len(mapper.asids)
                 span = (reading.t1 or 0) - (reading.t0 or 0) + 1
                 writer.close(_meta(paths, out, report, working_set, workload, span))
 

@@ -151,11 +151,16 @@ def _plain_counts(path: Path) -> dict:
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name[:50])
 def test_sample_imports(tmp_path: Path, path: Path) -> None:
     out = tmp_path / "s.parquet"
+    n = _plain_counts(path)
+    if not (n["switch"] or n["irq"] or n["fault"]):   # a host-side recording: no guest event in it
+        with pytest.raises(ImportFailed, match=r"no guest events to import \(unmapped: kvm_.*pipeline kvm-stat"):
+            import_files([path], out)
+        assert not out.exists()
+        return
     report = import_files([path], out)
     meta = validate(out)
     want = next(f for key, f in EXPECTED_FORMAT.items() if key in path.name)
     assert report.formats[str(path)] == want
-    n = _plain_counts(path)
     assert report.switches == n["switch"]
     assert 0 < report.kinds["cr3_write"] <= n["switch"] if n["switch"] else report.kinds["cr3_write"] == 0
     assert report.processes <= n["next_tasks"]
@@ -166,7 +171,7 @@ def test_sample_imports(tmp_path: Path, path: Path) -> None:
     assert meta.cpus == report.cpus and meta.source["files"] == [str(path)]
     assert meta.source["timestamps"] == ("counts" if "trace-cmd_LTS" in path.name else "ns")   # raw TSC
     cpu = pq.read_table(out, columns=["cpu"]).column("cpu").to_numpy()
-    assert set(np.unique(cpu)) <= set(meta.cpus)
+    assert set(np.unique(cpu)) == set(meta.cpus)   # only CPUs that have events are listed
 
 
 @needs_samples
@@ -253,7 +258,7 @@ cpus=2
 000: ARG TYPE NOT FIELD BUT 2
 010: ARG TYPE NOT FIELD BUT 11
  MainTaskLow:422-422   [000] 22150.357852: 9p_client_req:        client 18446636889643796544 request P9_TGETATTR tag  0
- MainTaskLow:422-422   [000] 22150.357853: sched_switch:         MainTaskLow:422:422 [120] S ==> swapper/0:0 [120]
+ MainTaskLow:422-422   [000] 22150.357853: sched_switch:         MainTaskLow:422:422 [120] S ==> bash:500 [120]
 """
 
 
@@ -262,6 +267,29 @@ def test_events_named_with_a_digit_and_their_dump_lines(tmp_path: Path) -> None:
     assert report.malformed == 0, report.malformed_examples
     assert report.unmapped == {"9p_protocol_dump": 1, "9p_client_req": 1}
     assert report.switches == 1
+
+
+HOST_ONLY = """\
+ qemu-system-x86-4838 [000] 10.000001: kvm_exit:             reason HLT rip 0xffffffff81a3b6bb info 0 0
+ qemu-system-x86-4838 [000] 10.000002: kvm_entry:            vcpu 0, rip 0xffffffff81a3b6bc
+"""
+
+
+def test_a_recording_without_guest_events_is_not_imported(tmp_path: Path) -> None:
+    """A trace needs events (an empty one would be priced as if it ran); a host-side
+    recording gets pointed at kvm-stat."""
+    with pytest.raises(ImportFailed, match=r"in.txt: no guest events to import \(unmapped: kvm_exit 1, "
+                                           r"kvm_entry 1\); a host-side KVM recording is summarised by"):
+        _import(tmp_path, HOST_ONLY)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_only_cpus_with_events_are_listed(tmp_path: Path) -> None:
+    """cpu 1 has only an unmapped line: the trace lists cpu 0 alone (a listed CPU without
+    events is an invalid trace)."""
+    text = ATRACE + "            bash-1000  ( 1000) [001] d..3   100.000007: sched_waking: comm=x pid=1 prio=120 target_cpu=001\n"
+    report, _, t = _import(tmp_path, text, working_set=NO_WS)
+    assert report.cpus == (0,) and set(t["cpu"]) == {0}
 
 
 # ------------------------------------------------------------------ golden: syscall numbers by name
