@@ -161,6 +161,9 @@ def test_replay_fails_each_bad_trace_alone_with_its_line(replayed) -> None:
     for line in errors.values():
         assert line in text
     assert "Traceback" not in r.output and "zero_copy" not in r.output
+    assert isinstance(r.exception, SystemExit)   # the table was printed, then exit 1
+    for name in errors:
+        assert text.count(f"{name}.parquet:") == 1   # said once, not once per mode
 
 
 def test_replay_and_report_escape_control_characters_of_the_workload(tmp_path: Path) -> None:
