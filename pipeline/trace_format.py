@@ -179,6 +179,11 @@ class TraceWriter:
         self.writer.close()
 
 
+# Rows decoded at a time when streaming: bounded memory whatever the trace's length.
+BATCH_ROWS = 1 << 20
+_REPLAY_COLUMNS = ["t_ns", "cpu", "kind", "value", "asid", "arg"]
+
+
 def read_meta(path: Path) -> TraceMeta:
     """Metadata only (and the row count: a trace without rows has nothing to replay, and
     every mode would price its span as if it ran); raises TraceError for anything that is
@@ -199,12 +204,23 @@ def read_meta(path: Path) -> TraceMeta:
             raise TraceError(path, f"column {f.name!r} is {schema.field(f.name).type}, expected {f.type}")
     if footer.num_rows == 0:
         raise TraceError(path, "no events (the file has no rows)")
+    _check_unread_nulls(path, footer)
     return meta
 
 
-# Rows decoded at a time when streaming: bounded memory whatever the trace's length.
-BATCH_ROWS = 1 << 20
-_REPLAY_COLUMNS = ["t_ns", "cpu", "kind", "value", "asid", "arg"]
+def _check_unread_nulls(path: Path, footer: pq.FileMetaData) -> None:
+    """A null in a column replay does not read (pid) fails the trace as `validate` does, so
+    the two never disagree. The footer's null counts say so without reading a row; only a
+    column that has nulls, or no statistics, is read to find the row."""
+    names = footer.schema.to_arrow_schema().names
+    for name in (n for n in SCHEMA.names if n not in _REPLAY_COLUMNS):
+        j = names.index(name)
+        stats = [footer.row_group(g).column(j).statistics for g in range(footer.num_row_groups)]
+        if all(st is not None and st.has_null_count and st.null_count == 0 for st in stats):
+            continue
+        nulls = pq.read_table(path, columns=[name]).column(name).is_null().to_numpy(zero_copy_only=False)
+        if nulls.any():
+            raise TraceError(path, f"null in column {name!r}", row=int(np.flatnonzero(nulls)[0]))
 
 
 def iter_events(path: Path, cpu: int, meta: TraceMeta, start: int = 0, stop: int | None = None,

@@ -140,6 +140,7 @@ def replayed(tmp_path_factory) -> tuple[Path, object]:
     without_rows(d / "empty.parquet")
     cpu1_silent(d / "silent_cpu1.parquet")
     with_null(d / "null_value.parquet", "value", 5)
+    with_null(d / "null_pid.parquet", "pid", 3)      # a column replay does not read: still the trace's error
     huge_span(d / "huge.parquet")
     out = d.parent / "out"
     r = runner.invoke(app, ["replay", str(d), "--out", str(out), "--modes", "native,qemu", "--workers", "1"])
@@ -152,7 +153,8 @@ def test_replay_fails_each_bad_trace_alone_with_its_line(replayed) -> None:
     summary = pl.read_parquet(out / "summary.parquet")
     assert set(summary.filter(pl.col("status") == "ok")["trace"]) == {"good"}
     errors = dict(summary.filter(pl.col("status") == "failed").select("trace", "error").unique().rows())
-    assert errors.keys() == {"empty", "silent_cpu1", "null_value", "huge"}
+    assert errors.keys() == {"empty", "silent_cpu1", "null_value", "null_pid", "huge"}
+    assert errors["null_pid"].endswith("null_pid.parquet: row 3: null in column 'pid'")
     assert errors["empty"].endswith("empty.parquet: no events (the file has no rows)")
     assert errors["silent_cpu1"].endswith("silent_cpu1.parquet: no events on cpu 1 (listed in metadata cpus)")
     assert errors["null_value"].endswith("null_value.parquet: row 5: null in column 'value'")
