@@ -5,8 +5,11 @@ the command line, the environment or config files on their own.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,6 +22,7 @@ from pipeline.modes import load_modes, select_modes
 from pipeline import calibrate as cal
 from pipeline import sweep as sw
 from pipeline.atomic import write_atomic
+from pipeline.outdir import OutError, held, write
 from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
 from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
@@ -81,7 +85,8 @@ def replay(
         _fail(str(e))
     spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
     traces = _traces(paths, out)
-    summary, failed = _replay(traces, chosen, out, cost_profile, spec, Chunking(chunk_events, warmup_events))
+    with _holding(out):
+        summary, failed = _replay(traces, chosen, out, cost_profile, spec, Chunking(chunk_events, warmup_events))
     out_console.print(seed_table(summary))
     out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
@@ -99,6 +104,17 @@ def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
     if missing or not found.traces:
         _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
     return found.traces
+
+
+@contextmanager
+def _holding(out: Path) -> Iterator[None]:
+    """Hold --out for this command (pipeline/outdir.py): one run at a time, checked before
+    the cluster starts; any problem with it is one line, exit 2."""
+    try:
+        with held(out, shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
+            yield
+    except OutError as e:
+        _fail(str(e))
 
 
 def _replay(traces: list[TraceFile], modes: list, out: Path, cost_profile, spec: ClusterSpec,
@@ -265,9 +281,10 @@ def sweep(
         _fail(str(e))
     spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
     traces = _traces(paths, out)
-    summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec)
-    table = sw.gains(summary, grid_points)
-    write_atomic(out / "sweep.parquet", table.write_parquet)
+    with _holding(out):
+        summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec)
+        table = sw.gains(summary, grid_points)
+        write(out / "sweep.parquet", table.write_parquet)
     out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
     out_console.print(f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / SUMMARY}")
     _exit_if_failed(failed)

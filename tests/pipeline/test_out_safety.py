@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.runner import run
+from tests.pipeline.tracefiles import round_robin_events, write_events
 
 runner = CliRunner()
+PIPELINE = Path(sys.executable).parent / "pipeline"
+SLOW_SHARDS = Path(__file__).parent / "slow_shards.py"
+WAIT_S = 60
+NOWHERE = "tcp://127.0.0.1:1"  # no scheduler listens here: a run that gets past --out fails on it instead
 
 
 def replay(paths: list[Path], out: Path, *extra: str):
@@ -34,6 +47,97 @@ def one_line(output: str) -> str:
     lines = lines_of(output)
     assert len(lines) == 1, output
     return lines[0]
+
+
+def files_under(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- 3 and 4: one run at a time; a killed rerun leaves no stale summary --------------
+
+
+@contextlib.contextmanager
+def held_run(traces: Path, out: Path, hold: Path, *extra: str) -> Iterator[subprocess.Popen]:
+    """A `pipeline replay` process whose workers stop after writing a shard file while
+    `hold` exists (tests/pipeline/slow_shards.py), yielded once one has; ended with its
+    whole session."""
+    log = hold.with_suffix(".log")
+    hold.touch()
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{SLOW_SHARDS}"]',
+           "HVREPLAY_TEST_SHARD_HOLD": str(hold), "HVREPLAY_TEST_SHARD_LOG": str(log)}
+    driver = subprocess.Popen([str(PIPELINE), "replay", str(traces), "--out", str(out), "--workers", "1", *extra],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (log.exists() and "written" in log.read_text()):
+            assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
+            time.sleep(0.02)
+        yield driver
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(10)
+
+
+def test_second_run_into_a_held_out_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    write_events(mine / "rr5.parquet", round_robin_events(5, 50), workload="rr5")
+    write_events(mine / "rr3.parquet", round_robin_events(3, 30), workload="rr3")
+    write_events(theirs / "rr2.parquet", round_robin_events(2, 40), workload="rr2")
+    out, hold = tmp_path / "out", tmp_path / "hold"
+    with held_run(mine, out, hold, "--modes", "native") as first:
+        before = files_under(out / "counts")
+        # The second run must stop at --out: were it to get past, it would fail on the
+        # scheduler address instead, and the sweep would write its own files.
+        second = replay([theirs], out, "--scheduler-address", NOWHERE)
+        assert second.exit_code == 2
+        line = one_line(second.output)
+        assert f"{out}: in use by another run (pid {first.pid} on {socket.gethostname()}, started " in line
+        assert f"pipeline replay {mine} --out {out} --workers 1 --modes native" in line
+        sweep = runner.invoke(app, ["sweep", str(theirs), "--set", "cr3_cache_size=1,4", "--out", str(out),
+                                    "--scheduler-address", NOWHERE])
+        assert sweep.exit_code == 2 and f"pid {first.pid}" in one_line(sweep.output)
+        assert files_under(out / "counts") == before
+        hold.unlink()
+        assert first.wait(WAIT_S) == 0, first.stderr.read()
+    summary = pl.read_parquet(out / "summary.parquet")
+    assert sorted(summary["trace"]) == ["rr3", "rr5"]
+    assert sorted(p.name for p in (out / "counts" / "mode=native").iterdir()) == ["rr3__cpu0.parquet",
+                                                                                   "rr5__cpu0.parquet"]
+
+
+# --- 13: --out unusable: checked before the cluster; unwritable partway: one line -----
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """`chattr +i`: not even root may create, remove or rename entries in the folder
+    (chmod does not stop root). Skips where the file system or container does not allow it."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") else None
+    if made is None or made.returncode:
+        pytest.skip(f"cannot make a folder immutable here (chattr +i: {made.stderr.strip() if made else 'not installed'})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_out_that_is_a_file_or_cannot_be_made_fails_before_anything_starts(traces_dir: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "results"
+    a_file.write_text("not a folder")
+    # A dead scheduler address: had the run started a cluster connection, it would fail on that instead.
+    r = replay([traces_dir], a_file, "--scheduler-address", NOWHERE)
+    assert r.exit_code == 2
+    assert one_line(r.output) == f"error: {a_file}: not a folder (--out names the folder results go to)"
+    r = replay([traces_dir], a_file / "sub", "--scheduler-address", NOWHERE)
+    assert r.exit_code == 2 and one_line(r.output) == f"error: {a_file / 'sub'}: cannot create: Not a directory"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with immutable(locked):
+        r = replay([traces_dir], locked, "--scheduler-address", NOWHERE)
+    assert r.exit_code == 2 and one_line(r.output) == f"error: {locked}: cannot write: Operation not permitted"
+    assert list(locked.iterdir()) == []
 
 
 # --- 17 and 15: what is a trace -------------------------------------------------------
