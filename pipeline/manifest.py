@@ -28,6 +28,7 @@ from typing import Any
 
 import pipeline
 import replay
+from pipeline.outdir import remove
 from pipeline.results import ATTRIBUTION_DIR, COUNTS_DIR, attribution_path, read_entry, read_shard, shard_path
 from pipeline.shards import Shard, trace_of_file
 from replay.mode import Mode
@@ -81,15 +82,15 @@ def resume(out: Path, shards: list[Shard], modes: dict[str, Mode], traces: set[s
         if kept is not None and kept[1] == expected and read_entry(attribution) == expected:
             done.append((s.mode, kept[0]))
         else:
-            path.unlink(missing_ok=True)
-            attribution.unlink(missing_ok=True)
+            remove(path)
+            remove(attribution)
             todo.append(s)
     planned = {shard_path(out, s) for s in shards} | {attribution_path(out, s) for s in shards}
     for mode in modes:
         for folder in (COUNTS_DIR, ATTRIBUTION_DIR):
             for path in (out / folder / f"mode={mode}").glob("*.parquet"):
                 if trace_of_file(path.name) in traces and path not in planned:
-                    path.unlink()
+                    remove(path)
     return Resumed(done, todo)
 
 

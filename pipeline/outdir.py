@@ -56,6 +56,17 @@ def write(path: Path, write_to: Callable[[Any], None]) -> Path:
     return path
 
 
+def remove(path: Path) -> None:
+    """Remove a file if it is there; a failure is one line naming it. A path through a file
+    (NotADirectoryError) names nothing there to remove."""
+    try:
+        path.unlink(missing_ok=True)
+    except NotADirectoryError:
+        pass
+    except OSError as e:
+        raise OutError(f"{path}: cannot remove: {_why(path, e)}") from None
+
+
 def _why(path: Path, e: OSError) -> str:
     """The reason in words; "not a folder" where a file stands in a folder's place (mkdir
     only says "File exists" then)."""

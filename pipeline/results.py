@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 from pipeline.pricing import price
 from pipeline.profile import Profile
+from pipeline.outdir import write
 from pipeline.shards import Shard
-from pipeline.atomic import write_atomic
 from replay.counts import ALL_COUNTS, DRIVERS, Counts
 
 SUMMARY = "summary.parquet"
@@ -63,8 +63,7 @@ def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Pat
 def _write_committed(path: Path, table: pa.Table, entry: str) -> Path:
     """A result file with its manifest entry in the footer: both land in one atomic rename."""
     table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-    return path
+    return write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def parts(summary: pl.DataFrame) -> list[str]:
@@ -160,9 +159,7 @@ def _priced_row(mode: str, shards: list[dict[str, Any]], profile: Profile) -> di
 
 
 def write_summary(out: Path, summary: pl.DataFrame) -> Path:
-    path = out / SUMMARY
-    write_atomic(path, lambda tmp: summary.write_parquet(tmp))
-    return path
+    return write(out / SUMMARY, lambda tmp: summary.write_parquet(tmp))
 
 
 def read_summary(results: Path) -> pl.DataFrame:

@@ -9,7 +9,8 @@ Faults: a task lost with its worker is rerun by Dask on another (up to the
 scheduler's distributed.scheduler.allowed-failures); a rerun overwrites the same
 file, so a shard is never counted twice. Resume: the traces are hashed first (as
 tasks), and shards whose files in OUT already match are read back, not replayed
-(pipeline/manifest.py).
+(pipeline/manifest.py). OUT that cannot be written stops the run at the first file
+that fails, with one line (pipeline/outdir.py OutError); files already written stay.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.manifest import entry, resume, trace_digest
 from pipeline.chunks import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.outdir import OutError
 from pipeline.results import Failure, shard_row, totals, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, TraceMeta, count_events, read_meta
@@ -80,7 +82,7 @@ class Chunking:
     warmup: int | None = None
 
 
-def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure:
+def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure | OutError:
     """The Dask task: one shard under one mode, written to its own result files."""
     part = replay_chunk(shard, mode, WHOLE, last=True)
     return part if isinstance(part, Failure) else finish(Path(out), shard, mode, [part])
@@ -94,14 +96,28 @@ def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | F
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
 
 
-def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]]:
-    """Merge a shard's (exact) parts and write its attribution, then its counts file."""
+def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]] | OutError:
+    """Merge a shard's (exact) parts and write its attribution, then its counts file.
+
+    A file that cannot be written is returned, not raised: raised in a task, Dask would
+    log a traceback for it on the worker; the driver stops the run on it (_written)."""
     by_source = merged_counts(parts, mode, shard.meta.native_ns)
     row = shard_row(shard, totals(by_source))
     done = entry(shard, mode)
-    write_attribution(out, shard, by_source, done)
-    write_shard(out, shard, row, done)
+    try:
+        write_attribution(out, shard, by_source, done)
+        write_shard(out, shard, row, done)
+    except OutError as e:
+        return e
     return mode.name, row
+
+
+def _written(outcome: Any) -> Any:
+    """A shard's outcome, unless its files could not be written: then the run stops here
+    (every later shard would fail the same way; those already written are kept)."""
+    if isinstance(outcome, OutError):
+        raise outcome
+    return outcome
 
 
 @contextmanager
@@ -208,16 +224,17 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
         task = bar.add_task("replaying shards", total=len(shards))
         for future in as_completed(whole):
             try:
-                outcomes.append(future.result())
+                outcome = future.result()
             except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
-                outcomes.append(_internal_failure(whole[future], e))
+                outcome = _internal_failure(whole[future], e)
+            outcomes.append(_written(outcome))
             bar.advance(task)
         for shard, futures in chunked:
             try:
                 outcome, n = _merge_chunks(client, shard, by_name[shard.mode], futures, out)
             except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
                 outcome, n = _internal_failure(shard, e), 0
-            outcomes.append(outcome)
+            outcomes.append(_written(outcome))
             reruns += n
             bar.advance(task)
     if chunked:
@@ -243,7 +260,7 @@ class ChunkFailed(Exception):
 
 
 def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
-                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure, int]:
+                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure | OutError, int]:
     """Prove the chunks exact (re-running those that need more warm-up), then write the
     shard; returns its outcome and how many chunks were re-run."""
     def part(result: Part | Failure) -> Part:

@@ -140,6 +140,36 @@ def test_out_that_is_a_file_or_cannot_be_made_fails_before_anything_starts(trace
     assert list(locked.iterdir()) == []
 
 
+def file_in_the_way(folder: Path) -> contextlib.AbstractContextManager:
+    folder.write_text("a file where the mode's folder goes")
+    return contextlib.nullcontext()
+
+
+def folder_made_immutable(folder: Path) -> contextlib.AbstractContextManager:
+    folder.mkdir()
+    return immutable(folder)
+
+
+@pytest.mark.parametrize("block, why", [(file_in_the_way, "a file is in the way (not a folder)"),
+                                        (folder_made_immutable, "Operation not permitted")])
+def test_out_unwritable_partway_stops_at_the_first_file_and_keeps_what_was_written(
+        block, why: str, traces_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert replay([traces_dir], out, "--modes", "native").exit_code == 0
+    native = files_under(out / "counts" / "mode=native")
+    assert sorted(p.name for p in native) == ["rr2__cpu0.parquet", "rr5__cpu0.parquet"]
+    capfd.readouterr()
+    blocked = out / "counts" / "mode=kvm-trunk"
+    with block(blocked):
+        r = replay([traces_dir], out, "--modes", "native,kvm-trunk")
+    worker_output = "".join(capfd.readouterr())
+    assert r.exit_code == 2
+    assert lines_of(r.output) == ["resumed: 2 of 4 shards already done in " + str(out),
+                     f"error: {blocked}: cannot write: {why}"], r.output
+    assert "Traceback" not in worker_output and "internal error" not in worker_output
+    assert files_under(out / "counts" / "mode=native") == native  # nothing already computed is lost
+
+
 # --- 17 and 15: what is a trace -------------------------------------------------------
 
 
