@@ -29,7 +29,7 @@ from typing import Any
 import pipeline
 import replay
 from pipeline.outdir import remove
-from pipeline.results import ATTRIBUTION_DIR, COUNTS_DIR, attribution_path, read_entry, read_shard, shard_path
+from pipeline.results import attribution_path, mode_folders, read_entry, read_shard, shard_path
 from pipeline.shards import Shard, trace_of_file
 from replay.mode import Mode
 
@@ -72,11 +72,13 @@ def entry(shard: Shard, mode: Mode) -> str:
 def resume(out: Path, shards: list[Shard], modes: dict[str, Mode], traces: set[str]) -> Resumed:
     """Keep each shard whose counts and attribution files both carry this run's entry;
     delete every other file of this run's traces and modes, so no stale row outlives a
-    recompute that fails."""
+    recompute that fails. Every path is proved to resolve inside OUT before anything is
+    removed (OutError otherwise)."""
+    planned = [(s, shard_path(out, s), attribution_path(out, s)) for s in shards]
+    folders = mode_folders(out, modes)
     done: list[tuple[str, dict[str, Any]]] = []
     todo: list[Shard] = []
-    for s in shards:
-        path, attribution = shard_path(out, s), attribution_path(out, s)
+    for s, path, attribution in planned:
         kept = read_shard(path) if path.exists() else None
         expected = entry(s, modes[s.mode])
         if kept is not None and kept[1] == expected and read_entry(attribution) == expected:
@@ -85,12 +87,11 @@ def resume(out: Path, shards: list[Shard], modes: dict[str, Mode], traces: set[s
             remove(path)
             remove(attribution)
             todo.append(s)
-    planned = {shard_path(out, s) for s in shards} | {attribution_path(out, s) for s in shards}
-    for mode in modes:
-        for folder in (COUNTS_DIR, ATTRIBUTION_DIR):
-            for path in (out / folder / f"mode={mode}").glob("*.parquet"):
-                if trace_of_file(path.name) in traces and path not in planned:
-                    remove(path)
+    keep = {p for _, *paths in planned for p in paths}
+    for folder in folders:
+        for path in folder.glob("*.parquet"):
+            if trace_of_file(path.name) in traces and path not in keep:
+                remove(path)
     return Resumed(done, todo)
 
 

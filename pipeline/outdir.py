@@ -1,4 +1,4 @@
-"""--out: checked before anything starts, held by one run at a time.
+"""--out: checked before anything starts, held by one run at a time, never written outside.
 
 A run takes an exclusive lock on OUT/.hvreplay.lock (the filelock library: flock on
 Unix) before it reads, removes or writes anything there, and records beside it who
@@ -8,7 +8,10 @@ finish overwrites the other's summary. The kernel drops the lock with its proces
 a killed run never leaves a stale lock behind (its holder record may stay; the next
 holder overwrites it).
 
-Problems with OUT are OutError, whose text is one line naming the path.
+Every result path is checked to resolve inside OUT before it is written or removed
+(`inside`): names are made safe where they are made (pipeline/shards.py, the mode
+loader), and the writers do not rely on that. Problems with OUT are OutError, whose
+text is one line naming the path.
 """
 from __future__ import annotations
 
@@ -45,6 +48,13 @@ class Holder:
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}, started {self.started}: {self.command}"
+
+
+def inside(out: Path, path: Path) -> Path:
+    """`path`, once proved to resolve (symbolic links and '..' followed) inside `out`."""
+    if not path.resolve().is_relative_to(out.resolve()):
+        raise OutError(f"{path}: resolves outside --out {out}; nothing is written or removed there")
+    return path
 
 
 def write(path: Path, write_to: Callable[[Any], None]) -> Path:

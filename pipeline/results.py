@@ -6,13 +6,15 @@ Layout under OUT:
                                                per (event kind, address space, device, priced driver)
   summary.parquet                              one row per (trace, mode), priced
 Every file is written to a temporary name and renamed, so a reader (or a crashed
-run) never sees half a file. A shard file's Parquet footer holds its manifest entry
+run) never sees half a file, and only to paths proved to resolve inside OUT
+(pipeline/outdir.py). A shard file's Parquet footer holds its manifest entry
 (MANIFEST_KEY: what it was computed from, see pipeline/manifest.py), committed by
 the same rename as its counts.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.pricing import price
 from pipeline.profile import Profile
-from pipeline.outdir import write
+from pipeline.outdir import inside, write
 from pipeline.shards import Shard
 from replay.counts import ALL_COUNTS, DRIVERS, Counts
 
@@ -50,9 +52,19 @@ def shard_row(shard: Shard, counts: Counts) -> dict[str, Any]:
             "headline": m.headline, **counts.as_row()}
 
 
+def mode_folder(out: Path, dataset: str, mode: str) -> Path:
+    """OUT/<dataset>/mode=<mode>, refused (OutError) unless it resolves inside OUT."""
+    return inside(out, out / dataset / f"mode={mode}")
+
+
+def mode_folders(out: Path, modes: Iterable[str]) -> list[Path]:
+    """Every result folder of these modes (counts and attribution), each proved inside OUT."""
+    return [mode_folder(out, dataset, m) for m in modes for dataset in (COUNTS_DIR, ATTRIBUTION_DIR)]
+
+
 def shard_path(out: Path, shard: Shard) -> Path:
-    """A shard's deterministic result file (the mode is in the path)."""
-    return out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
+    """A shard's deterministic result file (the mode is in the path), proved inside OUT."""
+    return inside(out, mode_folder(out, COUNTS_DIR, shard.mode) / shard.file_name)
 
 
 def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Path:
@@ -89,8 +101,8 @@ def totals(by_source: pl.DataFrame) -> Counts:
 
 
 def attribution_path(out: Path, shard: Shard) -> Path:
-    """A shard's attribution file: the counts file's name, in its own folder."""
-    return out / ATTRIBUTION_DIR / f"mode={shard.mode}" / shard.file_name
+    """A shard's attribution file: the counts file's name, in its own folder, proved inside OUT."""
+    return inside(out, mode_folder(out, ATTRIBUTION_DIR, shard.mode) / shard.file_name)
 
 
 def write_attribution(out: Path, shard: Shard, by_source: pl.DataFrame, entry: str) -> Path:

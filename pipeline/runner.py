@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pipeline.manifest import entry, resume, trace_digest
 from pipeline.chunks import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
 from pipeline.outdir import OutError
-from pipeline.results import Failure, shard_row, totals, write_attribution, write_shard
+from pipeline.results import Failure, mode_folders, shard_row, totals, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, TraceMeta, count_events, read_meta
 from replay.mode import Mode
@@ -195,9 +195,12 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
         note: Any = print, chunking: Chunking = Chunking()) -> RunOutput:
     """Replay every trace under every mode; per-shard files land under `out`.
 
-    Shards whose result files already match (same trace bytes, mode, model) are kept."""
-    opened, failures = open_traces(traces, modes, report)
+    Shards whose result files already match (same trace bytes, mode, model) are kept.
+    OutError: a result path would resolve outside `out` (checked before anything
+    starts), or a file cannot be written or removed."""
     by_name = {m.name: m for m in modes}
+    mode_folders(out, by_name)  # refuses a result folder outside `out` before anything starts
+    opened, failures = open_traces(traces, modes, report)
     if not opened:
         return RunOutput([], failures)
     with connect(spec) as client:

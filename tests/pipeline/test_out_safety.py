@@ -7,6 +7,7 @@ process. Expected figures are counted by hand from the traces' construction
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -23,7 +24,13 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.runner import run
+from pipeline.manifest import entry, resume, trace_digest
+from pipeline.modes import load_modes
+from pipeline.outdir import OutError
+from pipeline.results import write_attribution, write_shard
+from pipeline.runner import ClusterSpec, run
+from pipeline.shards import find_traces, plan
+from pipeline.trace_format import read_meta
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
 runner = CliRunner()
@@ -51,6 +58,10 @@ def one_line(output: str) -> str:
 
 def files_under(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def traces_of(paths: list[Path]) -> list:
+    return find_traces(paths).traces
 
 
 # --- 3 and 4: one run at a time; a killed rerun leaves no stale summary --------------
@@ -218,3 +229,54 @@ def test_fifo_is_not_a_trace(traces_dir: Path, tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         assert f"note: {fifo}: not a regular file (a named pipe), skipped" in r.output
     assert sorted(pl.read_parquet(tmp_path / "o" / "summary.parquet")["trace"]) == ["rr2", "rr5"]
+
+
+# --- 1 (part): every output path resolves inside --out ------------------------------
+
+EVIL = "a/../../../victim"
+
+
+def evil_mode():
+    """A mode whose name climbs out of OUT. The Mode record refuses such names when it is
+    built; a copy renamed after the fact tests the writers' own check, which must hold
+    whatever made the name."""
+    mode = copy.copy(load_modes()["native"])
+    object.__setattr__(mode, "name", EVIL)
+    return mode
+
+
+def test_mode_name_leaving_out_writes_and_removes_nothing_outside(tmp_path: Path) -> None:
+    trace = write_events(tmp_path / "traces" / "rr.parquet", round_robin_events(3, 12), workload="rr")
+    work = tmp_path / "work"
+    out = work / "out"
+    # counts/mode=a/../../../victim resolves to work/victim: a file there that resume's
+    # clean-up would take for a stale shard of trace rr.
+    victim = work / "victim" / "rr__cpu0.parquet"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious")
+    before = files_under(tmp_path)
+    with pytest.raises(OutError) as refused:
+        run(traces_of([trace]), [evil_mode()], out, ClusterSpec(workers=1), report=print, note=print)
+    assert str(refused.value) == (f"{out / 'counts' / f'mode={EVIL}'}: resolves outside --out {out}; "
+                                  "nothing is written or removed there")
+    assert files_under(tmp_path) == before
+
+
+def test_resume_and_writers_refuse_paths_outside_out(tmp_path: Path) -> None:
+    trace = write_events(tmp_path / "traces" / "rr.parquet", round_robin_events(3, 12), workload="rr")
+    work = tmp_path / "work"
+    out = work / "out"
+    victim = work / "victim" / "rr__cpu0.parquet"
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious")
+    before = files_under(tmp_path)
+    mode = evil_mode()
+    (shard,) = plan(traces_of([trace])[0], read_meta(trace), [EVIL], trace_digest(str(trace)))
+    with pytest.raises(OutError, match="resolves outside --out"):
+        resume(out, [shard], {EVIL: mode}, {"rr"})
+    with pytest.raises(OutError, match="resolves outside --out"):
+        write_shard(out, shard, {"trace": "rr"}, entry(shard, mode))
+    with pytest.raises(OutError, match="resolves outside --out"):
+        write_attribution(out, shard, pl.DataFrame({"kind": ["io"], "asid": [1], "device": [0x80],
+                                                    "driver": ["exit_io"], "count": [3]}), entry(shard, mode))
+    assert files_under(tmp_path) == before
