@@ -8,11 +8,16 @@ Layout under OUT:
 Every file is written to a temporary name and renamed, so a reader (or a crashed
 run) never sees half a file, and only to paths proved to resolve inside OUT
 (pipeline/outdir.py). A shard file's Parquet footer holds its manifest entry
-(MANIFEST_KEY: what it was computed from, see pipeline/manifest.py), committed by
-the same rename as its counts.
+(MANIFEST_KEY: what it was computed from, see pipeline/manifest.py) and the SHA-256
+of its content (CONTENT_KEY), committed by the same rename as its counts; its pages
+carry CRCs. A kept file is trusted only once both are verified (read_kept): a flipped
+bit in a page fails its CRC, and a change that still leaves a valid file (a rewritten
+page, a damaged value with a recomputed CRC) fails the content checksum.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +38,11 @@ SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
 ATTRIBUTION_DIR = "attribution"
 MANIFEST_KEY = b"hvreplay.shard"
+CONTENT_KEY = b"hvreplay.content_sha256"
+
+
+class Damaged(Exception):
+    """A result file that cannot be read, fails a page CRC or its content checksum."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +83,18 @@ def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Pat
 
 
 def _write_committed(path: Path, table: pa.Table, entry: str) -> Path:
-    """A result file with its manifest entry in the footer: both land in one atomic rename."""
-    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
-    return write(path, lambda tmp: pq.write_table(table, tmp))
+    """A result file with its manifest entry and content checksum in the footer (all land
+    in one atomic rename), and a CRC on every page."""
+    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode(), CONTENT_KEY: content_sha256(table).encode()})
+    return write(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
+
+
+def content_sha256(table: pa.Table) -> str:
+    """SHA-256 of a table's column names, types and values. Taken over the values, not the
+    file's bytes, because the file holds its own checksum and the values are what a
+    resumed run reads back."""
+    columns = [[f.name, str(f.type), column.to_pylist()] for f, column in zip(table.schema, table.columns)]
+    return hashlib.sha256(json.dumps(columns).encode()).hexdigest()
 
 
 def parts(summary: pl.DataFrame) -> list[str]:
@@ -117,24 +136,34 @@ def write_attribution(out: Path, shard: Shard, by_source: pl.DataFrame, entry: s
     return _write_committed(attribution_path(out, shard), table, entry)
 
 
-def read_entry(path: Path) -> str | None:
-    """The manifest entry in a result file's footer; None if absent or unreadable."""
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(MANIFEST_KEY)
-    except (OSError, pa.ArrowException):
+def read_kept(path: Path, entry: str) -> pa.Table | None:
+    """The table of a result file computed from `entry`, proved intact; None if there is no
+    file or it was computed from something else (other trace bytes, mode or model: then
+    it is simply out of date). Damaged if it cannot be read, or a page fails its CRC, or
+    its values fail the content checksum in its footer."""
+    if not path.exists():
         return None
-    return raw.decode() if raw else None
+    footer = _footer(path)
+    if footer is None:
+        raise Damaged(path)
+    if footer.get(MANIFEST_KEY) != entry.encode():
+        return None
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException):
+        raise Damaged(path) from None
+    if footer.get(CONTENT_KEY) != content_sha256(table).encode():
+        raise Damaged(path)
+    return table
 
 
-def read_shard(path: Path) -> tuple[dict[str, Any], str] | None:
-    """A shard file's row and manifest entry; None if it cannot be read (it is then recomputed)."""
+def _footer(path: Path) -> dict[bytes, bytes] | None:
+    """A Parquet file's key-value metadata (the footer's, not the stored Arrow schema's);
+    None if it cannot be read."""
     try:
-        table = pq.read_table(path)
+        return pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowException):
         return None
-    entry = (table.schema.metadata or {}).get(MANIFEST_KEY)
-    rows = table.to_pylist()
-    return (rows[0], entry.decode()) if len(rows) == 1 and entry else None
 
 
 def summarise(rows: list[tuple[str, dict[str, Any]]], failures: list[Failure], profile: Profile,
@@ -180,3 +209,4 @@ def read_summary(results: Path) -> pl.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no summary here (run `pipeline replay … --out {results}` first)")
     return pl.read_parquet(path)
+

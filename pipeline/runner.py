@@ -27,7 +27,7 @@ from dask.distributed import Client, LocalCluster, as_completed
 from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.manifest import entry, resume, trace_digest
+from pipeline.manifest import Resumed, entry, resume, trace_digest
 from pipeline.chunks import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
 from pipeline.outdir import OutError
 from pipeline.results import Failure, mode_folders, shard_row, totals, write_attribution, write_shard
@@ -195,9 +195,9 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
         note: Any = print, chunking: Chunking = Chunking()) -> RunOutput:
     """Replay every trace under every mode; per-shard files land under `out`.
 
-    Shards whose result files already match (same trace bytes, mode, model) are kept.
-    OutError: a result path would resolve outside `out` (checked before anything
-    starts), or a file cannot be written or removed."""
+    Shards whose result files already match (same trace bytes, mode, model) and prove
+    intact are kept. OutError: a result path would resolve outside `out` (checked before
+    anything starts), or a file cannot be written or removed."""
     by_name = {m.name: m for m in modes}
     mode_folders(out, by_name)  # refuses a result folder outside `out` before anything starts
     opened, failures = open_traces(traces, modes, report)
@@ -206,10 +206,20 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
     with connect(spec) as client:
         shards, unread = plan_shards(client, opened, modes, report)
         resumed = resume(out, shards, by_name, {t.trace for t in traces})
-        if resumed.done:
-            note(f"resumed: {len(resumed.done)} of {len(shards)} shards already done in {out}")
+        for line in _resume_notes(resumed, len(shards), out):
+            note(line)
         rows, failed = _replay_all(client, resumed.todo, by_name, out, report, note, chunking)
     return RunOutput(resumed.done + rows, _dedupe(failures + unread + failed))
+
+
+def _resume_notes(resumed: Resumed, planned: int, out: Path) -> list[str]:
+    """What resume kept, and that files which failed their checks are recomputed."""
+    notes = [f"resumed: {len(resumed.done)} of {planned} shards already done in {out}"] if resumed.done else []
+    if resumed.damaged:
+        n, first = len(resumed.damaged), resumed.damaged[0]
+        what = "1 shard file failed its checksum and is" if n == 1 else f"{n} shard files failed their checksum and are"
+        notes.append(f"{what} recomputed: {first}" + (f" and {n - 1} more" if n > 1 else ""))
+    return notes
 
 
 def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -62,6 +64,50 @@ def files_under(folder: Path) -> dict[Path, bytes]:
 
 def traces_of(paths: list[Path]) -> list:
     return find_traces(paths).traces
+
+
+# --- 2: a kept shard must be proved intact -------------------------------------------
+
+
+def flip_bit_in_value(path: Path, column: str, value: int) -> None:
+    """Flip the low bit of `value` (little-endian int64) where it is stored in `column`'s
+    column chunk (a dictionary page here; small pages are stored as snappy literals)."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == column)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    at = data.find(value.to_bytes(8, "little"), start, start + chunk.total_compressed_size)
+    assert at >= 0, f"{value} not found in {column}'s pages"
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bit_or_altered_value_in_a_kept_shard_is_recomputed(tmp_path: Path) -> None:
+    trace = write_events(tmp_path / "rr5.parquet", round_robin_events(5, 50), workload="rr5")
+    out = tmp_path / "out"
+    assert replay([trace], out, "--modes", "kvm-trunk").exit_code == 0
+    counts = out / "counts" / "mode=kvm-trunk" / "rr5__cpu0.parquet"
+    # 50 switches round-robin over 5 address spaces: every CR3 write exits under kvm-trunk.
+    assert pq.read_table(counts)["exit_cr3"].to_pylist() == [50]
+
+    flip_bit_in_value(counts, "exit_cr3", 50)  # one bit in a page: its CRC no longer matches
+    again = replay([trace], out, "--modes", "kvm-trunk")
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert "resumed:" not in text
+    assert f"1 shard file failed its checksum and is recomputed: {counts}" in text
+    assert pl.read_parquet(out / "summary.parquet")["exit_cr3"].to_list() == [50]
+
+    # A still-valid file (fresh page CRCs) holding another value under the same footer:
+    # only the content checksum can tell.
+    table = pq.read_table(counts)
+    altered = table.set_column(table.schema.get_field_index("exit_cr3"), "exit_cr3", pa.array([51], pa.int64()))
+    pq.write_table(altered.replace_schema_metadata(table.schema.metadata), counts, write_page_checksum=True)
+    assert pq.read_table(counts, page_checksum_verification=True)["exit_cr3"].to_pylist() == [51]
+    third = replay([trace], out, "--modes", "kvm-trunk")
+    assert third.exit_code == 0, third.output
+    assert "1 shard file failed its checksum and is recomputed" in " ".join(third.output.split())
+    assert pl.read_parquet(out / "summary.parquet")["exit_cr3"].to_list() == [50]
 
 
 # --- 3 and 4: one run at a time; a killed rerun leaves no stale summary --------------
