@@ -22,11 +22,11 @@ from pipeline.modes import load_modes, select_modes
 from pipeline import calibrate as cal
 from pipeline import sweep as sw
 from pipeline.atomic import write_atomic
-from pipeline.outdir import OutError, held, write
+from pipeline.outdir import OutError, held, remove, write
 from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
 from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
-from pipeline.results import SUMMARY, read_summary, summarise, write_summary
+from pipeline.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
 from pipeline.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.shards import TraceFile, find_traces
 from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
@@ -125,7 +125,7 @@ def _replay(traces: list[TraceFile], modes: list, out: Path, cost_profile, spec:
     except ClusterError as e:
         _fail(str(e))
     summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes])
-    write_summary(out, summary)
+    write_summary(out, summary, output.done)
     return summary, output.failures
 
 
@@ -167,7 +167,8 @@ def report(
 
     try:
         summary = read_summary(results)
-    except FileNotFoundError as e:
+        check_summary(results, summary)
+    except (FileNotFoundError, StaleSummary) as e:
         _fail(str(e))
     if by not in (None, "category"):
         _fail(f"--by {by}: only 'category' is supported")
@@ -282,6 +283,7 @@ def sweep(
     spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
     traces = _traces(paths, out)
     with _holding(out):
+        remove(out / "sweep.parquet")  # like the summary, never left describing shards that are gone
         summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec)
         table = sw.gains(summary, grid_points)
         write(out / "sweep.parquet", table.write_parquet)

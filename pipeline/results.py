@@ -13,6 +13,8 @@ of its content (CONTENT_KEY), committed by the same rename as its counts; its pa
 carry CRCs. A kept file is trusted only once both are verified (read_kept): a flipped
 bit in a page fails its CRC, and a change that still leaves a valid file (a rewritten
 page, a damaged value with a recomputed CRC) fails the content checksum.
+The summary's footer lists the counts files its rows were summed from (SHARDS_KEY),
+so `pipeline report` can tell when it describes shards that are no longer there.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import pyarrow.parquet as pq
 
 from pipeline.pricing import price
 from pipeline.profile import Profile
-from pipeline.outdir import inside, write
+from pipeline.outdir import inside, remove, write
 from pipeline.shards import Shard
 from replay.counts import ALL_COUNTS, DRIVERS, Counts
 
@@ -39,10 +41,15 @@ COUNTS_DIR = "counts"
 ATTRIBUTION_DIR = "attribution"
 MANIFEST_KEY = b"hvreplay.shard"
 CONTENT_KEY = b"hvreplay.content_sha256"
+SHARDS_KEY = "hvreplay.shards"
 
 
 class Damaged(Exception):
     """A result file that cannot be read, fails a page CRC or its content checksum."""
+
+
+class StaleSummary(Exception):
+    """A summary that describes shard files which are gone or were recomputed since; str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +165,8 @@ def read_kept(path: Path, entry: str) -> pa.Table | None:
 
 
 def _footer(path: Path) -> dict[bytes, bytes] | None:
-    """A Parquet file's key-value metadata (the footer's, not the stored Arrow schema's);
-    None if it cannot be read."""
+    """A Parquet file's key-value metadata (its footer's, which Polars writes too, not the
+    stored Arrow schema's); None if it cannot be read."""
     try:
         return pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowException):
@@ -199,14 +206,55 @@ def _priced_row(mode: str, shards: list[dict[str, Any]], profile: Profile) -> di
     }
 
 
-def write_summary(out: Path, summary: pl.DataFrame) -> Path:
-    return write(out / SUMMARY, lambda tmp: summary.write_parquet(tmp))
+def write_summary(out: Path, summary: pl.DataFrame, done: list[tuple[Shard, str]]) -> Path:
+    """The summary, its footer listing each counts file its ok rows were summed from (of
+    `done`: (shard, manifest entry)) with the SHA-256 of that file's entry."""
+    ok = set(summary.filter(pl.col("status") == "ok").select("trace", "mode").rows()) if len(summary) else set()
+    shards = [[s.trace, s.mode, shard_path(out, s).relative_to(out).as_posix(), _sha256(e)]
+              for s, e in done if (s.trace, s.mode) in ok]
+    return write(out / SUMMARY, lambda tmp: summary.write_parquet(tmp, metadata={SHARDS_KEY: json.dumps(shards)}))
+
+
+def remove_summary(out: Path) -> None:
+    """Remove OUT's summary: a run does so before it removes or replaces any shard file,
+    so that a run that is killed leaves no summary of shards that are gone."""
+    remove(out / SUMMARY)
 
 
 def read_summary(results: Path) -> pl.DataFrame:
     """The summary of a results folder (or a summary file given directly)."""
-    path = results / SUMMARY if results.is_dir() else results
+    path = _summary_file(results)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no summary here (run `pipeline replay … --out {results}` first)")
     return pl.read_parquet(path)
 
+
+def check_summary(results: Path, summary: pl.DataFrame) -> None:
+    """StaleSummary unless every ok row's counts files, as listed in the summary's footer,
+    are there and carry the manifest entry they had when it was written. A summary with
+    no such list (made by hand, or by a version before it was kept) is not checked."""
+    path = _summary_file(results)
+    listed = (_footer(path) or {}).get(SHARDS_KEY.encode())
+    if listed is None:
+        return
+    shards = json.loads(listed)
+    backed = {(trace, mode) for trace, mode, _, _ in shards}
+    for trace, mode in summary.filter(pl.col("status") == "ok").select("trace", "mode").rows():
+        if (trace, mode) not in backed:
+            raise StaleSummary(_stale(path, f"{trace} / {mode} has no counts files listed"))
+    for _, _, name, digest in shards:
+        entry = (_footer(path.parent / name) or {}).get(MANIFEST_KEY)
+        if entry is None or _sha256(entry.decode()) != digest:
+            raise StaleSummary(_stale(path, f"{name} is gone or was recomputed since"))
+
+
+def _stale(path: Path, why: str) -> str:
+    return f"{path}: stale summary ({why}); rerun `pipeline replay … --out {path.parent}`"
+
+
+def _summary_file(results: Path) -> Path:
+    return results / SUMMARY if results.is_dir() else results
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

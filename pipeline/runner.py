@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pipeline.manifest import Resumed, entry, resume, trace_digest
 from pipeline.chunks import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
 from pipeline.outdir import OutError
-from pipeline.results import Failure, mode_folders, shard_row, totals, write_attribution, write_shard
+from pipeline.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, TraceMeta, count_events, read_meta
 from replay.mode import Mode
@@ -71,6 +71,7 @@ class ClusterSpec:
 class RunOutput:
     rows: list[tuple[str, dict[str, Any]]]  # (mode, shard row), replayed or resumed
     failures: list[Failure]
+    done: list[tuple[Shard, str]]           # the shards of `rows`, each with its manifest entry
 
 
 @dataclass(frozen=True)
@@ -196,20 +197,23 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
     """Replay every trace under every mode; per-shard files land under `out`.
 
     Shards whose result files already match (same trace bytes, mode, model) and prove
-    intact are kept. OutError: a result path would resolve outside `out` (checked before
-    anything starts), or a file cannot be written or removed."""
+    intact are kept. The caller holds `out` (pipeline.outdir.held) and writes the new
+    summary; the old one is removed first. OutError: a result path would resolve outside
+    `out` (checked before anything starts), or a file cannot be written or removed."""
     by_name = {m.name: m for m in modes}
     mode_folders(out, by_name)  # refuses a result folder outside `out` before anything starts
+    remove_summary(out)
     opened, failures = open_traces(traces, modes, report)
     if not opened:
-        return RunOutput([], failures)
+        return RunOutput([], failures, [])
     with connect(spec) as client:
         shards, unread = plan_shards(client, opened, modes, report)
         resumed = resume(out, shards, by_name, {t.trace for t in traces})
         for line in _resume_notes(resumed, len(shards), out):
             note(line)
         rows, failed = _replay_all(client, resumed.todo, by_name, out, report, note, chunking)
-    return RunOutput(resumed.done + rows, _dedupe(failures + unread + failed))
+    rows = resumed.done + rows
+    return RunOutput(rows, _dedupe(failures + unread + failed), _done(shards, by_name, rows))
 
 
 def _resume_notes(resumed: Resumed, planned: int, out: Path) -> list[str]:
@@ -220,6 +224,13 @@ def _resume_notes(resumed: Resumed, planned: int, out: Path) -> list[str]:
         what = "1 shard file failed its checksum and is" if n == 1 else f"{n} shard files failed their checksum and are"
         notes.append(f"{what} recomputed: {first}" + (f" and {n - 1} more" if n > 1 else ""))
     return notes
+
+
+def _done(shards: list[Shard], by_name: dict[str, Mode],
+          rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[Shard, str]]:
+    """Each shard with a row, and its manifest entry (for the summary's list of files)."""
+    have = {(mode, row["trace"], row["cpu"]) for mode, row in rows}
+    return [(s, entry(s, by_name[s.mode])) for s in shards if (s.mode, s.trace, s.cpu) in have]
 
 
 def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,

@@ -164,6 +164,40 @@ def test_second_run_into_a_held_out_fails_at_once_naming_the_holder(tmp_path: Pa
                                                                                    "rr5__cpu0.parquet"]
 
 
+def test_killed_rerun_with_new_inputs_leaves_no_stale_summary(tmp_path: Path) -> None:
+    traces = tmp_path / "traces"
+    write_events(traces / "rr5.parquet", round_robin_events(5, 50), workload="rr5")
+    write_events(traces / "rr3.parquet", round_robin_events(3, 30), workload="rr3")
+    out = tmp_path / "out"
+    assert replay([traces], out, "--modes", "native").exit_code == 0
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    write_events(traces / "rr5.parquet", round_robin_events(5, 60), workload="rr5")  # new inputs
+    write_events(traces / "rr3.parquet", round_robin_events(3, 36), workload="rr3")
+    with held_run(traces, out, tmp_path / "hold", "--modes", "native") as rerun:
+        os.killpg(rerun.pid, signal.SIGKILL)
+        rerun.wait(10)
+    assert not (out / "summary.parquet").exists()
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 2
+    assert f"{out / 'summary.parquet'}: no summary here" in one_line(report.output)
+
+
+def test_report_refuses_a_summary_whose_shards_are_gone_or_recomputed(traces_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert replay([traces_dir], out, "--modes", "native,kvm-trunk").exit_code == 0
+    rr5, rr2 = (out / "counts" / "mode=kvm-trunk" / f"{t}__cpu0.parquet" for t in ("rr5", "rr2"))
+    kept = rr5.read_bytes()
+    rr5.write_bytes(rr2.read_bytes())  # a file computed from other inputs in its place
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 2
+    assert (f"{out / 'summary.parquet'}: stale summary (counts/mode=kvm-trunk/rr5__cpu0.parquet is gone or was "
+            f"recomputed since); rerun `pipeline replay … --out {out}`") in one_line(report.output)
+    rr5.unlink()
+    assert "stale summary" in one_line(runner.invoke(app, ["report", str(out)]).output)
+    rr5.write_bytes(kept)
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+
+
 # --- 13: --out unusable: checked before the cluster; unwritable partway: one line -----
 
 
@@ -171,9 +205,11 @@ def test_second_run_into_a_held_out_fails_at_once_naming_the_holder(tmp_path: Pa
 def immutable(path: Path) -> Iterator[None]:
     """`chattr +i`: not even root may create, remove or rename entries in the folder
     (chmod does not stop root). Skips where the file system or container does not allow it."""
-    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") else None
-    if made is None or made.returncode:
-        pytest.skip(f"cannot make a folder immutable here (chattr +i: {made.stderr.strip() if made else 'not installed'})")
+    if not shutil.which("chattr"):
+        pytest.skip("cannot make a folder immutable here: no chattr (Debian package e2fsprogs)")
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"cannot make a folder immutable here (chattr +i: {made.stderr.strip()})")
     try:
         yield
     finally:
