@@ -5,8 +5,11 @@ the command line, the environment or config files on their own.
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,12 +22,13 @@ from pipeline.modes import load_modes, select_modes
 from pipeline import calibrate as cal
 from pipeline import sweep as sw
 from pipeline.atomic import write_atomic
+from pipeline.outdir import OutError, held, remove, write
 from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.reference import DEFAULT_REFERENCE, load_reference
 from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
-from pipeline.results import SUMMARY, read_summary, summarise, write_summary
+from pipeline.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
 from pipeline.runner import Chunking, ClusterError, ClusterSpec, Tls, run
-from pipeline.shards import find_traces
+from pipeline.shards import TraceFile, find_traces
 from pipeline.text import markup_safe, printable
 from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
 
@@ -81,25 +85,48 @@ def replay(
     except ConfigError as e:
         _fail(str(e))
     spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
-    summary, failed = _replay(paths, chosen, out, cost_profile, spec, Chunking(chunk_events, warmup_events))
+    traces = _traces(paths, out)
+    with _holding(out):
+        summary, failed = _replay(traces, chosen, out, cost_profile, spec, Chunking(chunk_events, warmup_events))
     out_console.print(seed_table(summary))
     out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
 
 
-def _replay(paths: list[Path], modes: list, out: Path, cost_profile, spec: ClusterSpec,
-            chunking: Chunking = Chunking()) -> tuple:
-    """Find the traces, replay them under `modes`, write and return the summary (and failures)."""
-    traces = find_traces(paths)
+def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
+    """The traces under `paths` (not under `out`); a missing or non-regular path named
+    explicitly fails here, before anything starts."""
+    found = find_traces(paths, exclude=out)
+    for line in found.skipped:
+        err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
     missing = [p for p in paths if not p.exists()]
-    if missing or not traces:
+    if found.not_regular:
+        _fail(found.not_regular[0])
+    if missing or not found.traces:
         _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
+    return found.traces
+
+
+@contextmanager
+def _holding(out: Path) -> Iterator[None]:
+    """Hold --out for this command (pipeline/outdir.py): one run at a time, checked before
+    the cluster starts; any problem with it is one line, exit 2."""
+    try:
+        with held(out, shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
+            yield
+    except OutError as e:
+        _fail(str(e))
+
+
+def _replay(traces: list[TraceFile], modes: list, out: Path, cost_profile, spec: ClusterSpec,
+            chunking: Chunking = Chunking()) -> tuple:
+    """Replay `traces` under `modes`, write and return the summary (and failures)."""
     try:
         output = run(traces, modes, out, spec, report=_report_error, note=err_console.print, chunking=chunking)
     except ClusterError as e:
         _fail(str(e))
     summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes])
-    write_summary(out, summary)
+    write_summary(out, summary, output.done)
     return summary, output.failures
 
 
@@ -141,7 +168,8 @@ def report(
 
     try:
         summary = read_summary(results)
-    except FileNotFoundError as e:
+        check_summary(results, summary)
+    except (FileNotFoundError, StaleSummary) as e:
         _fail(str(e))
     if by not in (None, "category"):
         _fail(f"--by {by}: only 'category' is supported")
@@ -210,11 +238,15 @@ def diff(
 @app.command()
 def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")]) -> None:
     """Check trace files against format v1; one line per bad file, exit 1 if any."""
-    traces = find_traces(paths)
-    if not traces:
+    found = find_traces(paths)
+    if not found.traces and not found.not_regular:
         _fail(f"{paths[0]}: no trace files (*.parquet) found")
-    bad = 0
-    for t in traces:
+    for line in found.skipped:
+        err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+    for line in found.not_regular:
+        err_console.print(f"[red]bad[/red] {line}", highlight=False, soft_wrap=True)
+    bad = len(found.not_regular)
+    for t in found.traces:
         try:
             meta = validate_trace(t.path)
             out_console.print(printable(f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})"),
@@ -251,9 +283,12 @@ def sweep(
     except ConfigError as e:
         _fail(str(e))
     spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
-    summary, failed = _replay(paths, sw.modes_to_run(grid_points), out, cost_profile, spec)
-    table = sw.gains(summary, grid_points)
-    write_atomic(out / "sweep.parquet", table.write_parquet)
+    traces = _traces(paths, out)
+    with _holding(out):
+        remove(out / "sweep.parquet")  # like the summary, never left describing shards that are gone
+        summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec)
+        table = sw.gains(summary, grid_points)
+        write(out / "sweep.parquet", table.write_parquet)
     out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
     out_console.print(f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / SUMMARY}")
     _exit_if_failed(failed)

@@ -6,7 +6,9 @@ definition and the model's code version. Entry and counts are committed by one
 rename, so whenever the driver, a worker or the machine dies, every shard file that
 exists is complete and says what it was computed from; there is no separate manifest
 to fall out of step with the files. A run keeps a file whose entry equals the one it
-would write and recomputes every other shard.
+would write and whose content is proved intact (page CRCs and a content checksum,
+pipeline/results.py read_kept), and recomputes every other shard: a damaged file is
+counted (Resumed.damaged) and replaced, never trusted and never a crash.
 
 Why a content hash and not size + mtime: copies (cp, rsync, git checkout) change the
 mtime of unchanged bytes, and a regenerated trace can keep its size and, on a file
@@ -26,9 +28,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 import pipeline
 import replay
-from pipeline.results import ATTRIBUTION_DIR, COUNTS_DIR, attribution_path, read_entry, read_shard, shard_path
+from pipeline.outdir import remove
+from pipeline.results import Damaged, attribution_path, mode_folders, read_kept, shard_path
 from pipeline.shards import Shard, trace_of_file
 from replay.mode import Mode
 
@@ -41,6 +46,7 @@ PIPELINE_SOURCES = ("trace_format.py", "shards.py", "runner.py", "results.py", "
 class Resumed:
     done: list[tuple[str, dict[str, Any]]]  # (mode, row) read back from files kept
     todo: list[Shard]                       # shards to replay
+    damaged: list[Path]                     # files of this run's entry that failed their checks
 
 
 def trace_digest(path: str) -> str:
@@ -69,28 +75,39 @@ def entry(shard: Shard, mode: Mode) -> str:
 
 
 def resume(out: Path, shards: list[Shard], modes: dict[str, Mode], traces: set[str]) -> Resumed:
-    """Keep each shard whose counts and attribution files both carry this run's entry;
-    delete every other file of this run's traces and modes, so no stale row outlives a
-    recompute that fails."""
+    """Keep each shard whose counts and attribution files both carry this run's entry and
+    prove intact; delete every other file of this run's traces and modes, so no stale row
+    outlives a recompute that fails. Every path is proved to resolve inside OUT before
+    anything is removed (OutError otherwise)."""
+    planned = [(s, shard_path(out, s), attribution_path(out, s)) for s in shards]
+    folders = mode_folders(out, modes)
     done: list[tuple[str, dict[str, Any]]] = []
     todo: list[Shard] = []
-    for s in shards:
-        path, attribution = shard_path(out, s), attribution_path(out, s)
-        kept = read_shard(path) if path.exists() else None
+    damaged: list[Path] = []
+    for s, path, attribution in planned:
         expected = entry(s, modes[s.mode])
-        if kept is not None and kept[1] == expected and read_entry(attribution) == expected:
-            done.append((s.mode, kept[0]))
+        counts, by_source = (_kept(p, expected, damaged) for p in (path, attribution))
+        if counts is not None and by_source is not None and counts.num_rows == 1:
+            done.append((s.mode, counts.to_pylist()[0]))
         else:
-            path.unlink(missing_ok=True)
-            attribution.unlink(missing_ok=True)
+            remove(path)
+            remove(attribution)
             todo.append(s)
-    planned = {shard_path(out, s) for s in shards} | {attribution_path(out, s) for s in shards}
-    for mode in modes:
-        for folder in (COUNTS_DIR, ATTRIBUTION_DIR):
-            for path in (out / folder / f"mode={mode}").glob("*.parquet"):
-                if trace_of_file(path.name) in traces and path not in planned:
-                    path.unlink()
-    return Resumed(done, todo)
+    keep = {p for _, *paths in planned for p in paths}
+    for folder in folders:
+        for path in folder.glob("*.parquet"):
+            if trace_of_file(path.name) in traces and path not in keep:
+                remove(path)
+    return Resumed(done, todo, damaged)
+
+
+def _kept(path: Path, expected: str, damaged: list[Path]) -> pa.Table | None:
+    """read_kept, with a damaged file noted in `damaged` (and then recomputed)."""
+    try:
+        return read_kept(path, expected)
+    except Damaged:
+        damaged.append(path)
+        return None
 
 
 def _plain(value: Any) -> Any:

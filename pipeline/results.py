@@ -6,13 +6,22 @@ Layout under OUT:
                                                per (event kind, address space, device, priced driver)
   summary.parquet                              one row per (trace, mode), priced
 Every file is written to a temporary name and renamed, so a reader (or a crashed
-run) never sees half a file. A shard file's Parquet footer holds its manifest entry
-(MANIFEST_KEY: what it was computed from, see pipeline/manifest.py), committed by
-the same rename as its counts.
+run) never sees half a file, and only to paths proved to resolve inside OUT
+(pipeline/outdir.py). A shard file's Parquet footer holds its manifest entry
+(MANIFEST_KEY: what it was computed from, see pipeline/manifest.py) and the SHA-256
+of its content (CONTENT_KEY), committed by the same rename as its counts; its pages
+carry CRCs. A kept file is trusted only once both are verified (read_kept): a flipped
+bit in a page fails its CRC, and a change that still leaves a valid file (a rewritten
+page, a damaged value with a recomputed CRC) fails the content checksum.
+The summary's footer lists the counts files its rows were summed from (SHARDS_KEY),
+so `pipeline report` can tell when it describes shards that are no longer there.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +32,24 @@ import pyarrow.parquet as pq
 
 from pipeline.pricing import price
 from pipeline.profile import Profile
+from pipeline.outdir import inside, remove, write
 from pipeline.shards import Shard
-from pipeline.atomic import write_atomic
 from replay.counts import ALL_COUNTS, DRIVERS, Counts
 
 SUMMARY = "summary.parquet"
 COUNTS_DIR = "counts"
 ATTRIBUTION_DIR = "attribution"
 MANIFEST_KEY = b"hvreplay.shard"
+CONTENT_KEY = b"hvreplay.content_sha256"
+SHARDS_KEY = "hvreplay.shards"
+
+
+class Damaged(Exception):
+    """A result file that cannot be read, fails a page CRC or its content checksum."""
+
+
+class StaleSummary(Exception):
+    """A summary that describes shard files which are gone or were recomputed since; str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +69,19 @@ def shard_row(shard: Shard, counts: Counts) -> dict[str, Any]:
             "headline": m.headline, **counts.as_row()}
 
 
+def mode_folder(out: Path, dataset: str, mode: str) -> Path:
+    """OUT/<dataset>/mode=<mode>, refused (OutError) unless it resolves inside OUT."""
+    return inside(out, out / dataset / f"mode={mode}")
+
+
+def mode_folders(out: Path, modes: Iterable[str]) -> list[Path]:
+    """Every result folder of these modes (counts and attribution), each proved inside OUT."""
+    return [mode_folder(out, dataset, m) for m in modes for dataset in (COUNTS_DIR, ATTRIBUTION_DIR)]
+
+
 def shard_path(out: Path, shard: Shard) -> Path:
-    """A shard's deterministic result file (the mode is in the path)."""
-    return out / COUNTS_DIR / f"mode={shard.mode}" / shard.file_name
+    """A shard's deterministic result file (the mode is in the path), proved inside OUT."""
+    return inside(out, mode_folder(out, COUNTS_DIR, shard.mode) / shard.file_name)
 
 
 def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Path:
@@ -61,10 +90,18 @@ def write_shard(out: Path, shard: Shard, row: dict[str, Any], entry: str) -> Pat
 
 
 def _write_committed(path: Path, table: pa.Table, entry: str) -> Path:
-    """A result file with its manifest entry in the footer: both land in one atomic rename."""
-    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode()})
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-    return path
+    """A result file with its manifest entry and content checksum in the footer (all land
+    in one atomic rename), and a CRC on every page."""
+    table = table.replace_schema_metadata({MANIFEST_KEY: entry.encode(), CONTENT_KEY: content_sha256(table).encode()})
+    return write(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
+
+
+def content_sha256(table: pa.Table) -> str:
+    """SHA-256 of a table's column names, types and values. Taken over the values, not the
+    file's bytes, because the file holds its own checksum and the values are what a
+    resumed run reads back."""
+    columns = [[f.name, str(f.type), column.to_pylist()] for f, column in zip(table.schema, table.columns)]
+    return hashlib.sha256(json.dumps(columns).encode()).hexdigest()
 
 
 def parts(summary: pl.DataFrame) -> list[str]:
@@ -90,8 +127,8 @@ def totals(by_source: pl.DataFrame) -> Counts:
 
 
 def attribution_path(out: Path, shard: Shard) -> Path:
-    """A shard's attribution file: the counts file's name, in its own folder."""
-    return out / ATTRIBUTION_DIR / f"mode={shard.mode}" / shard.file_name
+    """A shard's attribution file: the counts file's name, in its own folder, proved inside OUT."""
+    return inside(out, mode_folder(out, ATTRIBUTION_DIR, shard.mode) / shard.file_name)
 
 
 def write_attribution(out: Path, shard: Shard, by_source: pl.DataFrame, entry: str) -> Path:
@@ -106,24 +143,34 @@ def write_attribution(out: Path, shard: Shard, by_source: pl.DataFrame, entry: s
     return _write_committed(attribution_path(out, shard), table, entry)
 
 
-def read_entry(path: Path) -> str | None:
-    """The manifest entry in a result file's footer; None if absent or unreadable."""
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(MANIFEST_KEY)
-    except (OSError, pa.ArrowException):
+def read_kept(path: Path, entry: str) -> pa.Table | None:
+    """The table of a result file computed from `entry`, proved intact; None if there is no
+    file or it was computed from something else (other trace bytes, mode or model: then
+    it is simply out of date). Damaged if it cannot be read, or a page fails its CRC, or
+    its values fail the content checksum in its footer."""
+    if not path.exists():
         return None
-    return raw.decode() if raw else None
+    footer = _footer(path)
+    if footer is None:
+        raise Damaged(path)
+    if footer.get(MANIFEST_KEY) != entry.encode():
+        return None
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException):
+        raise Damaged(path) from None
+    if footer.get(CONTENT_KEY) != content_sha256(table).encode():
+        raise Damaged(path)
+    return table
 
 
-def read_shard(path: Path) -> tuple[dict[str, Any], str] | None:
-    """A shard file's row and manifest entry; None if it cannot be read (it is then recomputed)."""
+def _footer(path: Path) -> dict[bytes, bytes] | None:
+    """A Parquet file's key-value metadata (its footer's, which Polars writes too, not the
+    stored Arrow schema's); None if it cannot be read."""
     try:
-        table = pq.read_table(path)
+        return pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowException):
         return None
-    entry = (table.schema.metadata or {}).get(MANIFEST_KEY)
-    rows = table.to_pylist()
-    return (rows[0], entry.decode()) if len(rows) == 1 and entry else None
 
 
 # A summary row's identity and priced figures; the cost categories and counts follow
@@ -174,15 +221,55 @@ def _priced_row(mode: str, shards: list[dict[str, Any]], profile: Profile) -> di
     }
 
 
-def write_summary(out: Path, summary: pl.DataFrame) -> Path:
-    path = out / SUMMARY
-    write_atomic(path, lambda tmp: summary.write_parquet(tmp))
-    return path
+def write_summary(out: Path, summary: pl.DataFrame, done: list[tuple[Shard, str]]) -> Path:
+    """The summary, its footer listing each counts file its ok rows were summed from (of
+    `done`: (shard, manifest entry)) with the SHA-256 of that file's entry."""
+    ok = set(summary.filter(pl.col("status") == "ok").select("trace", "mode").rows()) if len(summary) else set()
+    shards = [[s.trace, s.mode, shard_path(out, s).relative_to(out).as_posix(), _sha256(e)]
+              for s, e in done if (s.trace, s.mode) in ok]
+    return write(out / SUMMARY, lambda tmp: summary.write_parquet(tmp, metadata={SHARDS_KEY: json.dumps(shards)}))
+
+
+def remove_summary(out: Path) -> None:
+    """Remove OUT's summary: a run does so before it removes or replaces any shard file,
+    so that a run that is killed leaves no summary of shards that are gone."""
+    remove(out / SUMMARY)
 
 
 def read_summary(results: Path) -> pl.DataFrame:
     """The summary of a results folder (or a summary file given directly)."""
-    path = results / SUMMARY if results.is_dir() else results
+    path = _summary_file(results)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no summary here (run `pipeline replay … --out {results}` first)")
     return pl.read_parquet(path)
+
+
+def check_summary(results: Path, summary: pl.DataFrame) -> None:
+    """StaleSummary unless every ok row's counts files, as listed in the summary's footer,
+    are there and carry the manifest entry they had when it was written. A summary with
+    no such list (made by hand, or by a version before it was kept) is not checked."""
+    path = _summary_file(results)
+    listed = (_footer(path) or {}).get(SHARDS_KEY.encode())
+    if listed is None:
+        return
+    shards = json.loads(listed)
+    backed = {(trace, mode) for trace, mode, _, _ in shards}
+    for trace, mode in summary.filter(pl.col("status") == "ok").select("trace", "mode").rows():
+        if (trace, mode) not in backed:
+            raise StaleSummary(_stale(path, f"{trace} / {mode} has no counts files listed"))
+    for _, _, name, digest in shards:
+        entry = (_footer(path.parent / name) or {}).get(MANIFEST_KEY)
+        if entry is None or _sha256(entry.decode()) != digest:
+            raise StaleSummary(_stale(path, f"{name} is gone or was recomputed since"))
+
+
+def _stale(path: Path, why: str) -> str:
+    return f"{path}: stale summary ({why}); rerun `pipeline replay … --out {path.parent}`"
+
+
+def _summary_file(results: Path) -> Path:
+    return results / SUMMARY if results.is_dir() else results
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -9,7 +9,8 @@ Faults: a task lost with its worker is rerun by Dask on another (up to the
 scheduler's distributed.scheduler.allowed-failures); a rerun overwrites the same
 file, so a shard is never counted twice. Resume: the traces are hashed first (as
 tasks), and shards whose files in OUT already match are read back, not replayed
-(pipeline/manifest.py).
+(pipeline/manifest.py). OUT that cannot be written stops the run at the first file
+that fails, with one line (pipeline/outdir.py OutError); files already written stay.
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ from distributed.comm.addressing import parse_address, parse_host_port
 from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.manifest import entry, resume, trace_digest
+from pipeline.manifest import Resumed, entry, resume, trace_digest
 from pipeline.chunks import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
-from pipeline.results import Failure, shard_row, totals, write_attribution, write_shard
+from pipeline.outdir import OutError
+from pipeline.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import TraceError, TraceMeta, count_events, read_meta
 from replay.mode import Mode
@@ -79,6 +81,7 @@ class ClusterSpec:
 class RunOutput:
     rows: list[tuple[str, dict[str, Any]]]  # (mode, shard row), replayed or resumed
     failures: list[Failure]
+    done: list[tuple[Shard, str]]           # the shards of `rows`, each with its manifest entry
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class Chunking:
     warmup: int | None = None
 
 
-def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure:
+def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure | OutError:
     """The Dask task: one shard under one mode, written to its own result files."""
     part = replay_chunk(shard, mode, WHOLE, last=True)
     return part if isinstance(part, Failure) else finish(Path(out), shard, mode, [part])
@@ -104,14 +107,28 @@ def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | F
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
 
 
-def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]]:
-    """Merge a shard's (exact) parts and write its attribution, then its counts file."""
+def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]] | OutError:
+    """Merge a shard's (exact) parts and write its attribution, then its counts file.
+
+    A file that cannot be written is returned, not raised: raised in a task, Dask would
+    log a traceback for it on the worker; the driver stops the run on it (_written)."""
     by_source = merged_counts(parts, mode, shard.meta.native_ns)
     row = shard_row(shard, totals(by_source))
     done = entry(shard, mode)
-    write_attribution(out, shard, by_source, done)
-    write_shard(out, shard, row, done)
+    try:
+        write_attribution(out, shard, by_source, done)
+        write_shard(out, shard, row, done)
+    except OutError as e:
+        return e
     return mode.name, row
+
+
+def _written(outcome: Any) -> Any:
+    """A shard's outcome, unless its files could not be written: then the run stops here
+    (every later shard would fail the same way; those already written are kept)."""
+    if isinstance(outcome, OutError):
+        raise outcome
+    return outcome
 
 
 @contextmanager
@@ -261,20 +278,43 @@ def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec
         note: Any = print, chunking: Chunking = Chunking()) -> RunOutput:
     """Replay every trace under every mode; per-shard files land under `out`.
 
-    Shards whose result files already match (same trace bytes, mode, model) are kept."""
-    opened, failures = open_traces(traces, modes, report)
+    Shards whose result files already match (same trace bytes, mode, model) and prove
+    intact are kept. The caller holds `out` (pipeline.outdir.held) and writes the new
+    summary; the old one is removed first. OutError: a result path would resolve outside
+    `out` (checked before anything starts), or a file cannot be written or removed."""
     by_name = {m.name: m for m in modes}
+    mode_folders(out, by_name)  # refuses a result folder outside `out` before anything starts
+    remove_summary(out)
+    opened, failures = open_traces(traces, modes, report)
     if not opened:
-        return RunOutput([], failures)
+        return RunOutput([], failures, [])
     with connect(spec) as client:
         if not client.scheduler_info().get("workers"):
             note(f"the scheduler at {client.scheduler.address} has no workers yet: waiting for them")
         shards, unread = plan_shards(client, opened, modes, report)
         resumed = resume(out, shards, by_name, {t.trace for t in traces})
-        if resumed.done:
-            note(f"resumed: {len(resumed.done)} of {len(shards)} shards already done in {out}")
+        for line in _resume_notes(resumed, len(shards), out):
+            note(line)
         rows, failed = _replay_all(client, resumed.todo, by_name, out, report, note, chunking)
-    return RunOutput(resumed.done + rows, _dedupe(failures + unread + failed))
+    rows = resumed.done + rows
+    return RunOutput(rows, _dedupe(failures + unread + failed), _done(shards, by_name, rows))
+
+
+def _resume_notes(resumed: Resumed, planned: int, out: Path) -> list[str]:
+    """What resume kept, and that files which failed their checks are recomputed."""
+    notes = [f"resumed: {len(resumed.done)} of {planned} shards already done in {out}"] if resumed.done else []
+    if resumed.damaged:
+        n, first = len(resumed.damaged), resumed.damaged[0]
+        what = "1 shard file failed its checksum and is" if n == 1 else f"{n} shard files failed their checksum and are"
+        notes.append(f"{what} recomputed: {first}" + (f" and {n - 1} more" if n > 1 else ""))
+    return notes
+
+
+def _done(shards: list[Shard], by_name: dict[str, Mode],
+          rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[Shard, str]]:
+    """Each shard with a row, and its manifest entry (for the summary's list of files)."""
+    have = {(mode, row["trace"], row["cpu"]) for mode, row in rows}
+    return [(s, entry(s, by_name[s.mode])) for s in shards if (s.mode, s.trace, s.cpu) in have]
 
 
 def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,
@@ -292,16 +332,17 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
         task = bar.add_task("replaying shards", total=len(shards))
         for future in as_completed(whole):
             try:
-                outcomes.append(future.result())
+                outcome = future.result()
             except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
-                outcomes.append(_internal_failure(whole[future], e))
+                outcome = _internal_failure(whole[future], e)
+            outcomes.append(_written(outcome))
             bar.advance(task)
         for shard, futures in chunked:
             try:
                 outcome, n = _merge_chunks(client, shard, by_name[shard.mode], futures, out)
             except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
                 outcome, n = _internal_failure(shard, e), 0
-            outcomes.append(outcome)
+            outcomes.append(_written(outcome))
             reruns += n
             bar.advance(task)
     if chunked:
@@ -326,7 +367,7 @@ class ChunkFailed(Exception):
 
 
 def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
-                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure, int]:
+                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure | OutError, int]:
     """Prove the chunks exact (re-running those that need more warm-up), then write the
     shard; returns its outcome and how many chunks were re-run."""
     def part(result: Part | Failure) -> Part:

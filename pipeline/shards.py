@@ -9,6 +9,7 @@ content digest, which its result file records (pipeline/manifest.py).
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +53,55 @@ def safe_name(relative: Path) -> str:
     return name or "trace"
 
 
-def find_traces(inputs: list[Path]) -> list[TraceFile]:
-    """Every *.parquet under the given files/folders, sorted, each with a unique name."""
+@dataclass(frozen=True)
+class Found:
+    """What a trace search found: the traces, and a line for each path that cannot be one."""
+
+    traces: list[TraceFile]
+    skipped: list[str]      # met in a folder, not a regular file: left out (say so, go on)
+    not_regular: list[str]  # named explicitly, not a regular file: an error
+
+
+def find_traces(inputs: list[Path], exclude: Path | None = None) -> Found:
+    """Every regular *.parquet under the given files/folders, sorted, each with a unique name.
+
+    Only regular files are traces: opening a FIFO waits for a writer, so reading one named
+    *.parquet would hang the run (a socket or device is no trace either). One named
+    explicitly is an error, as a missing file is: the user asked for that file. One met
+    in a folder is skipped with a note: a folder may hold anything, and the other traces
+    in it are still wanted. Folders named *.parquet are searched, not noted. `exclude`
+    (the run's --out) and everything under it stay out of folder searches, so results
+    written inside an input folder are never read back as traces."""
     found: list[TraceFile] = []
+    skipped: list[str] = []
+    not_regular: list[str] = []
     for root in inputs:
         if root.is_dir():
-            found += [TraceFile(safe_name(p.relative_to(root)), p) for p in sorted(root.rglob("*.parquet"))]
+            for p in sorted(root.rglob("*.parquet")):
+                if p.is_dir() or _under(p, exclude):
+                    continue
+                if p.is_file():
+                    found.append(TraceFile(safe_name(p.relative_to(root)), p))
+                else:
+                    skipped.append(f"{p}: not a regular file ({_kind(p)}), skipped")
+        elif root.exists() and not root.is_file():
+            not_regular.append(f"{root}: not a regular file ({_kind(root)})")
         else:
             found.append(TraceFile(safe_name(Path(root.name)), root))
-    return _deduplicate(found)
+    return Found(_deduplicate(found), skipped, not_regular)
+
+
+def _under(path: Path, folder: Path | None) -> bool:
+    return folder is not None and path.resolve().is_relative_to(folder.resolve())
+
+
+def _kind(path: Path) -> str:
+    """What a path that is not a regular file is, in words."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a broken link"
+    return {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "a device")
 
 
 def _deduplicate(found: list[TraceFile]) -> list[TraceFile]:

@@ -12,7 +12,7 @@ import pytest
 from pipeline import manifest
 from pipeline.manifest import entry, resume, trace_digest
 from pipeline.modes import load_modes, with_overrides
-from pipeline.results import MANIFEST_KEY, attribution_path, read_shard, shard_path, write_attribution, write_shard
+from pipeline.results import MANIFEST_KEY, attribution_path, shard_path, write_attribution, write_shard
 from pipeline.shards import Shard, TraceFile, plan
 from pipeline.trace_format import read_meta
 from tests.pipeline.tracefiles import round_robin_events, write_events
@@ -93,8 +93,8 @@ def test_unreadable_file_is_recomputed(trace: TraceFile, tmp_path: Path) -> None
     (shard,) = shards_of(trace)
     path = write_done(out, shard)
     path.write_bytes(path.read_bytes()[:40])
-    assert read_shard(path) is None
-    assert resume(out, [shard], load_modes(), {"rr"}).todo == [shard]
+    result = resume(out, [shard], load_modes(), {"rr"})
+    assert result.todo == [shard] and result.damaged == [path]
 
 
 def test_only_this_runs_stray_files_are_removed(trace: TraceFile, tmp_path: Path) -> None:
