@@ -93,10 +93,19 @@ class Chunking:
     warmup: int | None = None
 
 
+# The Dask tasks never raise: an exception raised in a task is logged by its worker with a
+# traceback, on the user's terminal for a local cluster. Each returns its failure instead,
+# as a value the driver reports in one line; only a lost worker reaches the driver raised.
+
 def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure | OutError:
     """The Dask task: one shard under one mode, written to its own result files."""
     part = replay_chunk(shard, mode, WHOLE, last=True)
-    return part if isinstance(part, Failure) else finish(Path(out), shard, mode, [part])
+    if isinstance(part, Failure):
+        return part
+    try:
+        return finish(Path(out), shard, mode, [part])
+    except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
+        return _internal_failure(shard, e)
 
 
 def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | Failure:
@@ -105,6 +114,17 @@ def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | F
         return replay_part(Path(shard.path), shard.cpu, shard.meta, mode, chunk, last)
     except (TraceError, ValueError) as e:
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
+    except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
+        return _internal_failure(shard, e)
+
+
+def hash_trace(path: str) -> str | OSError:
+    """The Dask task that hashes a trace: its digest, or the OSError that stopped it (the
+    file may be gone or changed since its metadata was read)."""
+    try:
+        return trace_digest(path)
+    except OSError as e:
+        return e
 
 
 def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]] | OutError:
@@ -261,17 +281,23 @@ def open_traces(traces: list[TraceFile], modes: list[Mode],
 def plan_shards(client: Client, opened: list[tuple[TraceFile, TraceMeta]], modes: list[Mode],
                 report: Any) -> tuple[list[Shard], list[Failure]]:
     """Hash every trace on the workers (they read it next anyway), then split it into shards."""
-    digests = client.map(trace_digest, [str(t.path.absolute()) for t, _ in opened], pure=False)
+    digests = client.map(hash_trace, [str(t.path.absolute()) for t, _ in opened], pure=False)
     shards: list[Shard] = []
     failures: list[Failure] = []
     for (t, meta), digest in zip(opened, digests):
         try:
-            shards += plan(t, meta, [m.name for m in modes], digest.result())
+            shards += plan(t, meta, [m.name for m in modes], _raised(digest.result()))
         except Exception as e:  # unreadable now, or a lost worker: this trace fails, the run goes on
             line = _one_line(f"{t.path}: cannot read: {type(e).__name__}: {e}")
             report(line)
             failures += [Failure(t.trace, m.name, line) for m in modes]
     return shards, failures
+
+
+def _raised(digest: str | OSError) -> str:
+    if isinstance(digest, OSError):
+        raise digest
+    return digest
 
 
 def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Any = print,

@@ -122,9 +122,20 @@ def corrupt_trace(draw, good: bytes, path: Path) -> Callable[[Path], None]:
 # --- Parquet traces: replay and validate --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
+def local_cluster() -> Iterator[LocalCluster]:
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
-        yield c.scheduler_address
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cluster(local_cluster: LocalCluster) -> str:
+    return local_cluster.scheduler_address
+
+
+def worker_errors(cluster: LocalCluster) -> list[str]:
+    """What the workers logged at ERROR: a task that raised (Dask prints its traceback)."""
+    return [line for address, log in cluster.get_logs(scheduler=False).items() if address != "Cluster"
+            for line in str(log).splitlines() if " - ERROR - " in line]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +165,7 @@ def assert_one_clean_line(output: str, name: str) -> None:
 @FUZZ
 @given(data=st.data())
 def test_corrupt_trace_beside_a_good_one(data, good_trace: Path, clean: pl.DataFrame, cluster: str,
-                                         tmp_path_factory) -> None:
+                                         local_cluster: LocalCluster, tmp_path_factory) -> None:
     base = tmp_path_factory.mktemp("fuzz")
     (base / "in").mkdir()
     (base / "in" / "good.parquet").write_bytes(good_trace.read_bytes())
@@ -176,6 +187,7 @@ def test_corrupt_trace_beside_a_good_one(data, good_trace: Path, clean: pl.DataF
     # (a damaged pid page fails validate only; a null in it fails both, by its footer count).
     assert v.exit_code in (0, 1) and v.exit_code >= r.exit_code, v.output
     assert_one_clean_line(v.output, "bad.parquet")
+    assert not worker_errors(local_cluster)   # no task raised: no worker traceback on the terminal
 
 
 # --- text recordings: import and kvm-stat -------------------------------------------------

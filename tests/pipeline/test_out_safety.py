@@ -29,7 +29,7 @@ from pipeline.cli import app
 from pipeline.manifest import entry, resume, trace_digest
 from pipeline.modes import load_modes
 from pipeline.outdir import OutError
-from pipeline.results import write_attribution, write_shard
+from pipeline.results import Failure, write_attribution, write_shard
 from pipeline.runner import ClusterSpec, run
 from pipeline.shards import find_traces, plan
 from pipeline.trace_format import read_meta
@@ -362,3 +362,16 @@ def test_resume_and_writers_refuse_paths_outside_out(tmp_path: Path) -> None:
         write_attribution(out, shard, pl.DataFrame({"kind": ["io"], "asid": [1], "device": [0x80],
                                                     "driver": ["exit_io"], "count": [3]}), entry(shard, mode))
     assert files_under(tmp_path) == before
+
+
+def test_tasks_return_their_failures_instead_of_raising(tmp_path: Path) -> None:
+    """A task that raised would have its worker log a traceback onto the user's terminal:
+    hashing a trace gone since planning, and a shard whose files cannot even be named
+    (a NUL in the folder), come back as values."""
+    from pipeline.runner import hash_trace, replay_shard
+    gone = hash_trace(str(tmp_path / "gone.parquet"))
+    assert isinstance(gone, FileNotFoundError)
+    trace = write_events(tmp_path / "t.parquet", round_robin_events(2, 3))
+    (shard,) = plan(traces_of([trace])[0], read_meta(trace), ["native"], trace_digest(str(trace)))
+    failed = replay_shard(shard, load_modes()["native"], str(tmp_path / "o\0ut"))
+    assert isinstance(failed, Failure) and "internal error: ValueError" in failed.error and "\n" not in failed.error
