@@ -7,7 +7,7 @@ outside --out (or -o), and the good trace's result identical to a clean run. Wha
 mutation does is not predicted: a flipped bit may land in a value and leave a valid trace,
 which must then simply replay.
 
-Bounded in time: HVREPLAY_FUZZ_EXAMPLES (default 15) examples per test, one local Dask
+Bounded in time: HVREPLAY_FUZZ_EXAMPLES (default 40) examples per test, one local Dask
 cluster shared by every replay.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tests.pipeline.test_importers import ATRACE, PERF, TRACECMD_N_FAULTS
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
 runner = CliRunner()
-FUZZ = settings(max_examples=int(os.environ.get("HVREPLAY_FUZZ_EXAMPLES", 15)), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("HVREPLAY_FUZZ_EXAMPLES", 40)), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 MODES = "native,kvm-trunk"
 COLUMNS = ["t_ns", "cpu", "kind", "value", "asid", "pid", "arg"]
