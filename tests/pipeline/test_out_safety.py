@@ -327,15 +327,19 @@ def evil_mode():
     return mode
 
 
-def test_mode_name_leaving_out_writes_and_removes_nothing_outside(tmp_path: Path) -> None:
+def with_victim(tmp_path: Path) -> tuple[Path, Path]:
+    """A trace rr and an OUT = work/out beside work/victim/rr__cpu0.parquet, where
+    counts/mode=a/../../../victim resolves: a file resume's clean-up would take for a stale
+    shard of rr. Returns (trace, out)."""
     trace = write_events(tmp_path / "traces" / "rr.parquet", round_robin_events(3, 12), workload="rr")
-    work = tmp_path / "work"
-    out = work / "out"
-    # counts/mode=a/../../../victim resolves to work/victim: a file there that resume's
-    # clean-up would take for a stale shard of trace rr.
-    victim = work / "victim" / "rr__cpu0.parquet"
+    victim = tmp_path / "work" / "victim" / "rr__cpu0.parquet"
     victim.parent.mkdir(parents=True)
     victim.write_bytes(b"precious")
+    return trace, tmp_path / "work" / "out"
+
+
+def test_mode_name_leaving_out_writes_and_removes_nothing_outside(tmp_path: Path) -> None:
+    trace, out = with_victim(tmp_path)
     before = files_under(tmp_path)
     with pytest.raises(OutError) as refused:
         run(traces_of([trace]), [evil_mode()], out, ClusterSpec(workers=1), report=print, note=print)
@@ -345,12 +349,7 @@ def test_mode_name_leaving_out_writes_and_removes_nothing_outside(tmp_path: Path
 
 
 def test_resume_and_writers_refuse_paths_outside_out(tmp_path: Path) -> None:
-    trace = write_events(tmp_path / "traces" / "rr.parquet", round_robin_events(3, 12), workload="rr")
-    work = tmp_path / "work"
-    out = work / "out"
-    victim = work / "victim" / "rr__cpu0.parquet"
-    victim.parent.mkdir(parents=True)
-    victim.write_bytes(b"precious")
+    trace, out = with_victim(tmp_path)
     before = files_under(tmp_path)
     mode = evil_mode()
     (shard,) = plan(traces_of([trace])[0], read_meta(trace), [EVIL], trace_digest(str(trace)))
