@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMPORT = """
 import json, sys
 from pathlib import Path
-from pipeline.importers import import_files
+from pipeline.tracefile.importers import import_files
 r = import_files([Path(sys.argv[1])], Path(sys.argv[2]), workload="compare")
 print(json.dumps({"kinds": dict(r.kinds), "unmapped": dict(r.unmapped), "consumed": dict(r.consumed),
                   "malformed": r.malformed, "examples": r.malformed_examples, "switches": r.switches,

@@ -4,7 +4,7 @@ Makes a large `perf script` file by recording a pipe ping-pong with `pipeline re
 invocation and writing REPEAT copies of it one after the other, each shifted in time past the
 one before (or uses FILE if given), then measures:
   1. counting its lines in Python (the floor: reading the text at all), lines per CPU-second;
-  2. `pipeline.importers.import_files` on it, in a fresh process: lines per CPU-second of that
+  2. `pipeline.tracefile.importers.import_files` on it, in a fresh process: lines per CPU-second of that
      process (all its threads; start-up not included) and wall time;
   3. peak RSS of that process, and of a second one importing a tenth of the file: streaming
      means the two should be about the same.
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.record import record_text
+from pipeline.tracefile.record import record_text
 
 REPEAT = 20   # copies of the recording: the importer's work per line is what is timed
 TS = re.compile(rb"(\] +)(\d+)(\.\d+: )")
@@ -29,7 +29,7 @@ TS = re.compile(rb"(\] +)(\d+)(\.\d+: )")
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from pipeline.importers import import_files
+from pipeline.tracefile.importers import import_files
 cpu, wall = time.process_time(), time.perf_counter()
 report = import_files([Path(sys.argv[1])], Path(sys.argv[2]), fmt="perf", workload="bench")
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.trace_format import META_KEY, read_meta
+from pipeline.tracefile.format import META_KEY, read_meta
 
 SOURCE = Path(__file__).resolve().parent.parent / "traces" / "hackbench-5.parquet"
 

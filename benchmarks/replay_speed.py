@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from long_trace import make_trace
-from pipeline.modes import load_modes
-from pipeline.trace_format import META_KEY, TraceMeta
+from pipeline.config.modes import load_modes
+from pipeline.tracefile.format import META_KEY, TraceMeta
 from replay import kernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ FIRST_CALL = """
 import time
 t = time.process_time()
 import numpy as np
-from pipeline.modes import load_modes
+from pipeline.config.modes import load_modes
 from replay import kernel
 from replay.mode import Guest
 s = kernel.new_state(list(load_modes().values()), Guest())

@@ -17,20 +17,20 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from pipeline.config_error import ConfigError
-from pipeline.modes import load_modes, select_modes
-from pipeline import calibrate as cal
-from pipeline import sweep as sw
+from pipeline.config.errors import ConfigError
+from pipeline.config.modes import load_modes, select_modes
+from pipeline.analysis import calibrate as cal
+from pipeline.analysis import sweep as sw
 from pipeline.atomic import write_atomic
-from pipeline.outdir import OutError, held, remove, write
-from pipeline.profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
-from pipeline.reference import DEFAULT_REFERENCE, load_reference
-from pipeline.report import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
-from pipeline.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
-from pipeline.runner import Chunking, ClusterError, ClusterSpec, Tls, run
-from pipeline.shards import TraceFile, find_traces
+from pipeline.run.outdir import OutError, held, remove, write
+from pipeline.config.cost_profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
+from pipeline.config.measurements import DEFAULT_REFERENCE, load_reference
+from pipeline.reports.terminal import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
+from pipeline.run.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
+from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
+from pipeline.run.shards import TraceFile, find_traces
 from pipeline.text import markup_safe, printable
-from pipeline.trace_format import TraceError, validate as validate_trace, write_trace
+from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hvreplay: replay guest traces through hypervisor models and price each mode.")
@@ -109,7 +109,7 @@ def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
 
 @contextmanager
 def _holding(out: Path) -> Iterator[None]:
-    """Hold --out for this command (pipeline/outdir.py): one run at a time, checked before
+    """Hold --out for this command (pipeline/run/outdir.py): one run at a time, checked before
     the cluster starts; any problem with it is one line, exit 2."""
     try:
         with held(out, shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
@@ -163,8 +163,8 @@ def report(
     profile: Annotated[Optional[Path], typer.Option(help="Cost profile to price attribution with; default: the one named in the summary, from configs/hardware.")] = None,
 ) -> None:
     """Print the seed-shaped table (or the cost breakdown, or the top cost sources) from a results folder."""
-    from pipeline import report_data as rd
-    from pipeline.html_report import ReportInputs, write_report
+    from pipeline.reports import data as rd
+    from pipeline.reports.html_page import ReportInputs, write_report
 
     try:
         summary = read_summary(results)
@@ -217,8 +217,8 @@ def diff(
     out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet).")] = None,
 ) -> None:
     """Per (trace, mode): how the modelled time and each cost category change from A to B."""
-    from pipeline.diff import diff as compare
-    from pipeline.report import diff_table
+    from pipeline.analysis.diff import diff as compare
+    from pipeline.reports.terminal import diff_table
 
     try:
         a, b = read_summary(results_a), read_summary(results_b)
@@ -348,8 +348,8 @@ def import_(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none either when stderr is not a terminal).")] = False,
 ) -> None:
     """Import guest-side recordings into a trace (switches, faults, IRQs, syscalls; estimated touches)."""
-    from pipeline.importers import import_command
-    from pipeline.importers.working_set import WorkingSet
+    from pipeline.tracefile.importers import import_command
+    from pipeline.tracefile.importers.working_set import WorkingSet
     raise typer.Exit(import_command(files, out, format, strict, out_console, WorkingSet(user_pages, kernel_pages), quiet))
 
 
@@ -361,8 +361,8 @@ def record(
     workload: Annotated[Optional[str], typer.Option(help="Workload name in the trace metadata (default: the file stem).")] = None,
 ) -> None:
     """Run `-- CMD ARGS…` under perf record with the guest tracepoints and import the result."""
-    from pipeline.importers import ImportFailed, import_files, print_report
-    from pipeline.record import RecordError, record_text
+    from pipeline.tracefile.importers import ImportFailed, import_files, print_report
+    from pipeline.tracefile.record import RecordError, record_text
 
     if not ctx.args:
         _fail("nothing to record: give the command after --, e.g. `pipeline record -o t.parquet -- perf bench sched pipe`")
@@ -385,7 +385,7 @@ def kvm_stat(
     strict: Annotated[bool, typer.Option("--strict", help="A malformed KVM line or an out-of-order exit/entry pair is an error (that file is not summarised).")] = False,
 ) -> None:
     """Per exit reason: count, share, and time from exit to the next entry on the same vCPU."""
-    from pipeline.kvm_stat import kvm_stat_command
+    from pipeline.analysis.kvm_stat import kvm_stat_command
     raise typer.Exit(kvm_stat_command(files, out, tsc_hz, out_console, strict))
 
 

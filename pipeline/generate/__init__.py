@@ -1,6 +1,6 @@
 """Benchmark trace generators: the seed's benchmarks on a simulated UP Linux 2.6.20 guest.
 
-kernel.py simulates the guest kernel (tasks, scheduler, timer, event emission),
+simulated_kernel.py simulates the guest kernel (tasks, scheduler, timer, event emission),
 ipc.py its sockets and pipes, layout.py where things live in virtual memory,
 native.py the native costs that timestamp the trace; one module per benchmark.
 """

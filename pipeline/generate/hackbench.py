@@ -25,10 +25,10 @@ import numpy as np
 
 from pipeline.generate import layout as L
 from pipeline.generate.ipc import Buffers, Channel, ChannelStats, Pipe, UnixStream
-from pipeline.generate.kernel import NR_WRITE, Kernel, SchedPolicy, Task
+from pipeline.generate.simulated_kernel import NR_WRITE, Kernel, SchedPolicy, Task
 from pipeline.generate.native import NativeCosts
-from pipeline.profile import Profile
-from pipeline.trace_format import TraceMeta
+from pipeline.config.cost_profile import Profile
+from pipeline.tracefile.format import TraceMeta
 from replay.mode import Guest
 
 FDS_PER_GROUP = 20          # num_fds: receivers (and senders) per group

@@ -1,7 +1,7 @@
 """An idle uniprocessor 2.6.20 guest: nothing runs but the timer tick.
 
 The idle task halts until the next tick boundary; the tick's interrupt wakes it, runs
-the same handler as in every generated trace (kernel.py: IRQ 0x20, the i8259A ack and
+the same handler as in every generated trace (simulated_kernel.py: IRQ 0x20, the i8259A ack and
 unmask, the PIT clocksource read with its port-0x80 delays) and the idle loop halts
 again. The CPU never switches address space. What the modes differ in is the host CPU
 each tick costs, so the trace's headline is host CPU (% of its span), the figure the
@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.generate.kernel import Kernel, SchedPolicy
+from pipeline.generate.simulated_kernel import Kernel, SchedPolicy
 from pipeline.generate.native import NativeCosts
-from pipeline.profile import Profile
-from pipeline.trace_format import TraceMeta
+from pipeline.config.cost_profile import Profile
+from pipeline.tracefile.format import TraceMeta
 from replay.mode import Guest
 
 

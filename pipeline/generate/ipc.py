@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pipeline.generate import layout as L
-from pipeline.generate.kernel import NR_READ, NR_WRITE, Kernel, Task
+from pipeline.generate.simulated_kernel import NR_READ, NR_WRITE, Kernel, Task
 
 SK_BUFF_SIZE = 172          # sizeof(struct sk_buff), i386 (estimate)
 SK_SNDBUF = (SK_BUFF_SIZE + 256) * 256      # SK_WMEM_MAX = sysctl_wmem_default in 2.6.20

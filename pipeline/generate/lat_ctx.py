@@ -23,10 +23,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeline.generate.ipc import Buffers, Pipe
-from pipeline.generate.kernel import Kernel, SchedPolicy
+from pipeline.generate.simulated_kernel import Kernel, SchedPolicy
 from pipeline.generate.native import NativeCosts
-from pipeline.profile import Profile
-from pipeline.trace_format import TraceMeta
+from pipeline.config.cost_profile import Profile
+from pipeline.tracefile.format import TraceMeta
 from replay.mode import Guest
 
 TOKEN = 4                   # sizeof(int): the token lat_ctx passes

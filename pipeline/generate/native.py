@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from pipeline.config_error import ConfigError
-from pipeline.profile import Profile
+from pipeline.config.errors import ConfigError
+from pipeline.config.cost_profile import Profile
 
 
 @dataclass(frozen=True)

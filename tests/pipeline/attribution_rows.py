@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tomli_w
 
-from pipeline.profile import SAVINGS
-from pipeline.results import ATTRIBUTION_DIR, ATTRIBUTION_SCHEMA
+from pipeline.config.cost_profile import SAVINGS
+from pipeline.run.results import ATTRIBUTION_DIR, ATTRIBUTION_SCHEMA
 from replay.counts import DRIVERS
 
 # Source = (kind, asid, device); one row per (source, driver).

@@ -2,7 +2,7 @@
 
 Loaded with `dask worker --preload tests/pipeline/slow_shards.py`, or for a local
 cluster's workers through DASK_DISTRIBUTED__WORKER__PRELOAD, it wraps
-pipeline.runner.replay_shard in that worker process only (tasks find their function
+pipeline.run.runner.replay_shard in that worker process only (tasks find their function
 by module and name, so the wrapper is what runs). The real task runs unchanged; then,
 while the file HVREPLAY_TEST_SHARD_HOLD exists (at most HOLD_LIMIT_S), the wrapper
 waits before returning. So a test decides when shards may finish: with the hold file
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 
-import pipeline.runner as runner
+import pipeline.run.runner as runner
 
 HOLD = os.environ.get("HVREPLAY_TEST_SHARD_HOLD")
 LOG = os.environ.get("HVREPLAY_TEST_SHARD_LOG")

@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import attribution as attr
+from pipeline.analysis import attribution as attr
 from pipeline.cli import app
-from pipeline.profile import load_profile
+from pipeline.config.cost_profile import load_profile
 from tests.pipeline.attribution_rows import write_attribution, write_round_profile
 
 runner = CliRunner()

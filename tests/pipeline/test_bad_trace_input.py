@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config_error import ConfigError
-from pipeline.modes import load_modes, with_overrides
-from pipeline.trace_format import TraceError, TraceMeta, iter_events, read_events, read_meta, validate, write_trace
+from pipeline.config.errors import ConfigError
+from pipeline.config.modes import load_modes, with_overrides
+from pipeline.tracefile.format import TraceError, TraceMeta, iter_events, read_events, read_meta, validate, write_trace
 from tests.pipeline.tracefiles import rewrite_meta, round_robin_events, write_events
 
 runner = CliRunner()
@@ -59,7 +59,7 @@ def huge_span(path: Path) -> Path:
     return path
 
 
-# --- trace files, through pipeline.trace_format -------------------------------------------
+# --- trace files, through pipeline.tracefile.format -------------------------------------------
 
 def test_a_trace_without_rows_has_no_events(tmp_path: Path) -> None:
     path = without_rows(tmp_path / "t.parquet")

@@ -10,7 +10,7 @@ import tomli_w
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.profile import START_PROFILE, load_profile
+from pipeline.config.cost_profile import START_PROFILE, load_profile
 from replay.kinds import Kind
 from tests.pipeline.tracefiles import SEED_MODES, write_events
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.chunks import WHOLE, Chunk, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.run.chunked import WHOLE, Chunk, exact_parts, merged_counts, plan_chunks, replay_part
 from pipeline.cli import app
-from pipeline.modes import load_modes
-from pipeline.trace_format import count_events, read_meta
+from pipeline.config.modes import load_modes
+from pipeline.tracefile.format import count_events, read_meta
 from tests.pipeline.conftest import QUICK_TRACE
 from tests.pipeline.tracefiles import SEED_MODES
 

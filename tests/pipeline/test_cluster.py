@@ -26,9 +26,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.modes import load_modes
-from pipeline.profile import START_PROFILE
-from pipeline.runner import ClusterError, ClusterSpec
+from pipeline.config.modes import load_modes
+from pipeline.config.cost_profile import START_PROFILE
+from pipeline.run.runner import ClusterError, ClusterSpec
 from tests.pipeline.daskprocs import DaskCluster, make_ca, start_cluster
 from tests.pipeline.tracefiles import round_robin_events, write_events
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.trace_format import META_KEY, validate
+from pipeline.tracefile.format import META_KEY, validate
 from tests.pipeline.test_importers import ATRACE, PERF, TRACECMD_N_FAULTS
 from tests.pipeline.tracefiles import round_robin_events, write_events
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config_error import ConfigError
+from pipeline.config.errors import ConfigError
 from pipeline.generate import generate_hackbench, generate_lat_ctx
 from pipeline.generate.hackbench import HackbenchRun, simulate_hackbench
 from pipeline.generate.idle import generate_idle
 from pipeline.generate.ipc import Buffers, Pipe, UnixStream
-from pipeline.generate.kernel import RUNNING, SLEEPING, Kernel, RunQueue, SchedPolicy
+from pipeline.generate.simulated_kernel import RUNNING, SLEEPING, Kernel, RunQueue, SchedPolicy
 from pipeline.generate.lat_ctx import simulate_lat_ctx
 from pipeline.generate.native import NativeCosts
-from pipeline.profile import START_PROFILE, load_profile
-from pipeline.trace_format import validate, write_trace
+from pipeline.config.cost_profile import START_PROFILE, load_profile
+from pipeline.tracefile.format import validate, write_trace
 from replay.kinds import Kind
 
 LOOPS = 100                     # hackbench.c's loops; smaller loops never fill a socket

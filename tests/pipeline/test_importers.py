@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
-from pipeline.importers import FORMATS, ImportFailed, import_command, import_files
-from pipeline.importers.working_set import WorkingSet
-from pipeline.trace_format import validate
+from pipeline.tracefile.importers import FORMATS, ImportFailed, import_command, import_files
+from pipeline.tracefile.importers.working_set import WorkingSet
+from pipeline.tracefile.format import validate
 from replay.kinds import Kind
 from tests.pipeline.tracefiles import needs_samples, sample_files, sample_text
 
@@ -187,8 +187,8 @@ def test_registry_names() -> None:
     assert list(FORMATS) == ["perf", "ftrace", "trace-cmd-R", "trace-cmd-N", "trace-cmd"]
 
 
-def test_tracetext_tgid() -> None:
-    from pipeline.tracetext import parse_line
+def test_textlines_tgid() -> None:
+    from pipeline.tracefile.textlines import parse_line
     assert parse_line("ksoftirqd/1-12    (   12) [001] d..3 214168.479967: sched_switch: x").tgid == 12
     assert parse_line("          <idle>-0     (-----) [001] d..3 214168.479898: sched_switch: x").tgid is None
     assert parse_line("perf 28039/28040 [000] 194010.024771: cycles: ").tgid == 28039
@@ -322,7 +322,7 @@ UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 def test_syscall_table_agrees_with_kernel_headers() -> None:
     """Every name the headers and the table share has the same number (the table is keyed by
     tracepoint name: the headers' stat/fstat/lstat/uname/sendfile/umount2 are renamed there)."""
-    from pipeline.importers.chunk import SYSCALL_NUMBERS
+    from pipeline.tracefile.importers.chunk import SYSCALL_NUMBERS
     headers = {m[1]: int(m[2]) for m in re.finditer(r"#define __NR_(\w+) (\d+)", UNISTD.read_text())}
     shared = set(headers) & set(SYSCALL_NUMBERS)
     assert len(shared) > 300
@@ -366,8 +366,8 @@ def test_cli_working_set_options(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ streaming and bad input
 def test_chunk_and_row_group_boundaries_change_nothing(tmp_path: Path, monkeypatch) -> None:
     """Tiny chunks and row groups: the state carried between them must give the same trace."""
-    import pipeline.importers as imp
-    import pipeline.trace_format as tf
+    import pipeline.tracefile.importers as imp
+    import pipeline.tracefile.format as tf
     text = (ATRACE + FORK_EXEC.split("\n", 1)[1].replace("    10.0", "   200.0")) * 1
     src = tmp_path / "in.txt"
     src.write_text(text)

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from pipeline.kvm_stat import from_name, from_number, kvm_stat_command, scan_lines, summarise, write_stats
+from pipeline.analysis.kvm_stat import from_name, from_number, kvm_stat_command, scan_lines, summarise, write_stats
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 BASE = "HIP24_Masterarbeit__documentation_trace-cmd_LTS_trace-cmd-v3.2_trace.dat__"

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.importers import FORMATS
-from pipeline.importers import chunk as ck
-from pipeline.importers.events import FREE_TEXT, HEADER_RE, SYSCALL_ENTER, fields_of
-from pipeline.tracetext import parse_line
+from pipeline.tracefile.importers import FORMATS
+from pipeline.tracefile.importers import chunk as ck
+from pipeline.tracefile.importers.formats import FREE_TEXT, HEADER_RE, SYSCALL_ENTER, fields_of
+from pipeline.tracefile.textlines import parse_line
 from tests.pipeline.tracefiles import SAMPLES, sample_files, sample_text
 
 EXIT, UNMAPPED, PROBLEM, NONE = "exit", "unmapped", "problem", "none"
@@ -117,7 +117,7 @@ def check_lines(fmt, lines: list[str], chunk_bytes: int = 1 << 20) -> int:
 @pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent")
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name[:50])
 def test_samples_line_by_line(path: Path) -> None:
-    from pipeline.importers import detect
+    from pipeline.tracefile.importers import detect
     lines = sample_text(path).splitlines()
     # small chunks: the carry-over between chunks is exercised too
     assert check_lines(detect(path), lines, chunk_bytes=20_000) > 100

@@ -9,12 +9,12 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import manifest
-from pipeline.manifest import entry, resume, trace_digest
-from pipeline.modes import load_modes, with_overrides
-from pipeline.results import MANIFEST_KEY, attribution_path, shard_path, write_attribution, write_shard
-from pipeline.shards import Shard, TraceFile, plan
-from pipeline.trace_format import read_meta
+from pipeline.run import manifest as manifest
+from pipeline.run.manifest import entry, resume, trace_digest
+from pipeline.config.modes import load_modes, with_overrides
+from pipeline.run.results import MANIFEST_KEY, attribution_path, shard_path, write_attribution, write_shard
+from pipeline.run.shards import Shard, TraceFile, plan
+from pipeline.tracefile.format import read_meta
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
 

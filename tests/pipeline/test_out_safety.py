@@ -26,13 +26,13 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.manifest import entry, resume, trace_digest
-from pipeline.modes import load_modes
-from pipeline.outdir import OutError
-from pipeline.results import Failure, write_attribution, write_shard
-from pipeline.runner import ClusterSpec, run
-from pipeline.shards import find_traces, plan
-from pipeline.trace_format import read_meta
+from pipeline.run.manifest import entry, resume, trace_digest
+from pipeline.config.modes import load_modes
+from pipeline.run.outdir import OutError
+from pipeline.run.results import Failure, write_attribution, write_shard
+from pipeline.run.runner import ClusterSpec, run
+from pipeline.run.shards import find_traces, plan
+from pipeline.tracefile.format import read_meta
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
 runner = CliRunner()
@@ -367,7 +367,7 @@ def test_tasks_return_their_failures_instead_of_raising(tmp_path: Path) -> None:
     """A task that raised would have its worker log a traceback onto the user's terminal:
     hashing a trace gone since planning, and a shard whose files cannot even be named
     (a NUL in the folder), come back as values."""
-    from pipeline.runner import hash_trace, replay_shard
+    from pipeline.run.runner import hash_trace, replay_shard
     gone = hash_trace(str(tmp_path / "gone.parquet"))
     assert isinstance(gone, FileNotFoundError)
     trace = write_events(tmp_path / "t.parquet", round_robin_events(2, 3))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.record import Host, RecordError, check, record_text
+from pipeline.tracefile.record import Host, RecordError, check, record_text
 
 
 def fake_tracefs(tmp_path: Path) -> Path:

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.modes import load_modes
-from pipeline.profile import load_profile
+from pipeline.config.modes import load_modes
+from pipeline.config.cost_profile import load_profile
 from replay.kinds import Kind
 from tests.pipeline.tracefiles import SEED_MODES, round_robin_events, write_events
 
@@ -113,7 +113,7 @@ def test_bad_traces_fail_alone_with_one_line_each(traces_dir: Path, tmp_path: Pa
 
 def test_summary_schema_names_every_priced_column() -> None:
     """summarise() keeps only the schema's columns: a priced row's keys must all be in it."""
-    from pipeline.results import _priced_row, summary_schema
+    from pipeline.run.results import _priced_row, summary_schema
     from replay.counts import ALL_COUNTS
     profile = load_profile()
     shard = {"trace": "t", "workload": "w", "native_ns": 1000, "cpus": 1, "ops": 2, "op_unit": "op",

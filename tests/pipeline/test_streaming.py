@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.trace_format import TraceError, count_events, iter_events, read_events, read_meta, validate
+from pipeline.tracefile.format import TraceError, count_events, iter_events, read_events, read_meta, validate
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
 

@@ -7,8 +7,8 @@ import polars as pl
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.modes import load_modes
-from pipeline.sweep import parse_sets, points
+from pipeline.config.modes import load_modes
+from pipeline.analysis.sweep import parse_sets, points
 
 runner = CliRunner()
 

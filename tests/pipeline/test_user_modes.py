@@ -9,7 +9,7 @@ import polars as pl
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.modes import DEFAULT_DIR
+from pipeline.config.modes import DEFAULT_DIR
 
 runner = CliRunner()
 EXAMPLES = DEFAULT_DIR / "examples"

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.trace_format import META_KEY, TraceMeta, write_trace
+from pipeline.tracefile.format import META_KEY, TraceMeta, write_trace
 from replay.kinds import Kind
 
 SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]   # the seed's table, in order

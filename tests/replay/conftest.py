@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Union
 import numpy as np
 import pytest
 
-from pipeline.modes import load_modes
+from pipeline.config.modes import load_modes
 from replay.counts import Counts
 from replay.events import Events
 from replay.kinds import KIND_NAMES, Kind

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.trace_format import read_events, read_meta
+from pipeline.tracefile.format import read_events, read_meta
 from replay import kernel
 from replay.counts import Counts
 from replay.events import Events

@@ -193,7 +193,7 @@ def test_a_root_the_pool_frees_leaves_the_held_roots(run, vary):
 
 # --- the modern paravirt guest's I/O --------------------------------------------------------
 
-# One 2.6.20 timer tick (pipeline/generate/kernel.py): the interrupt, the i8259A ack (IMR read,
+# One 2.6.20 timer tick (pipeline/generate/simulated_kernel.py): the interrupt, the i8259A ack (IMR read,
 # IMR write, EOI, IMR write) and pit_read() (latch, two counter reads, each with a 0x80 delay).
 TICK = [("irq", 0x20), ("io", 0x21, 0), ("io", 0x21, 1), ("io", 0x20, 1), ("io", 0x21, 1),
         ("io", 0x43, 1), ("io", 0x80, 1), ("io", 0x40, 0), ("io", 0x80, 1), ("io", 0x40, 0), ("io", 0x80, 1)]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.trace_format import META_KEY, SCHEMA, TraceError, TraceMeta, read_events, validate
+from pipeline.tracefile.format import META_KEY, SCHEMA, TraceError, TraceMeta, read_events, validate
 from replay.kinds import KIND_FIELDS, Kind
 from replay.reference import replay
 

@@ -1,0 +1,5 @@
+"""Reports: the terminal tables (`terminal.py`), the self-contained HTML page
+(`html_page.py`), and what both read from a results folder (`data.py`).
+
+May import: every other subpackage but `generate`, `replay`, `pipeline.atomic`, `pipeline.text`.
+"""

@@ -1,0 +1,120 @@
+"""Exact chunked replay: one vCPU's events split into chunks replayed in parallel, each
+after a warm-up prefix, with the result proved equal to the sequential replay.
+
+Why proved and not assumed: an LRU of capacity k is fixed by the last k distinct keys,
+but a shadow page's PTEs go back to when the page was allocated, and the CR3 cache
+to its last fills, so how much warm-up suffices depends on the trace. Each chunk
+therefore reports the model state after its warm-up and at its end (replay.kernel's
+snapshot, in the trace's own keys). Chunk 0 has no warm-up and is exact; chunk i is
+exact when its state after warm-up equals chunk i-1's (exact) end state, because the
+counts of a chunk depend only on its start state and its events. A chunk that fails
+the check is replayed again with twice the warm-up, at worst from the trace's first
+event, which is the sequential replay itself: the result never depends on the chunking.
+
+A chunk's counts come back per source (replay.kernel.attribution's columns), so the
+merged shard has its attribution too; QEMU's busy time depends on the whole span and is
+added once, after the merge.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.tracefile.format import TraceMeta, iter_events
+from replay import kernel
+from replay.mode import Mode
+
+SOURCE_COLUMNS = ["kind", "asid", "device", "driver"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Events [start, stop) of one vCPU, replayed after the warm-up [warm, start)."""
+
+    start: int
+    stop: int | None   # None: to the trace's end
+    warm: int
+
+    def rewarmed(self) -> Chunk:
+        """The same chunk with twice the warm-up (at least one event more), down to event 0."""
+        return replace(self, warm=max(0, self.start - 2 * max(self.start - self.warm, 1)))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One chunk's counts per source, and the model state where it starts and ends."""
+
+    chunk: Chunk
+    counts: pl.DataFrame                   # SOURCE_COLUMNS + count; no busy time
+    start_state: tuple[Any, ...] | None    # after the warm-up; None for a chunk at event 0
+    end_state: tuple[Any, ...] | None      # None when no chunk follows
+
+    def follows(self, previous: Part) -> bool:
+        """Exact, given that `previous` is: it starts in the state `previous` ended in."""
+        return self.chunk.warm == 0 or self.start_state == previous.end_state
+
+
+WHOLE = Chunk(0, None, 0)
+
+
+def plan_chunks(events: int, chunk_events: int | None, warmup_events: int | None = None) -> list[Chunk]:
+    """Chunks of `chunk_events` (the whole trace when None or longer than it), each warmed
+    up by `warmup_events` (default: one chunk's length)."""
+    if not chunk_events or events <= chunk_events:
+        return [WHOLE]
+    warmup = chunk_events if warmup_events is None else warmup_events
+    return [Chunk(s, min(s + chunk_events, events), max(0, s - warmup)) for s in range(0, events, chunk_events)]
+
+
+def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk, last: bool) -> Part:
+    """Replay one chunk with the compiled kernel, streaming the trace in batches."""
+    state = kernel.new_state([mode], meta.guest)
+    _replay_range(state, path, cpu, meta, chunk.warm, chunk.start)
+    start_state = kernel.snapshot(state) if chunk.start > 0 else None
+    kernel.reset_counts(state)
+    _replay_range(state, path, cpu, meta, chunk.start, chunk.stop)
+    end_state = None if last else kernel.snapshot(state)
+    return Part(chunk, _source_counts(state), start_state, end_state)
+
+
+def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMeta, start: int,
+                  stop: int | None) -> None:
+    if stop is None or start < stop:
+        for events in iter_events(path, cpu, meta, start=start, stop=stop):
+            kernel.replay_batch(state, events.kind, events.value, events.asid, events.arg)
+
+
+def exact_parts(parts: list[Part], rerun: Callable[[Chunk, bool], Part]) -> tuple[list[Part], int]:
+    """The parts with every chunk proved to start where the one before ended: a chunk that
+    does not is replayed (`rerun(chunk, last)`) with twice the warm-up until it does.
+    Returns the parts and how many re-runs it took."""
+    exact, reruns = list(parts), 0
+    for i in range(1, len(exact)):
+        while not exact[i].follows(exact[i - 1]):
+            exact[i] = rerun(exact[i].chunk.rewarmed(), i == len(exact) - 1)
+            reruns += 1
+    return exact, reruns
+
+
+def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:
+    """The shard's counts per source: the chunks' summed, plus QEMU's busy time."""
+    frame = pl.concat([p.counts for p in parts]).group_by(SOURCE_COLUMNS).agg(pl.col("count").sum())
+    idle = int(frame.filter(pl.col("driver") == "idle_ns")["count"].sum())
+    busy = mode.translated_ns(span_ns, idle)
+    if busy:
+        frame = pl.concat([frame, pl.DataFrame({"kind": ["busy"], "asid": [-1], "device": [-1],
+                                                "driver": ["emulated_ns"], "count": [busy]},
+                                               schema=frame.schema)])
+    return frame.sort(SOURCE_COLUMNS)
+
+
+def _source_counts(state: kernel.KernelState) -> pl.DataFrame:
+    """Mode 0's counts per source; busy time is left out (the merge adds it once)."""
+    columns = kernel.attribution(state, 0)
+    return pl.DataFrame({name: list(values) for name, values in columns.items()},
+                        schema={"kind": pl.String, "asid": pl.Int64, "device": pl.Int64,
+                                "driver": pl.String, "count": pl.Int64})

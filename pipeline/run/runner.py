@@ -1,0 +1,429 @@
+"""Run shards on Dask: map replay over (trace, vCPU, mode), write each result, reduce.
+
+Dask only maps and reduces here: the task is `replay_shard`, a plain function of a
+shard and a mode that reads its columns, replays them and writes its own file. A
+local cluster is started unless a scheduler is named (address, scheduler file or
+DASK_SCHEDULER_ADDRESS), over TLS when certificates are given.
+
+Faults: a task lost with its worker is rerun by Dask on another (up to the
+scheduler's distributed.scheduler.allowed-failures); a rerun overwrites the same
+file, so a shard is never counted twice. Resume: the traces are hashed first (as
+tasks), and shards whose files in OUT already match are read back, not replayed
+(pipeline/run/manifest.py). OUT that cannot be written stops the run at the first file
+that fails, with one line (pipeline/run/outdir.py OutError); files already written stay.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dask.distributed import Client, LocalCluster, as_completed
+from distributed.comm import connect as connect_comm
+from distributed.comm.addressing import parse_address, parse_host_port
+from distributed.security import Security
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.run.manifest import Resumed, entry, resume, trace_digest
+from pipeline.run.chunked import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.run.outdir import OutError
+from pipeline.run.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
+from pipeline.run.shards import Shard, TraceFile, plan
+from pipeline.tracefile.format import TraceError, TraceMeta, count_events, read_meta
+from replay.mode import Mode
+
+
+PROBE_TIMEOUT_S = 10.0   # for a scheduler to accept a connection and say who it is
+# distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
+_COMM_NAME = re.compile(r"in <[^>]*>: ")
+
+
+class ClusterError(Exception):
+    """The named scheduler cannot be used; str() is one line saying why."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Client certificates for a TLS scheduler (the key may be inside the cert file)."""
+
+    ca_file: str
+    cert: str
+    key: str | None = None
+
+    def security(self) -> Security:
+        return Security(tls_ca_file=self.ca_file, tls_client_cert=self.cert, tls_client_key=self.key,
+                        require_encryption=True)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where to run: a local cluster of `workers` processes, or an existing scheduler."""
+
+    workers: int = 2
+    scheduler_address: str | None = None
+    scheduler_file: str | None = None
+    tls: Tls | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:   # LocalCluster(n_workers=0) starts and then waits for ever
+            raise ClusterError(f"--workers {self.workers}: a local cluster needs at least 1 worker")
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    rows: list[tuple[str, dict[str, Any]]]  # (mode, shard row), replayed or resumed
+    failures: list[Failure]
+    done: list[tuple[Shard, str]]           # the shards of `rows`, each with its manifest entry
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Split each vCPU's events into chunks of `events`, warmed up by `warmup` (default:
+    one chunk) and proved exact (pipeline/run/chunked.py); None = one task per shard."""
+
+    events: int | None = None
+    warmup: int | None = None
+
+
+# The Dask tasks never raise: an exception raised in a task is logged by its worker with a
+# traceback, on the user's terminal for a local cluster. Each returns its failure instead,
+# as a value the driver reports in one line; only a lost worker reaches the driver raised.
+
+def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure | OutError:
+    """The Dask task: one shard under one mode, written to its own result files."""
+    part = replay_chunk(shard, mode, WHOLE, last=True)
+    if isinstance(part, Failure):
+        return part
+    try:
+        return finish(Path(out), shard, mode, [part])
+    except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
+        return _internal_failure(shard, e)
+
+
+def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | Failure:
+    """The Dask task of a chunked shard: one chunk's counts and its edge states."""
+    try:
+        return replay_part(Path(shard.path), shard.cpu, shard.meta, mode, chunk, last)
+    except (TraceError, ValueError) as e:
+        return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
+    except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
+        return _internal_failure(shard, e)
+
+
+def hash_trace(path: str) -> str | OSError:
+    """The Dask task that hashes a trace: its digest, or the OSError that stopped it (the
+    file may be gone or changed since its metadata was read)."""
+    try:
+        return trace_digest(path)
+    except OSError as e:
+        return e
+
+
+def finish(out: Path, shard: Shard, mode: Mode, parts: list[Part]) -> tuple[str, dict[str, Any]] | OutError:
+    """Merge a shard's (exact) parts and write its attribution, then its counts file.
+
+    A file that cannot be written is returned, not raised: raised in a task, Dask would
+    log a traceback for it on the worker; the driver stops the run on it (_written)."""
+    by_source = merged_counts(parts, mode, shard.meta.native_ns)
+    row = shard_row(shard, totals(by_source))
+    done = entry(shard, mode)
+    try:
+        write_attribution(out, shard, by_source, done)
+        write_shard(out, shard, row, done)
+    except OutError as e:
+        return e
+    return mode.name, row
+
+
+def _written(outcome: Any) -> Any:
+    """A shard's outcome, unless its files could not be written: then the run stops here
+    (every later shard would fail the same way; those already written are kept)."""
+    if isinstance(outcome, OutError):
+        raise outcome
+    return outcome
+
+
+@contextmanager
+def connect(spec: ClusterSpec) -> Iterator[Client]:
+    address = spec.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if spec.scheduler_file or address:
+        with _client(spec, address) as client:
+            yield client
+    elif spec.tls:
+        raise ClusterError("--tls-ca-file/--tls-cert/--tls-key are for an existing scheduler: "
+                           "give --scheduler-address or --scheduler-file")
+    else:
+        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            yield client
+
+
+def _client(spec: ClusterSpec, address: str | None) -> Client:
+    """A client of the named scheduler; any failure to connect is one ClusterError line."""
+    if spec.tls and address and "://" not in address:
+        address = f"tls://{address}"
+    where = f"scheduler file {spec.scheduler_file}" if spec.scheduler_file else f"scheduler {address}"
+    security = {"security": spec.tls.security()} if spec.tls else {}
+    problem = probe_scheduler(_scheduler_address(spec, address), spec.tls)
+    if problem:
+        raise ClusterError(f"cannot connect to the Dask {where}: {problem}")
+    try:
+        if spec.scheduler_file:
+            return Client(scheduler_file=spec.scheduler_file, **security)
+        return Client(address, **security)
+    except (OSError, TypeError, RuntimeError, ValueError) as e:
+        # The Client that failed to start still owns an event-loop runner; left to the
+        # garbage collector, its __del__ may run inside the next Client's start and
+        # deadlock there (seen in the tests: a refused TLS connect, then a new client).
+        # Collect it here, where no other client is starting.
+        gc.collect()
+        raise ClusterError(f"cannot connect to the Dask {where}: {_connect_problem(e)}") from None
+
+
+def _scheduler_address(spec: ClusterSpec, address: str | None) -> str | None:
+    """The address a scheduler file names (None if it cannot be read: Client says why)."""
+    if not spec.scheduler_file:
+        return address
+    try:
+        return str(json.loads(Path(spec.scheduler_file).read_text())["address"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def probe_scheduler(address: str | None, tls: Tls | None, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why `address` is not a Dask scheduler we can use, or None if it is (or cannot be probed).
+
+    distributed's Client waits without end on a server that accepts the connection but
+    does not speak its protocol (seen: a plain HTTP server, 11 minutes), and reports a
+    refused connection only as a time-out. So first a plain TCP connect (refused at once),
+    then the scheduler's own `identity` call with a deadline; only when that fails is the
+    server asked what it is."""
+    if not address:
+        return None
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return None   # inproc://, ucx://: leave them to distributed
+    host, port = parse_host_port(location)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        return f"connection refused: nothing listens at {host}:{port} (is the scheduler running?)"
+    except socket.gaierror as e:
+        return f"unknown host {host!r} ({e.strerror})"
+    except OSError as e:
+        return f"no connection to {host}:{port} within {timeout:g} s ({e.strerror or type(e).__name__})"
+    if scheme == "tls" and not tls:
+        return "it uses TLS; give --tls-ca-file, --tls-cert and --tls-key"
+    args = tls.security().get_connection_args("client") if tls and scheme == "tls" else {}
+    try:
+        reply = asyncio.run(_identity(address, args, timeout))
+    except Exception:  # noqa: BLE001 - any failure of the handshake means "not usable"; diagnosed below
+        return _not_a_scheduler(host, port, scheme, tls, timeout)
+    return None if isinstance(reply, dict) and reply.get("type") == "Scheduler" else \
+        f"the server at {host}:{port} answered, but it is not a Dask scheduler"
+
+
+async def _identity(address: str, connection_args: dict[str, Any], timeout: float) -> Any:
+    comm = await asyncio.wait_for(connect_comm(address, timeout=timeout, **connection_args), timeout)
+    try:
+        await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), timeout)
+        return await asyncio.wait_for(comm.read(), timeout)
+    finally:
+        comm.abort()
+
+
+def _not_a_scheduler(host: str, port: int, scheme: str, tls: Tls | None, timeout: float) -> str:
+    """What answers at host:port, asked with an HTTP request: an HTTP server (the dashboard's
+    port is a common mistake), or a server that drops plain bytes (a TLS scheduler at a tcp://
+    address does), or one that says nothing."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            head = sock.recv(5)
+    except OSError:
+        head = b""
+    if head.startswith(b"HTTP/"):
+        return (f"an HTTP server answers at {host}:{port}, not a Dask scheduler "
+                "(the dashboard's port? the scheduler's is 8786 by default)")
+    if scheme == "tcp" and not tls:
+        return (f"no Dask scheduler answered at {host}:{port} within {timeout:g} s "
+                "(a TLS scheduler needs its tls:// address and --tls-ca-file, --tls-cert, --tls-key)")
+    return f"no Dask scheduler answered at {host}:{port} within {timeout:g} s"
+
+
+def _connect_problem(e: Exception) -> str:
+    """What distributed said, without its connection repr (the probe has ruled out the usual causes)."""
+    return _COMM_NAME.sub("", _one_line(f"{type(e).__name__}: {e}"))
+
+
+def open_traces(traces: list[TraceFile], modes: list[Mode],
+                report: Any) -> tuple[list[tuple[TraceFile, TraceMeta]], list[Failure]]:
+    """Read every trace's metadata up front; a bad file fails alone, with one line."""
+    opened: list[tuple[TraceFile, TraceMeta]] = []
+    failures: list[Failure] = []
+    for t in traces:
+        try:
+            opened.append((t, read_meta(t.path)))
+        except TraceError as e:
+            report(str(e))
+            failures += [Failure(t.trace, m.name, str(e)) for m in modes]
+    return opened, failures
+
+
+def plan_shards(client: Client, opened: list[tuple[TraceFile, TraceMeta]], modes: list[Mode],
+                report: Any) -> tuple[list[Shard], list[Failure]]:
+    """Hash every trace on the workers (they read it next anyway), then split it into shards."""
+    digests = client.map(hash_trace, [str(t.path.absolute()) for t, _ in opened], pure=False)
+    shards: list[Shard] = []
+    failures: list[Failure] = []
+    for (t, meta), digest in zip(opened, digests):
+        try:
+            shards += plan(t, meta, [m.name for m in modes], _raised(digest.result()))
+        except Exception as e:  # unreadable now, or a lost worker: this trace fails, the run goes on
+            line = _one_line(f"{t.path}: cannot read: {type(e).__name__}: {e}")
+            report(line)
+            failures += [Failure(t.trace, m.name, line) for m in modes]
+    return shards, failures
+
+
+def _raised(digest: str | OSError) -> str:
+    if isinstance(digest, OSError):
+        raise digest
+    return digest
+
+
+def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Any = print,
+        note: Any = print, chunking: Chunking = Chunking()) -> RunOutput:
+    """Replay every trace under every mode; per-shard files land under `out`.
+
+    Shards whose result files already match (same trace bytes, mode, model) and prove
+    intact are kept. The caller holds `out` (pipeline.run.outdir.held) and writes the new
+    summary; the old one is removed first. OutError: a result path would resolve outside
+    `out` (checked before anything starts), or a file cannot be written or removed."""
+    by_name = {m.name: m for m in modes}
+    mode_folders(out, by_name)  # refuses a result folder outside `out` before anything starts
+    remove_summary(out)
+    opened, failures = open_traces(traces, modes, report)
+    if not opened:
+        return RunOutput([], failures, [])
+    with connect(spec) as client:
+        if not client.scheduler_info().get("workers"):
+            note(f"the scheduler at {client.scheduler.address} has no workers yet: waiting for them")
+        shards, unread = plan_shards(client, opened, modes, report)
+        resumed = resume(out, shards, by_name, {t.trace for t in traces})
+        for line in _resume_notes(resumed, len(shards), out):
+            note(line)
+        rows, failed = _replay_all(client, resumed.todo, by_name, out, report, note, chunking)
+    rows = resumed.done + rows
+    return RunOutput(rows, _dedupe(failures + unread + failed), _done(shards, by_name, rows))
+
+
+def _resume_notes(resumed: Resumed, planned: int, out: Path) -> list[str]:
+    """What resume kept, and that files which failed their checks are recomputed."""
+    notes = [f"resumed: {len(resumed.done)} of {planned} shards already done in {out}"] if resumed.done else []
+    if resumed.damaged:
+        n, first = len(resumed.damaged), resumed.damaged[0]
+        what = "1 shard file failed its checksum and is" if n == 1 else f"{n} shard files failed their checksum and are"
+        notes.append(f"{what} recomputed: {first}" + (f" and {n - 1} more" if n > 1 else ""))
+    return notes
+
+
+def _done(shards: list[Shard], by_name: dict[str, Mode],
+          rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[Shard, str]]:
+    """Each shard with a row, and its manifest entry (for the summary's list of files)."""
+    have = {(mode, row["trace"], row["cpu"]) for mode, row in rows}
+    return [(s, entry(s, by_name[s.mode])) for s in shards if (s.mode, s.trace, s.cpu) in have]
+
+
+def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,
+                note: Any, chunking: Chunking) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
+    """Whole shards run as one task each; chunked ones as one task per chunk, merged here."""
+    lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once, not once per mode
+    plans = [(s, _chunks(s, chunking, lengths)) for s in shards]
+    whole = {client.submit(replay_shard, s, by_name[s.mode], str(out), pure=False): s
+             for s, chunks in plans if chunks == [WHOLE]}
+    chunked = [(s, [client.submit(replay_chunk, s, by_name[s.mode], c, i == len(chunks) - 1, pure=False)
+                    for i, c in enumerate(chunks)]) for s, chunks in plans if chunks != [WHOLE]]
+    outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
+    reruns = 0
+    with _progress() as bar:
+        task = bar.add_task("replaying shards", total=len(shards))
+        for future in as_completed(whole):
+            try:
+                outcome = future.result()
+            except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
+                outcome = _internal_failure(whole[future], e)
+            outcomes.append(_written(outcome))
+            bar.advance(task)
+        for shard, futures in chunked:
+            try:
+                outcome, n = _merge_chunks(client, shard, by_name[shard.mode], futures, out)
+            except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
+                outcome, n = _internal_failure(shard, e), 0
+            outcomes.append(_written(outcome))
+            reruns += n
+            bar.advance(task)
+    if chunked:
+        note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} shards, "
+             f"{reruns} re-run with a longer warm-up to match the sequential state")
+    for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
+        report(line)   # a bad row fails the trace in every mode: say it once
+    return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
+
+
+def _chunks(shard: Shard, chunking: Chunking, lengths: dict[tuple[str, int], int]) -> list[Chunk]:
+    if not chunking.events:
+        return [WHOLE]
+    key = (shard.path, shard.cpu)
+    if key not in lengths:
+        lengths[key] = count_events(Path(shard.path), shard.cpu, shard.meta)
+    return plan_chunks(lengths[key], chunking.events, chunking.warmup)
+
+
+class ChunkFailed(Exception):
+    """A chunk task returned a Failure: the shard fails with it."""
+
+
+def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
+                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure | OutError, int]:
+    """Prove the chunks exact (re-running those that need more warm-up), then write the
+    shard; returns its outcome and how many chunks were re-run."""
+    def part(result: Part | Failure) -> Part:
+        if isinstance(result, Failure):
+            raise ChunkFailed(result)
+        return result
+
+    def rerun(chunk: Chunk, last: bool) -> Part:
+        return part(client.submit(replay_chunk, shard, mode, chunk, last, pure=False).result())
+
+    try:
+        parts, reruns = exact_parts([part(f.result()) for f in futures], rerun)
+    except ChunkFailed as e:
+        return e.args[0], 0
+    return finish(out, shard, mode, parts), reruns
+
+
+def _internal_failure(shard: Shard, e: Exception) -> Failure:
+    return Failure(shard.trace, shard.mode, _one_line(f"{shard.path}: internal error: {type(e).__name__}: {e}"))
+
+
+def _dedupe(failures: list[Failure]) -> list[Failure]:
+    """A multi-vCPU trace may fail once per shard; keep one failure per (trace, mode)."""
+    return list({(f.trace, f.mode): f for f in failures}.values())
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

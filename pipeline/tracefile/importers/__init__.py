@@ -1,0 +1,269 @@
+"""`pipeline import`: guest-side text recordings -> one trace-format-v1 Parquet file.
+
+Formats (the registry `FORMATS`, name -> `formats.Format`; detection tries them in order):
+perf script, ftrace text (atrace too), trace-cmd report (default, -N, -R). A format is data:
+a detection test and one payload regex per event (`formats.py` documents the contract);
+the mapping to guest events is shared (`mapping.py`, rules in its docstring), and so is the
+working-set estimate (`working_set.py`). Files are opened only through `pipeline.tracefile.textlines`
+and read once, in chunks of whole lines (`CHUNK_BYTES`) parsed by `chunk.ChunkParser`
+(compiled, `linescan.py`). Reading counts what the report lists, learns the tasks (pid ->
+tgid, kernel threads: a switch-in may come before the line that tells its process) and the
+time span, and spools the fields of the lines that make rows (`chunk.SPOOLED`, 25 bytes a
+line) to a temporary file; then each spooled chunk is mapped and written to the Parquet file
+as row groups (`format.TraceWriter`). Memory is bounded by a chunk and a row group,
+whatever the size of the input; the metadata is written last.
+
+Timestamps printed as seconds become ns; integer counts of the trace clock are taken as ns
+(metadata `source.timestamps` = "counts" says so). t_ns is relative to the first event.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline.atomic import write_atomic
+from pipeline.tracefile.importers import ftrace, perf, tracecmd
+from pipeline.tracefile.importers import chunk as ck
+from pipeline.tracefile.importers.formats import Format, read_head
+from pipeline.tracefile.importers.linescan import COUNT_UNIT
+from pipeline.tracefile.importers.mapping import GuestMapper, Tasks
+from pipeline.tracefile.importers.working_set import WorkingSet
+from pipeline.tracefile.format import TraceMeta, TraceWriter
+from pipeline.tracefile.textlines import TraceFileError, open_lines, read_chunks
+
+FORMATS: dict[str, Format] = {f.name: f for f in (perf.FORMAT, ftrace.FORMAT, *tracecmd.FORMATS)}
+MAX_EXAMPLES = 5
+CHUNK_BYTES = 4 << 20           # text read, parsed and mapped at a time
+PROGRESS_MIN_BYTES = 32 << 20   # inputs smaller than this import without a progress bar
+
+
+class ImportFailed(Exception):
+    """An input that cannot be imported; str() is one line (naming file:line where known)."""
+
+
+@dataclass
+class ImportReport:
+    """What an import wrote and what it could not use."""
+    out: Path
+    formats: dict[str, str] = field(default_factory=dict)     # file -> format detected/given
+    kinds: Counter[str] = field(default_factory=Counter)       # rows written per kind
+    unmapped: Counter[str] = field(default_factory=Counter)    # event name -> lines not mapped
+    consumed: Counter[str] = field(default_factory=Counter)    # events read for state only
+    malformed: int = 0
+    malformed_examples: list[str] = field(default_factory=list)  # first 5, "file:line: problem"
+    cpus: tuple[int, ...] = ()
+    switches: int = 0
+    processes: int = 0
+    timestamps: str = "ns"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.kinds.values())
+
+
+def detect(path: Path) -> Format:
+    """The format of a text trace, from its first lines; ImportFailed if none fits."""
+    head = read_head(open_lines(path))
+    if not head.events:
+        raise ImportFailed(f"{path}: no trace events found (expected perf script, ftrace or trace-cmd report text)")
+    for fmt in FORMATS.values():
+        if fmt.detect(head):
+            return fmt
+    raise ImportFailed(f"{path}: format not recognised")   # pragma: no cover - trace-cmd matches all
+
+
+def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], None]
+            ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk]]:
+    clock: dict[int, int] = {}
+    for path, fmt in zip(paths, fmts):
+        parser = ck.ChunkParser(fmt, str(path), clock)
+        for data in read_chunks(path, CHUNK_BYTES, progress):
+            yield parser, parser.parse(data)
+
+
+@dataclass
+class _Reading:
+    """What reading the files learns before any row can be written."""
+    tasks: Tasks = field(default_factory=Tasks)
+    t0: int | None = None
+    t1: int | None = None
+    units: set[int] = field(default_factory=set)
+    no_cpu: int = 0
+    sizes: list[int] = field(default_factory=list)   # input bytes behind each spooled chunk
+
+    def see(self, chunk: ck.Chunk) -> None:
+        valid = chunk.event_lines()
+        if valid.any():
+            ts, cpu = chunk.ts[valid], chunk.cpu[valid]
+            self.t0 = int(ts.min()) if self.t0 is None else min(self.t0, int(ts.min()))
+            self.t1 = int(ts.max()) if self.t1 is None else max(self.t1, int(ts.max()))
+            self.units.update(np.unique(chunk.unit[valid]).tolist())
+            self.no_cpu += int((cpu < 0).sum())
+        self.tasks.learn(chunk)
+
+
+def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, progress) -> _Reading:
+    reading, done = _Reading(), [0]
+
+    def told(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(n)
+
+    for parser, chunk in _chunks(paths, fmts, told):
+        if strict and chunk.problems:
+            raise ImportFailed(chunk.problems[0][1])
+        _tally(parser, chunk, report)
+        reading.see(chunk)
+        np.save(spool, chunk.spooled())
+        reading.sizes.append(done[0])
+        done[0] = 0
+    if len(reading.units) > 1:
+        raise ImportFailed("files mix second timestamps and clock counts; import them separately")
+    report.timestamps = "counts" if reading.units == {COUNT_UNIT} else "ns"
+    if reading.no_cpu:
+        report.notes.append(f"{reading.no_cpu} event lines had no CPU column: put on cpu 0 "
+                            "(switches of several CPUs then look like one CPU's)")
+    return reading
+
+
+def _count(counter: Counter[str], parser: ck.ChunkParser, events: np.ndarray, key: Callable[[ck.EventName], str]) -> None:
+    for e, n in zip(*np.unique(events, return_counts=True)):
+        counter[key(parser.names[int(e)])] += int(n)
+
+
+def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> None:
+    """The report's counts for lines that write no row (or not only rows)."""
+    report.malformed += len(chunk.problems)
+    report.malformed_examples += [p for _, p in chunk.problems[:MAX_EXAMPLES - len(report.malformed_examples)]]
+    role, event = chunk.role, chunk.event
+    _count(report.unmapped, parser, event[role == ck.R_UNMAPPED], lambda nm: nm.event)
+    _count(report.consumed, parser, event[(role == ck.R_FORK) | (role == ck.R_CONSUMED) | (role == ck.R_EXEC)],
+           lambda nm: nm.name)
+    exits = int((role == ck.R_SYS_EXIT).sum())
+    tlb = role == ck.R_TLB
+    for key, n in (("sys_* (exit)", exits), ("tlb_flush (task switch)", int((chunk.a[tlb] == 1).sum())),
+                   ("tlb_flush (other)", int((chunk.a[tlb] != 1).sum()))):
+        if n:
+            report.consumed[key] += n
+
+
+def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: TraceWriter, progress) -> set[int]:
+    """Map the spooled chunks to rows and write them; returns the CPUs that got rows (a CPU
+    whose lines all went unmapped has no events, and a trace may only list CPUs with events)."""
+    spool.seek(0)
+    cpus: set[int] = set()
+    for size in reading.sizes:
+        rows = mapper.map(np.load(spool), reading.t0 or 0)
+        cpus.update(np.unique(rows["cpu"]).tolist())
+        writer.write(rows)
+        if progress is not None:
+            progress(size)
+    return cpus
+
+
+def _nothing_to_replay(paths: list[Path], report: ImportReport) -> ImportFailed:
+    """No line became a row: say what the files held instead (a host-side recording is the usual case)."""
+    seen = ", ".join(f"{e} {n}" for e, n in report.unmapped.most_common(3))
+    host = any(e.rsplit(":", 1)[-1].startswith("kvm_") for e in report.unmapped)
+    return ImportFailed(f"{', '.join(map(str, paths))}: no guest events to import"
+                        + (f" (unmapped: {seen})" if seen else "")
+                        + ("; a host-side KVM recording is summarised by `pipeline kvm-stat`" if host else ""))
+
+
+def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
+                 working_set: WorkingSet = WorkingSet(), workload: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import text recordings into one trace file at `out` (written atomically, only on success).
+
+    `progress`, if given, is told the input bytes done, twice over: as they are read, then as
+    their rows are written."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ImportFailed(f"unknown format {fmt!r} (known: "
+                           f"{'; '.join(f'{n}: {f.description}' for n, f in FORMATS.items())})")
+    try:
+        fmts = [FORMATS[fmt] if fmt else detect(p) for p in paths]
+        report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})
+        with tempfile.TemporaryFile(prefix="hvreplay-import-") as spool:
+            reading = _read(paths, fmts, strict, report, spool, progress)
+            mapper = GuestMapper(reading.tasks, working_set)
+
+            def write(tmp: str) -> None:
+                writer = TraceWriter(tmp)
+                cpus = _write(spool, reading, mapper, writer, progress)
+                if not cpus:
+                    raise _nothing_to_replay(paths, report)
+                report.kinds, report.switches = mapper.kinds, mapper.switches
+                report.cpus, report.processes = tuple(sorted(cpus)), len(mapper.asids)
+                span = (reading.t1 or 0) - (reading.t0 or 0) + 1
+                writer.close(_meta(paths, out, report, working_set, workload, span))
+
+            write_atomic(out, write)
+    except TraceFileError as e:
+        raise ImportFailed(str(e)) from None
+    except OSError as e:      # writing the spool or the trace: reading errors are TraceFileErrors
+        raise ImportFailed(f"-o {out}: the trace cannot be written ({e.strerror or e})") from None
+    return report
+
+
+def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str | None, span: int) -> TraceMeta:
+    source = {"tool": "pipeline import", "format": sorted(set(report.formats.values())),
+              "files": [str(p) for p in paths], "working_set": ws.describe(),
+              "timestamps": report.timestamps, "syscall_numbers": ck.SYSCALL_TABLE}
+    per_switch = report.switches > 0
+    return TraceMeta(workload=workload or out.stem, native_ns=max(span, 1),
+                     ops=report.switches if per_switch else 1,
+                     op_unit="context switch" if per_switch else "recording",
+                     headline="per_op" if per_switch else "total", source=source, cpus=report.cpus)
+
+
+def import_command(files: list[Path], out: Path, fmt: str | None, strict: bool, console: Console,
+                   working_set: WorkingSet = WorkingSet(), quiet: bool = False) -> int:
+    """The CLI command: import, print a summary; exit code 0 ok, 2 nothing written.
+
+    A progress bar (bytes read of both passes) goes to stderr for inputs of at least
+    PROGRESS_MIN_BYTES, unless stderr is not a terminal or `quiet`."""
+    total = 2 * sum(p.stat().st_size for p in files if p.is_file())
+    bar = Progress("importing", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True,
+                   disable=quiet or total < PROGRESS_MIN_BYTES or not Console(stderr=True).is_terminal)
+    try:
+        with bar:
+            task = bar.add_task("import", total=total)
+            report = import_files(files, out, fmt=fmt, strict=strict, working_set=working_set,
+                                  progress=lambda n: bar.advance(task, n))
+    except ImportFailed as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    print_report(report, console)
+    return 0
+
+
+def print_report(report: ImportReport, console: Console) -> None:
+    formats = ", ".join(sorted(set(report.formats.values())))
+    console.print(f"{report.out}: {report.rows} rows, format {formats}, cpus {list(report.cpus)}, "
+                  f"{report.switches} context switches, {report.processes} address spaces, "
+                  f"timestamps {report.timestamps}", highlight=False)
+    table = Table("written", "rows", "not written", "lines")
+    left = [(k, n) for k, n in sorted(report.kinds.items())]
+    right = [(f"{k} (unmapped)", n) for k, n in report.unmapped.most_common()] + \
+            [(f"{k} (read, no row)", n) for k, n in report.consumed.most_common()]
+    for i in range(max(len(left), len(right))):
+        a, b = (left[i] if i < len(left) else ("", "")), (right[i] if i < len(right) else ("", ""))
+        table.add_row(a[0], str(a[1]), b[0], str(b[1]))
+    console.print(table)
+    if report.malformed:
+        console.print(f"[yellow]{report.malformed} malformed lines skipped[/], first:", highlight=False)
+        for example in report.malformed_examples:
+            console.print(f"  {example}", highlight=False, markup=False)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)

@@ -1,0 +1,335 @@
+"""One chunk of a text trace as columns: what every line is, and the fields the mapping reads.
+
+`ChunkParser(fmt, file)` turns the byte chunks of one file (`textlines.read_chunks`) into
+`Chunk`s, in order (it carries the line number and the continuation state of wrapped
+payloads across chunks). The compiled scanner (`linescan`) does the work; the lines it hands
+back, and payloads it is unsure of, go through the Python specification (`parse_line`, the
+`Format`'s regexes, `events.fields_of`), so both paths give the same columns.
+
+Each line gets a role (`R_*`): not an event (`R_NONE`), malformed (`R_PROBLEM`, with its
+"file:line: problem" message), an event without a pattern (`R_UNMAPPED`, or `R_SYS_EXIT` for a
+syscall tracer's `sys_x -> ret`), or a mapped event (`R_SWITCH` … `R_CONSUMED`) with its
+fields in `a`/`b`:
+
+  R_SWITCH   a = next_pid, kthread = next_comm has a kernel-thread prefix
+  R_EXEC     kthread = the line's task name has one
+  R_FORK     a = parent_pid, b = child_pid
+  R_TLB      a = 1 if a task-switch flush
+  R_FAULT    a = address >> 12 (unsigned), b = 1 if error_code has the write bit
+  R_IRQ      a = vector (irq number for irq_handler_entry)
+  R_SYSCALL  a = syscall number: as printed (raw_syscalls' NR, -R's __syscall_nr), else that of
+             the syscall's name (sys_enter_NAME, ftrace's sys_NAME(…)) in the x86_64 table
+             `syscalls_x86_64.tsv`, else 0
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.tracefile.importers import linescan as ls
+from pipeline.tracefile.importers.formats import FREE_TEXT, HEADER_RE, IRQ_VECTOR_ENTRIES, KERNEL, SYSCALL_ENTER, Format, fields_of
+from pipeline.tracefile.importers.tracecmd import COMPACT_SWITCH
+from pipeline.tracefile.textlines import parse_line
+
+KTHREAD_PREFIXES = ("swapper", "<idle>", "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuo",
+                    "kthreadd", "watchdog/", "kswapd", "khugepaged", "irq/", "cpuhp/", "jbd2/",
+                    "kauditd", "kblockd", "kcompactd", "oom_reaper", "writeback", "khungtaskd",
+                    "idle_inject/", "ksmd", "kdevtmpfs", "scsi_", "ext4-", "xfs")
+_PREFIX_TABLE = np.frombuffer("".join(KTHREAD_PREFIXES).encode(), np.uint8)
+_PREFIX_OFFSETS = np.cumsum([0] + [len(p.encode()) for p in KTHREAD_PREFIXES]).astype(np.int64)
+
+(R_NONE, R_PROBLEM, R_UNMAPPED, R_SYS_EXIT, R_SWITCH, R_EXEC, R_FORK, R_TLB, R_FAULT, R_IRQ,
+ R_SYSCALL, R_CONSUMED) = range(12)
+RECORDS = (R_SWITCH, R_EXEC, R_FORK, R_TLB, R_FAULT, R_IRQ, R_SYSCALL, R_CONSUMED)
+ROWS = (R_SWITCH, R_EXEC, R_FAULT, R_IRQ, R_SYSCALL)        # the roles that make trace rows
+# What the mapping reads of a line that makes rows, packed: spooled between reading and writing.
+SPOOLED = np.dtype([("role", np.int8), ("kthread", np.bool_), ("b", np.int8), ("cpu", np.int32),
+                    ("pid", np.int32), ("a", np.int64), ("ts", np.int64)])
+_BY_NAME = {"sched_switch": R_SWITCH, "sched_process_exec": R_EXEC, "sched_process_fork": R_FORK,
+            "tlb_flush": R_TLB, "page_fault_user": R_FAULT, "page_fault_kernel": R_FAULT,
+            "irq_handler_entry": R_IRQ}
+# Payload patterns the compiled scanner knows (others, e.g. fork and exec, go through Python).
+_FAST = {KERNEL["sched_switch"]: ls.P_SWITCH, COMPACT_SWITCH: ls.P_SWITCH_COMPACT, KERNEL["tlb_flush"]: ls.P_TLB,
+         KERNEL["page_fault_user"]: ls.P_FAULT, KERNEL["page_fault_kernel"]: ls.P_FAULT,
+         KERNEL["irq_handler_entry"]: ls.P_IRQ, KERNEL["sys_enter"]: ls.P_SYS_NR, SYSCALL_ENTER: ls.P_SYS_ENTER,
+         **{KERNEL[n]: ls.P_VECTOR for n in IRQ_VECTOR_ENTRIES}}
+_MASK64 = 2**64 - 1
+SYSCALL_TABLE = "x86_64 (Linux arch/x86/entry/syscalls/syscall_64.tbl)"
+SYSCALL_NUMBERS = {name: int(nr) for nr, name in (
+    line.split("\t") for line in (Path(__file__).with_name("syscalls_x86_64.tsv")).read_text().splitlines()
+    if line and not line.startswith("#"))}
+
+
+def syscall_number(name: str) -> int:
+    """The x86_64 number of a syscall event's name (`sys_enter_read`, `sys_read`), 0 if unknown."""
+    return SYSCALL_NUMBERS.get(name.removeprefix("sys_enter_") if name.startswith("sys_enter_")
+                               else name.removeprefix("sys_"), 0)
+
+
+def is_kthread_name(comm: str) -> bool:
+    return comm.startswith(KTHREAD_PREFIXES)
+
+
+@dataclass(frozen=True)
+class EventName:
+    """What a format does with one event name (as printed, subsystem included)."""
+    event: str
+    name: str                          # without subsystem
+    pattern: re.Pattern[str] | None    # None: unmapped, unless a `sys_` name with a `(` payload
+    role: int
+    code: int                          # linescan P_* code of the pattern
+    paren_syscall: bool                # `sys_x(…)` lines map, `sys_x -> r` lines do not
+    free_text: bool
+    syscall: int                       # the number of the name, for syscall lines that print none
+
+
+def event_name(fmt: Format, event: str) -> EventName:
+    """The mapping of one event name under fmt: its pattern by name, syscall entries by prefix."""
+    name = event.rsplit(":", 1)[-1]
+    pattern = fmt.patterns.get(name)
+    if pattern is None and name.startswith("sys_enter_"):
+        pattern = SYSCALL_ENTER
+    paren = pattern is None and name.startswith("sys_")
+    if pattern is None and not paren:
+        role = R_UNMAPPED
+    else:
+        pat = pattern or SYSCALL_ENTER
+        role = _BY_NAME.get(name, R_IRQ if "vector" in pat.groupindex else R_SYSCALL if name.startswith("sys_")
+                            else R_CONSUMED)
+    code = ls.P_NONE if role == R_UNMAPPED else _FAST.get(pattern or SYSCALL_ENTER, ls.P_PYTHON)
+    return EventName(event, name, pattern, role, code, paren, name in FREE_TEXT, syscall_number(name))
+
+
+@dataclass
+class Chunk:
+    """Columns of the lines of one chunk (see the module docstring)."""
+    first_line: int               # file line number of row 0
+    role: np.ndarray              # int8, R_*
+    pid: np.ndarray               # int64 (thread id)
+    tgid: np.ndarray              # int64, -1 where not printed
+    cpu: np.ndarray               # int64, -1 where not printed
+    ts: np.ndarray                # int64, in `unit`
+    unit: np.ndarray              # int8, linescan.NS_UNIT / COUNT_UNIT
+    event: np.ndarray             # int32 index into the parser's `names`, -1 for non-events
+    a: np.ndarray                 # int64 fields, per role
+    b: np.ndarray
+    kthread: np.ndarray           # bool, per role
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (row, "file:line: problem"), in order
+
+    def event_lines(self) -> np.ndarray:
+        """Mask of the well-formed event lines, mapped or not."""
+        return (self.role != R_NONE) & (self.role != R_PROBLEM)
+
+    def spooled(self) -> np.ndarray:
+        """The lines that make rows, as SPOOLED records (a cpu of -1 becomes 0)."""
+        rows = np.flatnonzero(np.isin(self.role, ROWS))
+        out = np.empty(len(rows), SPOOLED)
+        out["role"], out["kthread"], out["b"] = self.role[rows], self.kthread[rows], self.b[rows]
+        out["cpu"], out["pid"] = np.maximum(self.cpu[rows], 0), self.pid[rows]
+        out["a"], out["ts"] = self.a[rows], self.ts[rows]
+        return out
+
+
+class ChunkParser:
+    """Parses the chunks of one file in order (line numbers and continuation carry over).
+
+    `clock` (cpu -> latest timestamp, shared by the files of one import) enforces time order
+    per CPU: rows are written as they come, so an event line earlier than one before it on
+    the same CPU is malformed (a concatenation of recordings, say), not silently reordered."""
+
+    def __init__(self, fmt: Format, file: str, clock: dict[int, int]) -> None:
+        self.fmt, self.file, self.clock = fmt, file, clock
+        self.names: list[EventName] = []
+        self.by_event: dict[str, int] = {}
+        self.by_hash: dict[int, int] = {}
+        self.next_line = 1
+        self.continuation = False
+
+    def intern(self, event: str) -> int:
+        if event not in self.by_event:
+            self.by_event[event] = len(self.names)
+            self.names.append(event_name(self.fmt, event))
+        return self.by_event[event]
+
+    def parse(self, data: bytes) -> Chunk:
+        buf = np.frombuffer(data, np.uint8)
+        ends = np.flatnonzero(buf == 10)
+        if not data.endswith(b"\n"):
+            ends = np.append(ends, len(buf))
+        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+        n = len(ends)
+        status = np.zeros(n, np.int8)
+        cols = {k: np.full(n, -1, np.int64) for k in ("pid", "tgid", "cpu", "ts")}
+        unit, hashes = np.zeros(n, np.int8), np.zeros(n, np.uint64)
+        spans = np.zeros((n, 6), np.int64)
+        ls.scan_lines(buf, starts, ends.astype(np.int64), status, cols["pid"], cols["tgid"], cols["cpu"],
+                      cols["ts"], unit, spans, hashes)
+        event = self._events(data, status, spans, hashes)
+        chunk = Chunk(self.next_line, np.zeros(n, np.int8), cols["pid"], cols["tgid"], cols["cpu"], cols["ts"],
+                      unit, event, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool))
+        slow, too_large = self._python_lines(data, starts, ends, status, spans, chunk)
+        self._payloads(data, buf, spans, status, chunk, slow)
+        self._non_events(data, starts, ends, status, chunk, too_large)
+        self._time_order(chunk)
+        chunk.problems.sort()
+        self.next_line += n
+        return chunk
+
+    def _time_order(self, chunk: Chunk) -> None:
+        valid = np.flatnonzero(chunk.event_lines())
+        cpu = np.maximum(chunk.cpu[valid], 0)
+        for c in np.unique(cpu).tolist():
+            rows = valid[cpu == c]
+            ts = chunk.ts[rows]
+            latest = np.maximum.accumulate(np.concatenate(([self.clock.get(c, ts[0])], ts)))
+            for row, t, before in zip(rows[ts < latest[:-1]].tolist(), ts[ts < latest[:-1]].tolist(),
+                                      latest[:-1][ts < latest[:-1]].tolist()):
+                chunk.role[row] = R_PROBLEM
+                chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: timestamp {t} is before "
+                                            f"{before}, an earlier event's on cpu {c}"))
+            self.clock[c] = int(latest[-1])
+
+    def _events(self, data: bytes, status, spans, hashes) -> np.ndarray:
+        """Interned event index per line (-1 for non-events) from the name hashes."""
+        event = np.full(len(status), -1, np.int32)
+        rows = np.flatnonzero(status == ls.EVENT)
+        uniq, first, inverse = np.unique(hashes[rows], return_index=True, return_inverse=True)
+        index = np.empty(len(uniq), np.int32)
+        for k, (h, row) in enumerate(zip(uniq.tolist(), rows[first].tolist())):
+            if h not in self.by_hash:
+                self.by_hash[h] = self.intern(data[spans[row, 2]:spans[row, 3]].decode())
+            index[k] = self.by_hash[h]
+        event[rows] = index[inverse]
+        return event
+
+    def _python_lines(self, data, starts, ends, status, spans,
+                      chunk: Chunk) -> tuple[dict[int, tuple[str, str]], set[int]]:
+        """Lines the scanner handed back, parsed by parse_line: row -> (comm, payload), and the
+        rows left as non-events because a number in them is beyond int64."""
+        slow: dict[int, tuple[str, str]] = {}
+        too_large: set[int] = set()
+        for row in np.flatnonzero(status == ls.PYTHON).tolist():
+            tl = parse_line(data[starts[row]:ends[row]].decode("utf-8", errors="replace"))
+            if tl is None:
+                status[row] = ls.OTHER
+                continue
+            if max(tl.pid, tl.ts, tl.cpu or 0, tl.tgid or 0) >= 2**63:
+                status[row] = ls.OTHER
+                too_large.add(row)
+                continue
+            status[row] = ls.EVENT
+            chunk.pid[row], chunk.cpu[row], chunk.ts[row] = tl.pid, -1 if tl.cpu is None else tl.cpu, tl.ts
+            chunk.tgid[row] = -1 if tl.tgid is None else tl.tgid
+            chunk.unit[row] = ls.NS_UNIT if tl.ts_unit == "ns" else ls.COUNT_UNIT
+            chunk.event[row] = self.intern(tl.event)
+            slow[row] = (tl.comm, tl.payload)
+        return slow, too_large
+
+    def _payloads(self, data, buf, spans, status, chunk: Chunk, slow: dict[int, tuple[str, str]]) -> None:
+        """Roles and fields of the event lines."""
+        rows = np.flatnonzero(status == ls.EVENT)
+        names = self.names
+        table = np.array([(nm.role, nm.code, nm.paren_syscall) for nm in names] or [(0, 0, 0)], np.int64)
+        ev = chunk.event[rows]
+        role, code = table[ev, 0], table[ev, 1]
+        paren = table[ev, 2].astype(bool)
+        if paren.any():                       # `sys_x(…)` maps, `sys_x -> r` is an exit, else unmapped
+            pr = rows[paren]
+            lead = np.zeros((len(pr), 2), np.uint8)
+            for k in range(2):
+                has = spans[pr, 5] > spans[pr, 4] + k
+                lead[has, k] = buf[spans[pr[has], 4] + k]
+            for i, r in enumerate(pr.tolist()):
+                if r in slow:
+                    lead[i] = np.frombuffer(slow[r][1][:2].encode("utf-8", "replace")[:2].ljust(2, b"\0"), np.uint8)
+            sys_call, sys_exit = lead[:, 0] == ord("("), (lead[:, 0] == ord("-")) & (lead[:, 1] == ord(">"))
+            role[paren] = np.where(sys_call, R_SYSCALL, np.where(sys_exit, R_SYS_EXIT, R_UNMAPPED))
+            code[paren] = np.where(sys_call, ls.P_SYS_ENTER, ls.P_NONE)
+        codes = np.zeros(len(status), np.int64)
+        codes[rows] = code
+        for row in slow:
+            codes[row] = ls.P_PYTHON if codes[row] != ls.P_NONE else ls.P_NONE
+        result, comm = np.full(len(status), ls.PYTHON, np.int8), np.zeros((len(status), 2), np.int64)
+        ls.scan_payloads(buf, spans, codes, result, chunk.a, chunk.b, comm)
+        unnumbered = np.flatnonzero((codes == ls.P_SYS_ENTER) & (result == ls.OK) & (chunk.b == 0))
+        chunk.a[unnumbered] = np.array([nm.syscall for nm in names] + [0], np.int64)[chunk.event[unnumbered]]
+        chunk.b[unnumbered] = 0
+        chunk.role[rows] = role
+        for sel, spans_of in (((role == R_SWITCH) & (result[rows] == ls.OK), comm),
+                              ((role == R_EXEC) & ~np.isin(rows, list(slow)), spans)):
+            kflags = np.zeros(int(sel.sum()), bool)
+            ls.starts_with_any(buf, spans_of[rows[sel]], _PREFIX_TABLE, _PREFIX_OFFSETS, kflags)
+            chunk.kthread[rows[sel]] = kflags
+        for row in rows[(codes[rows] != ls.P_NONE) & (result[rows] != ls.OK)].tolist():
+            if result[row] == ls.FAIL:
+                self._bad_payload(chunk, row, self._payload_text(data, spans, slow, row))
+            else:
+                self._python_payload(chunk, row, data, spans, slow)
+
+    def _payload_text(self, data, spans, slow, row: int) -> str:
+        return slow[row][1] if row in slow else data[spans[row, 4]:spans[row, 5]].decode()
+
+    def _bad_payload(self, chunk: Chunk, row: int, payload: str, why: str = "payload not understood") -> None:
+        chunk.role[row] = R_PROBLEM
+        name = self.names[chunk.event[row]].name
+        chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: {name}: {why}: {payload[:60]!r}"))
+
+    def _python_payload(self, chunk: Chunk, row: int, data, spans, slow) -> None:
+        """The Format's own regex on one payload (events.fields_of conversions)."""
+        nm = self.names[chunk.event[row]]
+        payload = self._payload_text(data, spans, slow, row)
+        m = (nm.pattern or SYSCALL_ENTER).search(payload)
+        try:
+            f = fields_of(m) if m is not None else None
+        except ValueError:       # int('028', 0)
+            f = None
+        if f is None:
+            self._bad_payload(chunk, row, payload)
+            return
+        try:
+            self._fields(chunk, row, f, nm, slow)
+        except OverflowError:    # the columns are int64
+            self._bad_payload(chunk, row, payload, "number too large")
+
+    @staticmethod
+    def _fields(chunk: Chunk, row: int, f: dict[str, int | str], nm: EventName,
+                slow: dict[int, tuple[str, str]]) -> None:
+        role = chunk.role[row]
+        if role == R_SWITCH:
+            chunk.a[row], chunk.kthread[row] = int(f["next_pid"]), is_kthread_name(str(f["next_comm"]))
+        elif role == R_EXEC:
+            comm = slow[row][0] if row in slow else None
+            if comm is not None:
+                chunk.kthread[row] = is_kthread_name(comm)
+        elif role == R_FORK:
+            chunk.a[row], chunk.b[row] = int(f["parent_pid"]), int(f["child_pid"])
+        elif role == R_TLB:
+            chunk.a[row] = f.get("code") == 0 or "task switch" in str(f.get("reason", "")) or str(f.get("reason")) == "0"
+        elif role == R_FAULT:
+            chunk.a[row] = np.int64(np.uint64((int(f["address"]) & _MASK64) >> 12))
+            chunk.b[row] = int(bool(int(f["error_code"]) & 0x2))
+        elif role == R_IRQ:
+            chunk.a[row] = int(f["vector"])
+        elif role == R_SYSCALL:
+            chunk.a[row] = int(f.get("id", nm.syscall))
+
+    def _non_events(self, data, starts, ends, status, chunk: Chunk, too_large: set[int]) -> None:
+        """Malformed lines among the non-events: not `#`/tab/header lines nor the wrapped
+        continuation of a free-text payload (bprint) before them."""
+        event_rows = np.flatnonzero(status == ls.EVENT)
+        free = np.array([nm.free_text for nm in self.names] + [False], bool)[chunk.event[event_rows]]
+        for row in np.flatnonzero(status == ls.OTHER).tolist():
+            before = np.searchsorted(event_rows, row) - 1
+            continuation = free[before] if before >= 0 else self.continuation
+            text = data[starts[row]:ends[row]].decode("utf-8", errors="replace")
+            if row in too_large:
+                chunk.role[row] = R_PROBLEM
+                chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: number too large: {text.strip()[:60]!r}"))
+            elif not (continuation or HEADER_RE.match(text)):
+                chunk.role[row] = R_PROBLEM
+                chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: not an event line: {text.strip()[:60]!r}"))
+        if len(event_rows):
+            self.continuation = bool(free[-1])
