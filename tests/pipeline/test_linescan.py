@@ -15,7 +15,7 @@ from pipeline.tracefile.importers import FORMATS
 from pipeline.tracefile.importers import chunk as ck
 from pipeline.tracefile.importers.formats import FREE_TEXT, HEADER_RE, SYSCALL_ENTER, fields_of
 from pipeline.tracefile.textlines import parse_line
-from tests.pipeline.tracefiles import SAMPLES, sample_files, sample_text
+from tests.pipeline.tracefiles import needs_samples, sample_files, sample_text
 
 EXIT, UNMAPPED, PROBLEM, NONE = "exit", "unmapped", "problem", "none"
 
@@ -114,7 +114,7 @@ def check_lines(fmt, lines: list[str], chunk_bytes: int = 1 << 20) -> int:
     return checked
 
 
-@pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} absent")
+@needs_samples
 @pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name[:50])
 def test_samples_line_by_line(path: Path) -> None:
     from pipeline.tracefile.importers import detect

@@ -1,14 +1,10 @@
 """Golden tests for the shared text-trace line prefix (snippets copied from shared/samples)."""
 from __future__ import annotations
 
-
 import pytest
 
 from pipeline.tracefile.textlines import TraceLine, parse_line
-from tests.pipeline.tracefiles import SAMPLES
-
-if not SAMPLES.is_dir():
-    pytest.skip(f"{SAMPLES} absent (real-trace samples live outside the repository)", allow_module_level=True)
+from tests.pipeline.tracefiles import SAMPLES, needs_samples
 
 GOLDEN = [
     # trace-cmd report, raw TSC glued to the CPU field
@@ -58,6 +54,7 @@ def test_event_name_without_subsystem() -> None:
     assert parse_line(GOLDEN[5][0]).name == "sched_switch"
 
 
+@needs_samples
 def test_sample_files_every_event_line() -> None:
     """Every line the samples' own shape marks as an event line parses, and nothing else."""
     f = SAMPLES / "ARM-software_trappy__tests_trace_not_raw.txt"

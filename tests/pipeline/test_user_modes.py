@@ -3,13 +3,17 @@ and a mistake in a user's mode file stops the run with one line naming file, key
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import polars as pl
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config import CONFIGS
 from pipeline.config.modes import DEFAULT_DIR
+from replay.mode import Mode
 
 runner = CliRunner()
 EXAMPLES = DEFAULT_DIR / "examples"
@@ -41,3 +45,39 @@ def test_a_mistake_in_a_user_mode_is_one_line(traces_dir: Path, tmp_path: Path) 
     assert r.exit_code == 2
     assert f"{mine / 'fast.toml'}: on_event.io: unknown driver 'exit_pio'" in r.output.replace("\n", "")
     assert not (tmp_path / "o").exists()   # nothing replayed
+
+
+def _documented_keys() -> dict[str, str]:
+    """configs/modes/README.md's keys table: key -> its default column, as written."""
+    readme = (CONFIGS / "modes" / "README.md").read_text()
+    table = readme[readme.index("| key | type | default | meaning |"):].split("\n\n")[0].splitlines()[2:]
+    keys: dict[str, str] = {}
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for key in re.findall(r"`(\w+)`", cells[0]):
+            keys[key] = cells[-2].strip("`")
+    return keys
+
+
+def _as_documented(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (frozenset, set, list)):
+        return "[]" if not value else repr(sorted(value))
+    if isinstance(value, dict):
+        return "{}" if not value else repr(value)
+    return str(value)
+
+
+def test_keys_table_matches_the_mode_record() -> None:
+    """Every Mode field is documented with its real default; nothing documented is not a key."""
+    keys = _documented_keys()
+    loader_keys = {"order", "description", "source", "inherits"}   # read by the loader, not Mode fields
+    fields = {f.name: f for f in dataclasses.fields(Mode)}
+    assert set(keys) == set(fields) | loader_keys
+    for name, f in fields.items():
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            assert keys[name] == "required", name
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert keys[name] == _as_documented(default), name
