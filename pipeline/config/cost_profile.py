@@ -28,8 +28,8 @@ from pipeline.config import CONFIGS
 CONFIG_DIR = CONFIGS / "hardware"
 # Starting figures with sources; calibration starts from these.
 START_PROFILE = CONFIG_DIR / "core2-2007.toml"
-# What replay prices with: the starting profile fitted to the seed's table on all three
-# workloads (pipeline calibrate results --fit lat-ctx-2,hackbench-1,hackbench-5).
+# What replay prices with: the starting profile fitted to the seed's table and its idle-guest
+# figures (pipeline calibrate results --fit lat-ctx-2,hackbench-1,hackbench-5,idle-hz1000).
 DEFAULT_PROFILE = CONFIG_DIR / "core2-2007-fitted.toml"
 SAVINGS = frozenset(d for d in DRIVERS if d.endswith("_avoided"))
 

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from pipeline.tracefile.format import TraceError, TraceMeta, count_events, read_
 from replay.mode import Mode
 
 
+Say = Callable[[str], None]   # where a run's error lines (report) and notes (note) go
 PROBE_TIMEOUT_S = 10.0   # for a scheduler to accept a connection and say who it is
 # distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
 _COMM_NAME = re.compile(r"in <[^>]*>: ")
@@ -265,7 +266,7 @@ def _connect_problem(e: Exception) -> str:
 
 
 def open_traces(traces: list[TraceFile], modes: list[Mode],
-                report: Any) -> tuple[list[tuple[TraceFile, TraceMeta]], list[Failure]]:
+                report: Say) -> tuple[list[tuple[TraceFile, TraceMeta]], list[Failure]]:
     """Read every trace's metadata up front; a bad file fails alone, with one line."""
     opened: list[tuple[TraceFile, TraceMeta]] = []
     failures: list[Failure] = []
@@ -279,7 +280,7 @@ def open_traces(traces: list[TraceFile], modes: list[Mode],
 
 
 def plan_shards(client: Client, opened: list[tuple[TraceFile, TraceMeta]], modes: list[Mode],
-                report: Any) -> tuple[list[Shard], list[Failure]]:
+                report: Say) -> tuple[list[Shard], list[Failure]]:
     """Hash every trace on the workers (they read it next anyway), then split it into shards."""
     digests = client.map(hash_trace, [str(t.path.absolute()) for t, _ in opened], pure=False)
     shards: list[Shard] = []
@@ -300,8 +301,8 @@ def _raised(digest: str | OSError) -> str:
     return digest
 
 
-def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Any = print,
-        note: Any = print, chunking: Chunking = Chunking()) -> RunOutput:
+def run(traces: list[TraceFile], modes: list[Mode], out: Path, spec: ClusterSpec, report: Say = print,
+        note: Say = print, chunking: Chunking = Chunking()) -> RunOutput:
     """Replay every trace under every mode; per-shard files land under `out`.
 
     Shards whose result files already match (same trace bytes, mode, model) and prove
@@ -343,8 +344,8 @@ def _done(shards: list[Shard], by_name: dict[str, Mode],
     return [(s, entry(s, by_name[s.mode])) for s in shards if (s.mode, s.trace, s.cpu) in have]
 
 
-def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Any,
-                note: Any, chunking: Chunking) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
+def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Say,
+                note: Say, chunking: Chunking) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
     """Whole shards run as one task each; chunked ones as one task per chunk, merged here."""
     lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once, not once per mode
     plans = [(s, _chunks(s, chunking, lengths)) for s in shards]
