@@ -78,9 +78,9 @@ def simulate_hackbench(groups: int, loops: int, pipe: bool, costs: NativeCosts,
     receivers: list[Task] = []
     for _ in range(groups):
         chans = [(Pipe if pipe else UnixStream)(k, bufs) for _ in range(FDS_PER_GROUP)]
-        group = [_child(k, parent, "receiver", lambda t, ch=ch: _receiver(k, ch, FDS_PER_GROUP * loops))
+        group = [_child(k, parent, "receiver", k.body_of(_receiver, k, ch, FDS_PER_GROUP * loops))
                  for ch in chans]
-        group += [_child(k, parent, "sender", lambda t, chans=chans: _sender(k, chans, loops))
+        group += [_child(k, parent, "sender", k.body_of(_sender, k, chans, loops))
                   for _ in range(FDS_PER_GROUP)]
         channels += chans
         receivers += group[:FDS_PER_GROUP]

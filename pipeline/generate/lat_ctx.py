@@ -55,7 +55,7 @@ def simulate_lat_ctx(procs: int, switches: int, costs: NativeCosts,
     bufs = Buffers(k.heap)
     pipes = [Pipe(k, bufs) for _ in range(procs)]
     ring = _Ring(warmup=procs, switches=switches)
-    tasks = [k.spawn(f"lat_ctx.{i}", lambda t, i=i: _member(k, ring, pipes[i], pipes[(i + 1) % procs], i == 0))
+    tasks = [k.spawn(f"lat_ctx.{i}", k.body_of(_member, k, ring, pipes[i], pipes[(i + 1) % procs], i == 0))
              for i in range(procs)]
     for t in tasks[1:]:
         k.enqueue(t)          # the warm-up lap puts them to sleep in read()

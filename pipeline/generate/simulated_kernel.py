@@ -34,6 +34,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -194,6 +195,12 @@ class Kernel:
         task.body = self._program(task, body)
         return task
 
+    @staticmethod
+    def body_of(program: Callable[..., Iterable[None]], *args: Any) -> Callable[[Task], Iterable[None]]:
+        """A task body running `program(*args)`, its arguments bound now (not when a loop
+        variable has moved on, as a lambda in a loop would bind them)."""
+        return lambda _task: program(*args)
+
     def _program(self, task: Task, body: Callable[[Task], Iterable[None]]) -> Iterator[None]:
         yield from body(task)
         if task.parent is None:
@@ -202,13 +209,19 @@ class Kernel:
             self.exit()
         yield
 
+    @property
+    def running(self) -> Task:
+        """The task on the CPU: run() puts one there before any event happens."""
+        assert self.current is not None
+        return self.current
+
     def run(self, first: Task) -> None:
         """Run from `first` (already on the CPU) until a root task returns or stop()."""
         first.state = RUNNING
         self.current, self.cr3, self.ctx = first, first.asid, first.ctx
         while not self.stopped:
-            task = self.current
-            next(task.body)
+            task = self.running
+            next(task.body)  # type: ignore[arg-type]  # spawn() gives every task its body
             if not self.stopped and (task.state != RUNNING or self.need_resched):
                 self.schedule()
 
@@ -263,12 +276,12 @@ class Kernel:
     def syscall(self, nr: int) -> None:
         self.emit(_SYSCALL, nr)
         self.touch(L.PATH_SYSCALL)
-        self.touch(self.current.kpages)
+        self.touch(self.running.kpages)
         self.spend(self.c.syscall)
 
     def user(self) -> None:
         """One iteration of the benchmark's user-mode loop (COW faults on first writes)."""
-        task = self.current
+        task = self.running
         if task.cow:
             self._cow_faults(task)
         self.touch(L.USER_HOT)
@@ -301,7 +314,7 @@ class Kernel:
                 self.emit(_IO, IO_DELAY_PORT, 1)
                 self.now += c.io_delay
         self.now += c.tick
-        task = self.current
+        task = self.running
         task.timeslice -= self.p.tick_ns
         if task.timeslice <= 0:          # scheduler_tick(): new slice, to the tail
             task.timeslice = self.p.timeslice_ns
@@ -325,7 +338,7 @@ class Kernel:
     # --- sleeping and waking -----------------------------------------------------------
     def block(self, waitq: list[Task]) -> None:
         """Put the current task to sleep on `waitq`; the caller must yield next."""
-        task = self.current
+        task = self.running
         task.state = SLEEPING
         waitq.append(task)
 
@@ -348,13 +361,13 @@ class Kernel:
         task.prio = p.prio(task.sleep_avg)
         task.state = RUNNING
         self.rq.push(task)
-        cur = self.current
+        cur = self.running
         if task.prio < p.prio(p.charged(cur.sleep_avg, self.now - cur.ran_at)):
             self.need_resched = True
 
     def exit(self) -> None:
         """exit_group(): tear the address space down, become a zombie, wake the parent."""
-        task = self.current
+        task = self.running
         self.emit(_SYSCALL, NR_EXIT_GROUP)
         self.touch(L.PATH_EXIT)
         for vpn in L.USER_MAPPED:
@@ -362,13 +375,14 @@ class Kernel:
             self.now += self.c.pte_write
         self.spend(self.c.exit)
         task.state = ZOMBIE
+        assert task.parent is not None   # a root task's return stops the kernel (_program)
         task.parent.zombies.append(task)
         self.wake_all(task.parent.child_wait)
 
     def wait4(self) -> Iterator[None]:
         """wait4(): sleep until a child is a zombie, then reap it."""
         self.syscall(NR_WAIT4)
-        task = self.current
+        task = self.running
         while not task.zombies:
             self.block(task.child_wait)
             yield
@@ -380,7 +394,7 @@ class Kernel:
     # --- scheduling ----------------------------------------------------------------------
     def schedule(self) -> None:
         """Switch out the current task (charging its run) and run the best runnable one."""
-        prev, p = self.current, self.p
+        prev, p = self.running, self.p
         prev.sleep_avg = p.charged(prev.sleep_avg, self.now - prev.ran_at)
         prev.prio = p.prio(prev.sleep_avg)
         if prev.state != RUNNING:
