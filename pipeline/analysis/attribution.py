@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -21,7 +22,7 @@ from pipeline.run.results import ATTRIBUTION_DIR, ATTRIBUTION_SCHEMA
 from replay.counts import ALL_COUNTS
 
 # The written schema (results.ATTRIBUTION_SCHEMA) as read back, with cpu widened like the summary's.
-SCHEMA: dict[str, pl.DataType] = {**pl.from_arrow(ATTRIBUTION_SCHEMA.empty_table()).schema, "cpu": pl.Int64}
+SCHEMA: dict[str, Any] = {**pl.DataFrame(ATTRIBUTION_SCHEMA.empty_table()).schema, "cpu": pl.Int64}
 # What each dimension groups by, and how the report names it.
 DIMENSIONS: dict[str, str] = {"kind": "event kind", "asid": "address space", "device": "I/O port / MMIO address"}
 DEVICE_KINDS = {"io": "port", "mmio": "mmio"}
@@ -48,7 +49,7 @@ def read_attribution(results: Path) -> pl.DataFrame | None:
 
 def _read_file(path: Path) -> pl.DataFrame:
     try:
-        frame = pl.from_arrow(pq.read_table(path))
+        frame = pl.DataFrame(pq.read_table(path))
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise AttributionError(f"{path}: cannot read Parquet ({str(e).splitlines()[0]})") from None
     missing = [c for c in SCHEMA if c not in frame.columns]

@@ -57,7 +57,7 @@ def inside(out: Path, path: Path) -> Path:
     return path
 
 
-def write(path: Path, write_to: Callable[[Any], None]) -> Path:
+def write(path: Path, write_to: Callable[[Any], object]) -> Path:
     """write_atomic, with a failure as one line naming the folder (cannot write: why)."""
     try:
         write_atomic(path, write_to)
