@@ -48,7 +48,7 @@ def make_file(tmp: Path, copies: int) -> Path:
     big = tmp / f"x{copies}.perf.txt"
     with open(big, "wb") as out:
         for k in range(copies):
-            out.write(TS.sub(lambda m: m[1] + str(int(m[2]) + k * step).encode() + m[3], text))
+            out.write(TS.sub(lambda m, k=k: m[1] + str(int(m[2]) + k * step).encode() + m[3], text))
     return big
 
 

@@ -297,7 +297,7 @@ class RowChecker:
         copies it out as floats with NaN)."""
         for name, column in zip(batch.schema.names, batch.columns):
             if column.null_count:
-                self._first_bad(column.is_null().to_numpy(zero_copy_only=False), lambda r: f"null in column {name!r}")
+                self._first_bad(column.is_null().to_numpy(zero_copy_only=False), lambda r, name=name: f"null in column {name!r}")
         cols = {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
         self._check_rows(cols["t_ns"], cols["cpu"], cols["kind"])
         return cols

@@ -59,5 +59,5 @@ def test_sample_files_every_event_line() -> None:
     """Every line the samples' own shape marks as an event line parses, and nothing else."""
     f = SAMPLES / "ARM-software_trappy__tests_trace_not_raw.txt"
     lines = f.read_text().splitlines()
-    expected = sum(1 for l in lines if "] " in l and ": " in l and l.startswith(" "))
-    assert sum(parse_line(l) is not None for l in lines) == expected
+    expected = sum(1 for line in lines if "] " in line and ": " in line and line.startswith(" "))
+    assert sum(parse_line(line) is not None for line in lines) == expected
