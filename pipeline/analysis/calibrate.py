@@ -7,9 +7,8 @@ is a bounded linear least squares (scipy.optimize.lsq_linear) over the costs, ea
 inside its plausible range from the profile. Residuals are relative errors, so a 0.36 s
 cell weighs as much as a 35 s one. A weak pull towards each cost's starting figure
 (PRIOR_WEIGHT, scaled by how much the cells see that cost) keeps costs the data cannot
-see where the profile put them; the SVD of the
-column-normalised design matrix says which those are, and they are reported as not
-identifiable rather than passed off as fitted.
+see where the profile put them; the SVD of the column-normalised design matrix says
+which those are, and they are reported as not identifiable rather than passed off as fitted.
 """
 from __future__ import annotations
 
