@@ -5,14 +5,15 @@ the command line, the environment or config files on their own.
 """
 from __future__ import annotations
 
+import inspect
 import shlex
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +26,7 @@ from pipeline.atomic import write_atomic
 from pipeline.run.outdir import OutError, held, remove, write
 from pipeline.config.cost_profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.config.measurements import DEFAULT_REFERENCE, load_reference
+from pipeline.generate.registry import GENERATORS, Generator
 from pipeline.reports.terminal import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
 from pipeline.run.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
 from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
@@ -392,41 +394,29 @@ def kvm_stat(
 OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")]
 
 
-@generate_app.command("lat-ctx")
-def generate_lat_ctx(
-    out: OutOpt,
-    procs: Annotated[int, typer.Option(help="Processes in the ring (lat_ctx -s 0 N).")] = 2,
-    switches: Annotated[int, typer.Option(help="Context switches to generate.")] = 20000,
-    profile: NativeProfileOpt = START_PROFILE,
-) -> None:
-    """lmbench lat_ctx: N processes pass a token round a ring of pipes."""
-    from pipeline.generate.lat_ctx import generate_lat_ctx as gen
-    _write(out, *gen(procs, switches, _profile(profile)))
+def _generate_command(generator: Generator) -> Callable[..., None]:
+    """`pipeline generate NAME`: -o/--out, the generator's options in its order, the profile."""
+    def command(out: Path, profile: Path, **options: int | bool) -> None:
+        _write(out, *generator.run(profile=_profile(profile), **options))
+
+    params = [_parameter("out", OutOpt),
+              *(_parameter(p.name, Annotated[type(p.default), typer.Option(p.option, help=p.help)], p.default)
+                for p in generator.params),
+              _parameter("profile", NativeProfileOpt, START_PROFILE)]
+    command.__signature__ = inspect.Signature(params)  # what typer reads the options from
+    return command
 
 
-@generate_app.command("hackbench")
-def generate_hackbench(
-    out: OutOpt,
-    groups: Annotated[int, typer.Option(help="Groups of 20 senders + 20 receivers.")] = 1,
-    loops: Annotated[int, typer.Option(help="Messages each sender sends to each receiver.")] = 100,
-    pipe: Annotated[bool, typer.Option("--pipe", help="Pipes instead of AF_UNIX socketpairs.")] = False,
-    profile: NativeProfileOpt = START_PROFILE,
-) -> None:
-    """hackbench (Rusty Russell, 2001): N groups exchanging 100-byte messages."""
-    from pipeline.generate.hackbench import generate_hackbench as gen
-    _write(out, *gen(groups, loops, pipe, _profile(profile)))
+def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@generate_app.command("idle")
-def generate_idle(
-    out: OutOpt,
-    hz: Annotated[int, typer.Option(help="The guest's CONFIG_HZ: timer ticks per second.")] = 1000,
-    ticks: Annotated[int, typer.Option(help="Timer ticks to generate.")] = 1000,
-    profile: NativeProfileOpt = START_PROFILE,
-) -> None:
-    """An idle guest: halts, woken by every timer tick (reports the host CPU it costs)."""
-    from pipeline.generate.idle import generate_idle as gen
-    _write(out, *gen(ticks, hz, _profile(profile)))
+def _add_generate_commands() -> None:
+    for generator in GENERATORS:
+        generate_app.command(generator.name, help=generator.summary)(_generate_command(generator))
+
+
+_add_generate_commands()
 
 
 def _profile(path: Path):

@@ -10,8 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from pipeline.cli import app
 from pipeline.config.errors import ConfigError
 from pipeline.generate import generate_hackbench, generate_lat_ctx
 from pipeline.generate.hackbench import HackbenchRun, simulate_hackbench
@@ -20,6 +24,7 @@ from pipeline.generate.ipc import Buffers, Pipe, UnixStream
 from pipeline.generate.simulated_kernel import RUNNING, SLEEPING, Kernel, RunQueue, SchedPolicy
 from pipeline.generate.lat_ctx import simulate_lat_ctx
 from pipeline.generate.native import NativeCosts
+from pipeline.generate.registry import GENERATORS, Generator
 from pipeline.config.cost_profile import START_PROFILE, load_profile
 from pipeline.tracefile.format import validate, write_trace
 from replay.kinds import Kind
@@ -263,3 +268,25 @@ def test_missing_native_cost_is_a_config_error() -> None:
     del native["switch_ns"]
     with pytest.raises(ConfigError, match="native.switch_ns"):
         NativeCosts.from_profile(replace(profile, native=native))
+
+
+# --- the command line, built from the table of generators -------------------------------
+SMALL = {"lat-ctx": {"procs": 3, "switches": 50}, "hackbench": {"groups": 1, "loops": 2, "pipe": True},
+         "idle": {"hz": 100, "ticks": 5}}
+
+
+@pytest.mark.parametrize("generator", GENERATORS, ids=lambda g: g.name)
+def test_generate_command_is_its_table_entry(generator: Generator, tmp_path: Path) -> None:
+    command = typer.main.get_command(app).commands["generate"].commands[generator.name]
+    options = {p.name: p for p in command.params}
+    assert list(options) == ["out", *(p.name for p in generator.params), "profile"]
+    for p in generator.params:
+        assert (options[p.name].opts, options[p.name].default, options[p.name].help) == ([p.option], p.default, p.help)
+    assert command.help == generator.summary
+    values = SMALL[generator.name]
+    args = [a for name, v in values.items() for a in ((f"--{name}",) if v is True else (f"--{name}", str(v)))]
+    r = CliRunner().invoke(app, ["generate", generator.name, "-o", str(tmp_path / "cli.parquet"), *args])
+    assert r.exit_code == 0, r.output
+    write_trace(tmp_path / "direct.parquet", *generator.run(profile=load_profile(START_PROFILE), **values))
+    assert pq.read_table(tmp_path / "cli.parquet").equals(pq.read_table(tmp_path / "direct.parquet"))
+    assert pq.read_metadata(tmp_path / "cli.parquet").metadata == pq.read_metadata(tmp_path / "direct.parquet").metadata
