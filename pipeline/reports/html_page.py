@@ -1,17 +1,21 @@
 """The HTML report: one self-contained file (plotly.js inlined once) that opens offline.
 
 It draws the same numbers as the terminal report, from the same summary columns and
-report.py helpers: per workload the modelled time by mode beside the reference's
+terminal.py helpers: per workload the modelled time by mode beside the reference's
 measurements, where the time goes by cost category, the top cost sources; across
 workloads the per-op latency, the sweeps and the calibration cells. Every figure names
-the cost profile that priced it and says what is modelled.
+the cost profile that priced it and says what is modelled. The page is the SECTIONS in
+order, each workload's section the WORKLOAD_FIGURES: adding a figure is adding a function
+to one of them (their docstrings say how).
 """
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -34,6 +38,7 @@ PALETTES = {"mode": qualitative.D3, "part": ["#b9b9b9", *qualitative.Set2[:7], *
             "source": qualitative.Alphabet, "line": qualitative.Dark24}
 MODELLED = "native = the trace's own time (generated or recorded); every other mode is modelled: native + Σ count × unit cost"
 FIG_HEIGHT = 430
+NO_CALIBRATION = '<p class="note">No reference cell matches a replayed (workload, mode) in these results.</p>'
 
 
 @dataclass(frozen=True)
@@ -54,20 +59,9 @@ def write_report(path: Path, inputs: ReportInputs) -> None:
 
 
 def render(inputs: ReportInputs) -> str:
-    """The whole page as one string."""
-    summary = inputs.summary
-    ok = summary.filter(pl.col("status") == "ok")
-    page = _Page(mode_order(summary), profile_names(summary))
-    sections = [_overview(page, summary)]
-    for trace, _, headline, _ in trace_rows(summary):
-        if headline is not None:
-            sections.append(_workload(page, inputs, trace, ok.filter(pl.col("trace") == trace).sort("mode_rank")))
-    sections += [_sweep(page, s) for s in inputs.sweeps]
-    sections.append(_calibration(page, inputs.calibration))
-    bad = failures(summary)
-    if bad:
-        sections.append(Section("failures", "Failed traces", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in bad) + "</ul>"))
-    return _document(inputs.name, page, sections)
+    """The whole page as one string: the SECTIONS in order."""
+    page = _Page(mode_order(inputs.summary), profile_names(inputs.summary))
+    return _document(inputs.name, page, [section for make in SECTIONS for section in make(page, inputs)])
 
 
 @dataclass(frozen=True)
@@ -107,10 +101,18 @@ class _Page:
         return f'<div class="figure">{div}</div>'
 
 
-def _overview(page: _Page, summary: pl.DataFrame) -> Section:
-    table = _table(["workload (unit)", *page.modes], seed_rows(summary),
+class Workload(NamedTuple):
+    """What a figure of a workload's section draws: its trace, its label, its rows in mode order."""
+
+    trace: str
+    name: str
+    rows: pl.DataFrame
+
+
+def _overview(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
+    table = _table(["workload (unit)", *page.modes], seed_rows(inputs.summary),
                    f"Modelled time by mode (×native) · cost profile {page.profile}. {MODELLED}.")
-    return Section("overview", "Overview", table + _per_op_figure(page, summary))
+    yield Section("overview", "Overview", table + _per_op_figure(page, inputs.summary))
 
 
 def _per_op_figure(page: _Page, summary: pl.DataFrame) -> str:
@@ -138,15 +140,19 @@ def _log_range(values: list[float]) -> list[float]:
     return [math.log10(min(positive)) - 0.5, math.log10(max(positive)) + 0.15] if positive else [0, 1]
 
 
-def _workload(page: _Page, inputs: ReportInputs, trace: str, rows: pl.DataFrame) -> Section:
-    first = rows.row(0, named=True)
-    name = trace_label(first["workload"], trace)
-    parts = [_time_figure(page, inputs.reference, name, rows), _category_figure(page, name, rows),
-             _attribution(page, inputs.attribution, inputs.summary, trace, name, rows)]
-    return Section(f"trace-{trace}", name, "".join(parts))
+def _workloads(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
+    """A section per workload with a headline, made of the WORKLOAD_FIGURES in order."""
+    ok = inputs.summary.filter(pl.col("status") == "ok")
+    for trace, _, headline, _ in trace_rows(inputs.summary):
+        if headline is not None:
+            rows = ok.filter(pl.col("trace") == trace).sort("mode_rank")
+            workload = Workload(trace, trace_label(rows["workload"][0], trace), rows)
+            yield Section(f"trace-{trace}", workload.name,
+                          "".join(figure(page, inputs, workload) for figure in WORKLOAD_FIGURES))
 
 
-def _time_figure(page: _Page, reference: Reference | None, name: str, rows: pl.DataFrame) -> str:
+def _time_figure(page: _Page, inputs: ReportInputs, workload: Workload) -> str:
+    reference, name, rows = inputs.reference, workload.name, workload.rows
     first = rows.row(0, named=True)
     _, label = display_scale(first)
     modes, values = rows["mode"].to_list(), [headline_value(r) for r in rows.iter_rows(named=True)]
@@ -169,7 +175,8 @@ def _time_figure(page: _Page, reference: Reference | None, name: str, rows: pl.D
                        f"bars modelled, cost profile {page.profile}{source}")
 
 
-def _category_figure(page: _Page, name: str, rows: pl.DataFrame) -> str:
+def _category_figure(page: _Page, inputs: ReportInputs, workload: Workload) -> str:
+    name, rows = workload.name, workload.rows
     first = rows.row(0, named=True)
     scale, label = display_scale(first)
     modes = rows["mode"].to_list()
@@ -189,8 +196,8 @@ def _category_figure(page: _Page, name: str, rows: pl.DataFrame) -> str:
                        "native = trace time; below zero = time saved")
 
 
-def _attribution(page: _Page, attribution: Attribution | None, summary: pl.DataFrame, trace: str, name: str,
-                 rows: pl.DataFrame) -> str:
+def _attribution(page: _Page, inputs: ReportInputs, workload: Workload) -> str:
+    attribution, trace, name, rows = inputs.attribution, *workload
     if attribution is None:
         return ""
     if attribution.top is None:
@@ -203,7 +210,7 @@ def _attribution(page: _Page, attribution: Attribution | None, summary: pl.DataF
             parts.append(f"<p>No modelled cost is attributed to any {DIMENSIONS[dimension]} in {html.escape(name)}.</p>")
             continue
         parts.append(_top_figure(page, attribution.profile, name, mine, rows, dimension))
-        label, modes, grid = top_grid(ranked, summary, trace)
+        label, modes, grid = top_grid(ranked, inputs.summary, trace)
         caption = f"{name}: top cost sources by {DIMENSIONS[dimension]}, {label}, cost profile {attribution.profile}. {TOP_CAPTION}"
         parts.append(f"<details><summary>Top sources by {DIMENSIONS[dimension]}: table</summary>"
                      f"{_table(['#', *modes], grid, caption)}</details>")
@@ -230,6 +237,11 @@ def _top_figure(page: _Page, profile: str, name: str, mine: pl.DataFrame, rows: 
                        f"modelled (count × unit cost), cost profile {profile}; other = the remaining sources; "
                        f"times ({label}) in the hover and the table",
                        height=max(320, 130 + 45 * len(modes), 170 + 22 * len(sources)))
+
+
+def _sweeps(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
+    for sweep in inputs.sweeps:
+        yield _sweep(page, sweep)
 
 
 def _sweep(page: _Page, sweep: Sweep) -> Section:
@@ -260,10 +272,12 @@ def _sweep(page: _Page, sweep: Sweep) -> Section:
     return Section(f"sweep-{'-'.join(keys)}", f"Sweep of {mode} over {', '.join(keys)}", figure)
 
 
-def _calibration(page: _Page, calibration: Calibration | None) -> Section:
-    if calibration is None:
-        return Section("calibration", "Calibration", '<p class="note">No reference cell matches a replayed '
-                       "(workload, mode) in these results.</p>")
+def _calibration(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
+    cells = NO_CALIBRATION if inputs.calibration is None else _calibration_cells(page, inputs.calibration)
+    yield Section("calibration", "Calibration", cells)
+
+
+def _calibration_cells(page: _Page, calibration: Calibration) -> str:
     cells = calibration.cells
     rows = [[r["workload"], r["mode"], r["unit"].replace("us", "µs"), f"{r['measured']:.4g}", f"{r['predicted']:.4g}",
              f"{r['error_pct']:+.1f}%", r["role"]] for r in cells.iter_rows(named=True)]
@@ -281,7 +295,32 @@ def _calibration(page: _Page, calibration: Calibration | None) -> Section:
     fig.update_xaxes(title_text="workload")
     figure = page.figure(fig, "Calibration: modelled vs measured, error per reference cell",
                          f"modelled with cost profile {calibration.profile}; measured: the reference (table below)")
-    return Section("calibration", "Calibration", figure + table)
+    return figure + table
+
+
+def _failed(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
+    bad = failures(inputs.summary)
+    if bad:
+        yield Section("failures", "Failed traces", "<ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in bad) + "</ul>")
+
+
+SECTIONS: tuple[Callable[[_Page, ReportInputs], Iterable[Section]], ...] = (
+    _overview, _workloads, _sweeps, _calibration, _failed)
+"""The page's sections, in this order; adding one is adding a function here.
+
+Each is called as `make(page, inputs)` and yields the sections it adds (none, one, or
+one per sweep, …): `page` numbers the figures (page.figure turns a plotly figure into
+HTML, titled, with the cost profile in its subtitle) and keeps every colour fixed across
+the page (page.colour), `inputs` is everything the report read. The nav bar lists every
+section. The simplest to copy: `_failed`."""
+
+WORKLOAD_FIGURES: tuple[Callable[[_Page, ReportInputs, Workload], str], ...] = (
+    _time_figure, _category_figure, _attribution)
+"""What each workload's section shows, in this order; adding a figure is adding a function here.
+
+Each is called as `figure(page, inputs, workload)` (see SECTIONS for page and inputs;
+`workload` is the trace's rows with status ok, in mode order) and returns its HTML
+(usually one page.figure, "" for nothing). The simplest to copy: `_category_figure`."""
 
 
 def _table(header: list[str], rows: list[list[str]], caption: str, error_column: int | None = None) -> str:

@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.reports import html_page
+from pipeline.run.results import read_summary
 from tests.pipeline.conftest import QUICK_TRACE
 from tests.pipeline.tracefiles import SEED_MODES
 
@@ -92,6 +94,24 @@ def test_page_without_attribution_and_with_a_calibration_file(quick_results: Pat
     assert "cost profile myfit-profile" in doc
     r = runner.invoke(app, ["report", str(bare), "--html", str(page), "--sweep", str(tmp_path)])
     assert r.exit_code == 2 and "sweep.parquet" in r.output
+
+
+def test_the_page_is_its_registries(quick_results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function added to SECTIONS or WORKLOAD_FIGURES is drawn where its place in the list says."""
+    def marker(page: html_page._Page, inputs: html_page.ReportInputs, workload: html_page.Workload) -> str:
+        return f'<p class="marker">{workload.trace}: {len(workload.rows)} modes</p>'
+
+    def appendix(page: html_page._Page, inputs: html_page.ReportInputs):
+        yield html_page.Section("appendix", "Appendix", f"<p>{inputs.name}</p>")
+
+    monkeypatch.setattr(html_page, "WORKLOAD_FIGURES", (marker, *html_page.WORKLOAD_FIGURES))
+    monkeypatch.setattr(html_page, "SECTIONS", (*html_page.SECTIONS, appendix))
+    doc = html_page.render(html_page.ReportInputs("mine", read_summary(quick_results)))
+    anchors = re.findall(r'<section id="([^"]+)">', doc)
+    assert anchors == ["overview", "trace-lat-ctx-2-small", "calibration", "appendix"]
+    workload = doc.split('<section id="trace-lat-ctx-2-small">')[1].split("</section>")[0]
+    assert workload.index('<p class="marker">lat-ctx-2-small: 9 modes</p>') < workload.index('<div class="figure">')
+    assert '<a href="#appendix">Appendix</a>' in doc and "<p>mine</p></section>" in doc
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian package `chromium`; .ci/run installs it)")
