@@ -1,17 +1,5 @@
-"""The trace generators, in one table: each entry becomes `pipeline generate NAME` (the
-command line is built from it in pipeline/cli.py), so adding a benchmark is writing its
-module and adding one Generator to GENERATORS.
-
-The contract of an entry:
-- `run(profile=..., **options)` is called with the hardware profile whose [native] table
-  times the events (pipeline/generate/native.py) and one keyword per Param, and returns
-  the trace's columns and TraceMeta, as pipeline.tracefile.format.write_trace takes them;
-- each Param becomes the option `--NAME` (underscores as dashes) with that default and
-  help; an int default makes an integer option, False a flag (`--pipe`, no `--no-pipe`);
-- `summary` says what the trace is of: it is the command's help;
-- the command adds `-o/--out` (the trace file) and the profile option itself.
-
-The simplest entry to copy is `idle`.
+"""The trace generators, in one table (GENERATORS): each entry becomes `pipeline generate
+NAME`, the command line being built from it in pipeline/cli.py.
 """
 from __future__ import annotations
 
@@ -62,3 +50,14 @@ GENERATORS: tuple[Generator, ...] = (
               (Param("hz", 1000, "The guest's CONFIG_HZ: timer ticks per second."),
                Param("ticks", 1000, "Timer ticks to generate."))),
 )
+"""The generators; adding a benchmark is writing its module and adding one entry here.
+
+- `run(profile=..., **options)` is called with the hardware profile whose [native] table
+  times the events (pipeline/generate/native.py) and one keyword per Param, and returns
+  the trace's columns and TraceMeta, as pipeline.tracefile.format.write_trace takes them;
+- each Param becomes the option `--NAME` (underscores as dashes) with that default and
+  help: an int default makes an integer option, False a flag (`--pipe`, no `--no-pipe`);
+- `summary` says what the trace is of: it is the command's help;
+- the command adds `-o/--out` (the trace file) and the profile option itself.
+
+The simplest entry to copy: `idle`."""
