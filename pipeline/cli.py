@@ -5,6 +5,7 @@ the command line, the environment or config files on their own.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import shlex
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NamedTuple, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -43,14 +44,65 @@ out_console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
-WorkersOpt = Annotated[int, typer.Option(min=1, help="Worker processes of the local Dask cluster.")]
-AddressOpt = Annotated[Optional[str], typer.Option(help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).")]
-SchedulerFileOpt = Annotated[Optional[Path], typer.Option(help="Use the Dask scheduler described in this file.")]
-TlsCaOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: CA certificate (PEM) that signed the cluster's certificates.")]
-TlsCertOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: this client's certificate (PEM).")]
-TlsKeyOpt = Annotated[Optional[Path], typer.Option(help="TLS scheduler: this client's private key (PEM), unless it is in --tls-cert.")]
 NativeProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware profile whose [native] table times the events.")]
 ModesDirOpt = Annotated[Optional[list[Path]], typer.Option("--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
+
+
+CLUSTER_PANEL = "Cluster (Dask) and chunking"
+
+
+class ClusterOptions(NamedTuple):
+    """The options of `replay` and `sweep` that say where the replay runs and in how many
+    pieces, declared once here: `cluster_options` gives them to a command as this record."""
+
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes of the local Dask cluster.",
+                                         rich_help_panel=CLUSTER_PANEL)] = 2
+    scheduler_address: Annotated[Optional[str], typer.Option(
+        help="Use this Dask scheduler (else $DASK_SCHEDULER_ADDRESS).", rich_help_panel=CLUSTER_PANEL)] = None
+    scheduler_file: Annotated[Optional[Path], typer.Option(
+        help="Use the Dask scheduler described in this file.", rich_help_panel=CLUSTER_PANEL)] = None
+    tls_ca_file: Annotated[Optional[Path], typer.Option(
+        help="TLS scheduler: CA certificate (PEM) that signed the cluster's certificates.", rich_help_panel=CLUSTER_PANEL)] = None
+    tls_cert: Annotated[Optional[Path], typer.Option(
+        help="TLS scheduler: this client's certificate (PEM).", rich_help_panel=CLUSTER_PANEL)] = None
+    tls_key: Annotated[Optional[Path], typer.Option(
+        help="TLS scheduler: this client's private key (PEM), unless it is in --tls-cert.", rich_help_panel=CLUSTER_PANEL)] = None
+    chunk_events: Annotated[Optional[int], typer.Option(
+        min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay.",
+        rich_help_panel=CLUSTER_PANEL)] = None
+    warmup_events: Annotated[Optional[int], typer.Option(
+        min=0, help="Warm-up events before each chunk (default: one chunk); too few only costs a re-run.",
+        rich_help_panel=CLUSTER_PANEL)] = None
+
+    def spec(self) -> ClusterSpec:
+        """Where to run; TLS options that do not go together, or name a missing file, fail here."""
+        return ClusterSpec(self.workers, self.scheduler_address, _opt(self.scheduler_file),
+                           _tls(self.tls_ca_file, self.tls_cert, self.tls_key))
+
+    @property
+    def chunking(self) -> Chunking:
+        return Chunking(self.chunk_events, self.warmup_events)
+
+
+def cluster_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command`, which takes `cluster: ClusterOptions`, with the record's fields as its last
+    options instead: typer reads a command's options from its signature."""
+    hints = get_type_hints(ClusterOptions, include_extras=True)
+    shared = [_parameter(name, hints[name], default) for name, default in ClusterOptions._field_defaults.items()]
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "cluster"]
+
+    @functools.wraps(command)
+    def with_cluster_options(**values: Any) -> None:
+        cluster = ClusterOptions(**{name: values.pop(name) for name in ClusterOptions._fields})
+        command(**values, cluster=cluster)
+
+    with_cluster_options.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    return with_cluster_options
+
+
+def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 def _report_error(line: str) -> None:
@@ -63,20 +115,14 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 @app.command()
+@cluster_options
 def replay(
     paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (every *.parquet below).")],
     modes: Annotated[str, typer.Option(help="'all' or a comma-separated list of mode names.")] = "all",
     out: Annotated[Path, typer.Option(help="Results folder (hive-partitioned counts + summary.parquet).")] = Path("results"),
     profile: ProfileOpt = DEFAULT_PROFILE,
-    workers: WorkersOpt = 2,
-    scheduler_address: AddressOpt = None,
-    scheduler_file: SchedulerFileOpt = None,
     modes_dir: ModesDirOpt = None,
-    tls_ca_file: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
-    chunk_events: Annotated[Optional[int], typer.Option(min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay.")] = None,
-    warmup_events: Annotated[Optional[int], typer.Option(min=0, help="Warm-up events before each chunk (default: one chunk); too few only costs a re-run.")] = None,
+    *, cluster: ClusterOptions,
 ) -> None:
     """Replay every trace under every mode on Dask; write counts and summary.parquet under --out.
 
@@ -86,10 +132,10 @@ def replay(
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
-    spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
+    spec = cluster.spec()
     traces = _traces(paths, out)
     with _holding(out):
-        summary, failed = _replay(traces, chosen, out, cost_profile, spec, Chunking(chunk_events, warmup_events))
+        summary, failed = _replay(traces, chosen, out, cost_profile, spec, cluster.chunking)
     out_console.print(seed_table(summary))
     out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
@@ -121,7 +167,7 @@ def _holding(out: Path) -> Iterator[None]:
 
 
 def _replay(traces: list[TraceFile], modes: list, out: Path, cost_profile, spec: ClusterSpec,
-            chunking: Chunking = Chunking()) -> tuple:
+            chunking: Chunking) -> tuple:
     """Replay `traces` under `modes`, write and return the summary (and failures)."""
     try:
         output = run(traces, modes, out, spec, report=_report_error, note=err_console.print, chunking=chunking)
@@ -261,6 +307,7 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
 
 
 @app.command()
+@cluster_options
 def sweep(
     paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")],
     set_: Annotated[list[str], typer.Option("--set", help="FIELD=v1,v2,… (repeatable): a grid over mode fields.")],
@@ -268,13 +315,8 @@ def sweep(
     mode: Annotated[str, typer.Option(help="The mode to vary.")] = "kvm-paravirt",
     baseline: Annotated[str, typer.Option(help="Mode each point's gain is measured against (same settings, less the paravirt guest's).")] = "kvm-trunk",
     profile: ProfileOpt = DEFAULT_PROFILE,
-    workers: WorkersOpt = 2,
-    scheduler_address: AddressOpt = None,
-    scheduler_file: SchedulerFileOpt = None,
     modes_dir: ModesDirOpt = None,
-    tls_ca_file: TlsCaOpt = None,
-    tls_cert: TlsCertOpt = None,
-    tls_key: TlsKeyOpt = None,
+    *, cluster: ClusterOptions,
 ) -> None:
     """Re-replay traces under a grid of mode settings; print each point's time and gain."""
     try:
@@ -284,11 +326,11 @@ def sweep(
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
-    spec = ClusterSpec(workers, scheduler_address, _opt(scheduler_file), _tls(tls_ca_file, tls_cert, tls_key))
+    spec = cluster.spec()
     traces = _traces(paths, out)
     with _holding(out):
         remove(out / "sweep.parquet")  # like the summary, never left describing shards that are gone
-        summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec)
+        summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec, cluster.chunking)
         table = sw.gains(summary, grid_points)
         write(out / "sweep.parquet", table.write_parquet)
     out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
@@ -405,10 +447,6 @@ def _generate_command(generator: Generator) -> Callable[..., None]:
               _parameter("profile", NativeProfileOpt, START_PROFILE)]
     command.__signature__ = inspect.Signature(params)  # what typer reads the options from
     return command
-
-
-def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
 def _add_generate_commands() -> None:

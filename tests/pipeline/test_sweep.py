@@ -34,6 +34,19 @@ def test_cache_size_sweep_hit_rates(traces_dir: Path, tmp_path: Path) -> None:
     assert (table["gain"] > 1).all()  # paravirt also drops the port-0x80 writes
 
 
+def test_chunked_sweep_gives_the_same_sweep(traces_dir: Path, tmp_path: Path) -> None:
+    grid = ["--set", "cr3_cache_size=0,5", "--set", "shadow_pool_pages=4,2048", "--workers", "2"]
+    plain, chunked = tmp_path / "plain", tmp_path / "chunked"
+    r = runner.invoke(app, ["sweep", str(traces_dir / "rr5.parquet"), *grid, "--out", str(plain)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["sweep", str(traces_dir / "rr5.parquet"), *grid, "--out", str(chunked),
+                            "--chunk-events", "100", "--warmup-events", "20"])
+    assert r.exit_code == 0, r.output
+    assert "chunked: 24 chunks of 6 shards" in " ".join(r.output.split())  # 350 events: 4 chunks x 6 modes
+    assert pl.read_parquet(chunked / "sweep.parquet").equals(pl.read_parquet(plain / "sweep.parquet"))
+    assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))
+
+
 def test_sweep_rejects_unknown_fields_and_bad_values() -> None:
     for bad, words in (["colour=1"], "not a sweepable"), (["cr3_cache_size=a"], "integers"):
         try:
