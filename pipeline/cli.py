@@ -5,6 +5,7 @@ the command line, the environment or config files on their own.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import shlex
@@ -16,9 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, get_type_hints
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
+from pipeline.config import CONFIGS
 from pipeline.config.errors import ConfigError
 from pipeline.config.modes import load_modes, select_modes
 from pipeline.analysis import calibrate as cal
@@ -35,6 +39,32 @@ from pipeline.run.shards import TraceFile, find_traces
 from pipeline.text import markup_safe, printable
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
+def _in_repo(path: Path) -> str:
+    """A default path as the help shows it: from the repository's root (the absolute path
+    is long, and cut to fit the terminal)."""
+    return str(path.relative_to(CONFIGS.parent))
+
+
+class RenamedOptions(TyperCommand):
+    """A command with renamed options: such an option is declared with its name first and
+    its old spelling after (`typer.Option("--start-profile", "--profile")`); both work,
+    the help shows the first long name only."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        shown = copy.copy(self)
+        shown.params = [_first_long_name(p) for p in self.params]
+        TyperCommand.format_help(shown, ctx, formatter)
+
+
+def _first_long_name(param: click.Parameter) -> click.Parameter:
+    old = [o for o in param.opts if o.startswith("--")][1:]
+    if not old:
+        return param
+    shown = copy.copy(param)
+    shown.opts = [o for o in param.opts if o not in old]
+    return shown
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="hvreplay: replay guest traces through hypervisor models and price each mode.")
 generate_app = typer.Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
@@ -43,8 +73,9 @@ app.add_typer(generate_app, name="generate")
 out_console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
-ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).")]
-NativeProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware profile whose [native] table times the events.")]
+ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).", show_default=_in_repo(DEFAULT_PROFILE))]
+NativeProfileOpt = Annotated[Path, typer.Option("--native-profile", "--profile", show_default=_in_repo(START_PROFILE),
+                                                help="Hardware profile whose \\[native] table times the events.")]
 ModesDirOpt = Annotated[Optional[list[Path]], typer.Option("--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
 
 
@@ -207,7 +238,8 @@ def report(
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (figures, attribution with --top N sources, default 5, calibration) here.")] = None,
     sweep: Annotated[Optional[list[Path]], typer.Option(help="A `pipeline sweep --out` folder to plot in the HTML report (repeatable).")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Cells of a fit (`pipeline calibrate` writes FIT.cells.parquet) for the HTML report; default: the reference beside these results.")] = None,
-    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML) overlaid in the HTML report.")] = DEFAULT_REFERENCE,
+    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML) overlaid in the HTML report.",
+                                            show_default=_in_repo(DEFAULT_REFERENCE))] = DEFAULT_REFERENCE,
     profile: Annotated[Optional[Path], typer.Option(help="Cost profile to price attribution with; default: the one named in the summary, from configs/hardware.")] = None,
 ) -> None:
     """Print the seed-shaped table (or the cost breakdown, or the top cost sources) from a results folder."""
@@ -338,19 +370,20 @@ def sweep(
     _exit_if_failed(failed)
 
 
-@app.command()
+@app.command(cls=RenamedOptions)
 def calibrate(
     results: Annotated[Path, typer.Argument(help="A results folder (or its summary.parquet) with every mode replayed.")],
     out: Annotated[Path, typer.Option(help="Fitted profile to write (.toml); tables go beside it as .cells/.costs.parquet.")],
     fit: Annotated[str, typer.Option(help="Workloads whose reference cells the costs are fitted to (comma-separated).")] = "lat-ctx-2,hackbench-1",
-    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML).")] = DEFAULT_REFERENCE,
-    profile: Annotated[Path, typer.Option(help="Profile to start from: figures, ranges, sources.")] = START_PROFILE,
+    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML).", show_default=_in_repo(DEFAULT_REFERENCE))] = DEFAULT_REFERENCE,
+    start_profile: Annotated[Path, typer.Option("--start-profile", "--profile", help="Profile to start from: figures, ranges, sources.",
+                                                show_default=_in_repo(START_PROFILE))] = START_PROFILE,
     leave_one_out: Annotated[bool, typer.Option("--leave-one-out", help="Also fit without each workload in turn and predict it.")] = False,
 ) -> None:
     """Fit unit costs to reference measurements (bounded least squares on the counts in RESULTS)."""
     fit_on = [w.strip() for w in fit.split(",") if w.strip()]
     try:
-        start, ref, summary = load_profile(profile), load_reference(reference), read_summary(results)
+        start, ref, summary = load_profile(start_profile), load_reference(reference), read_summary(results)
         rows = cal.design(summary, ref, start)
         costs, predictions = cal.calibrate(rows, start, fit_on)
     except (ConfigError, FileNotFoundError, cal.CalibrationError) as e:
@@ -438,20 +471,20 @@ OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (
 
 def _generate_command(generator: Generator) -> Callable[..., None]:
     """`pipeline generate NAME`: -o/--out, the generator's options in its order, the profile."""
-    def command(out: Path, profile: Path, **options: int | bool) -> None:
-        _write(out, *generator.run(profile=_profile(profile), **options))
+    def command(out: Path, native_profile: Path, **options: int | bool) -> None:
+        _write(out, *generator.run(profile=_profile(native_profile), **options))
 
     params = [_parameter("out", OutOpt),
               *(_parameter(p.name, Annotated[type(p.default), typer.Option(p.option, help=p.help)], p.default)
                 for p in generator.params),
-              _parameter("profile", NativeProfileOpt, START_PROFILE)]
+              _parameter("native_profile", NativeProfileOpt, START_PROFILE)]
     command.__signature__ = inspect.Signature(params)  # what typer reads the options from
     return command
 
 
 def _add_generate_commands() -> None:
     for generator in GENERATORS:
-        generate_app.command(generator.name, help=generator.summary)(_generate_command(generator))
+        generate_app.command(generator.name, help=generator.summary, cls=RenamedOptions)(_generate_command(generator))
 
 
 _add_generate_commands()

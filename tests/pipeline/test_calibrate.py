@@ -1,6 +1,7 @@
 """Calibration recovers known unit costs from results priced with them."""
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,25 @@ def test_fit_naming_a_workload_without_cells_is_one_line(replayed: Path) -> None
                                  "--out", str(replayed / "x.toml")])
     assert result.exit_code == 2
     assert "reference cell" in result.output or "no reference cell" in result.output
+
+
+def renamed_profile(path: Path, name: str) -> Path:
+    """The shipped starting profile under another name."""
+    path.write_text(START_PROFILE.read_text().replace('name = "core2-2007"', f'name = "{name}"', 1))
+    return path
+
+
+@pytest.mark.parametrize("option", ["--start-profile", "--profile"])  # the new name and the old spelling
+def test_start_profile_option_and_its_old_spelling(option: str, quick_results: Path, tmp_path: Path) -> None:
+    start = renamed_profile(tmp_path / "mine.toml", "my-start")
+    out = tmp_path / "fit.toml"
+    result = runner.invoke(app, ["calibrate", str(quick_results), "--fit", "lat-ctx-2", "--out", str(out), option, str(start)])
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(out.read_text())["fit"]["started_from"] == "my-start"
+
+
+def test_calibrate_help_names_the_start_profile_option() -> None:
+    result = runner.invoke(app, ["calibrate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--start-profile" in result.output and "--profile" not in result.output
+    assert "[default: (configs/hardware/core2-2007.toml)]" in result.output  # from the repository, not cut

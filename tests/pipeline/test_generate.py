@@ -279,7 +279,7 @@ SMALL = {"lat-ctx": {"procs": 3, "switches": 50}, "hackbench": {"groups": 1, "lo
 def test_generate_command_is_its_table_entry(generator: Generator, tmp_path: Path) -> None:
     command = typer.main.get_command(app).commands["generate"].commands[generator.name]
     options = {p.name: p for p in command.params}
-    assert list(options) == ["out", *(p.name for p in generator.params), "profile"]
+    assert list(options) == ["out", *(p.name for p in generator.params), "native_profile"]
     for p in generator.params:
         assert (options[p.name].opts, options[p.name].default, options[p.name].help) == ([p.option], p.default, p.help)
     assert command.help == generator.summary
@@ -290,3 +290,21 @@ def test_generate_command_is_its_table_entry(generator: Generator, tmp_path: Pat
     write_trace(tmp_path / "direct.parquet", *generator.run(profile=load_profile(START_PROFILE), **values))
     assert pq.read_table(tmp_path / "cli.parquet").equals(pq.read_table(tmp_path / "direct.parquet"))
     assert pq.read_metadata(tmp_path / "cli.parquet").metadata == pq.read_metadata(tmp_path / "direct.parquet").metadata
+
+
+@pytest.mark.parametrize("option", ["--native-profile", "--profile"])  # the new name and the old spelling
+def test_native_profile_option_and_its_old_spelling(option: str, tmp_path: Path) -> None:
+    mine = tmp_path / "mine.toml"
+    mine.write_text(START_PROFILE.read_text().replace('name = "core2-2007"', 'name = "my-natives"', 1))
+    out = tmp_path / "idle.parquet"
+    r = CliRunner().invoke(app, ["generate", "idle", "--ticks", "5", "-o", str(out), option, str(mine)])
+    assert r.exit_code == 0, r.output
+    assert validate(out).source["profile"] == "my-natives"
+
+
+@pytest.mark.parametrize("generator", GENERATORS, ids=lambda g: g.name)
+def test_generate_help_names_the_native_profile_option(generator: Generator) -> None:
+    r = CliRunner().invoke(app, ["generate", generator.name, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    assert "--native-profile" in r.output and "--profile" not in r.output
+    assert "whose [native] table" in r.output and "[default: (configs/hardware/core2-2007.toml)]" in r.output

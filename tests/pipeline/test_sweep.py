@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import typer
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli import ClusterOptions, app
 from pipeline.config.modes import load_modes
 from pipeline.analysis.sweep import parse_sets, points
 
@@ -62,3 +63,12 @@ def test_baseline_keeps_its_own_guest() -> None:
     grid = points(modes["kvm-paravirt"], modes["kvm-trunk"], parse_sets(["cr3_cache_size=8"]))
     assert grid[0].variant.cr3_cache_size == 8
     assert grid[0].baseline.cr3_cache_size == 0 and grid[0].baseline.name == "kvm-trunk"
+
+
+def test_replay_and_sweep_share_the_cluster_options() -> None:
+    commands = typer.main.get_command(app).commands
+    shared = {name: [(p.opts, p.default, p.help) for p in commands[name].params if p.name in ClusterOptions._fields]
+              for name in ("replay", "sweep")}
+    assert shared["replay"] == shared["sweep"] and len(shared["sweep"]) == len(ClusterOptions._fields) == 8
+    r = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
+    assert "--chunk-events" in r.output and "[default: (configs/hardware/core2-2007-fitted.toml)]" in r.output
