@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Optional, get_type_hints
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperCommand
@@ -39,6 +38,15 @@ from pipeline.run.shards import TraceFile, find_traces
 from pipeline.text import markup_safe, printable
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="hvreplay: replay guest traces through hypervisor models and price each mode.")
+generate_app = typer.Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
+app.add_typer(generate_app, name="generate")
+# Piped output gets room for every mode column instead of rich's 80-column fallback.
+out_console = Console(width=None if sys.stdout.isatty() else 240)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
+
+
 def _in_repo(path: Path) -> str:
     """A default path as the help shows it: from the repository's root (the absolute path
     is long, and cut to fit the terminal)."""
@@ -50,13 +58,15 @@ class RenamedOptions(TyperCommand):
     its old spelling after (`typer.Option("--start-profile", "--profile")`); both work,
     the help shows the first long name only."""
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    # Any: recent typer passes its own vendored click's Context and HelpFormatter, older typer click's.
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         shown = copy.copy(self)
         shown.params = [_first_long_name(p) for p in self.params]
         TyperCommand.format_help(shown, ctx, formatter)
 
 
-def _first_long_name(param: click.Parameter) -> click.Parameter:
+def _first_long_name(param: Any) -> Any:
+    """`param` (a click parameter) as the help shows it: without the long names after its first."""
     old = [o for o in param.opts if o.startswith("--")][1:]
     if not old:
         return param
@@ -65,20 +75,11 @@ def _first_long_name(param: click.Parameter) -> click.Parameter:
     return shown
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="hvreplay: replay guest traces through hypervisor models and price each mode.")
-generate_app = typer.Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
-app.add_typer(generate_app, name="generate")
-# Piped output gets room for every mode column instead of rich's 80-column fallback.
-out_console = Console(width=None if sys.stdout.isatty() else 240)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
-
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).", show_default=_in_repo(DEFAULT_PROFILE))]
 NativeProfileOpt = Annotated[Path, typer.Option("--native-profile", "--profile", show_default=_in_repo(START_PROFILE),
                                                 help="Hardware profile whose \\[native] table times the events.")]
-ModesDirOpt = Annotated[Optional[list[Path]], typer.Option("--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
-
-
+ModesDirOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
 CLUSTER_PANEL = "Cluster (Dask) and chunking"
 
 
@@ -478,7 +479,7 @@ def _generate_command(generator: Generator) -> Callable[..., None]:
               *(_parameter(p.name, Annotated[type(p.default), typer.Option(p.option, help=p.help)], p.default)
                 for p in generator.params),
               _parameter("native_profile", NativeProfileOpt, START_PROFILE)]
-    command.__signature__ = inspect.Signature(params)  # what typer reads the options from
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # typer reads the options from it
     return command
 
 
