@@ -471,7 +471,7 @@ OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (
 
 
 def _generate_command(generator: Generator) -> Callable[..., None]:
-    """`pipeline generate NAME`: -o/--out, the generator's options in its order, the profile."""
+    """`pipeline generate NAME`: -o/--out, the generator's options in its order, --native-profile."""
     def command(out: Path, native_profile: Path, **options: int | bool) -> None:
         _write(out, *generator.run(profile=_profile(native_profile), **options))
 
