@@ -473,7 +473,11 @@ OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (
 def _generate_command(generator: Generator) -> Callable[..., None]:
     """`pipeline generate NAME`: -o/--out, the generator's options in its order, --native-profile."""
     def command(out: Path, native_profile: Path, **options: int | bool) -> None:
-        _write(out, *generator.run(profile=_profile(native_profile), **options))
+        try:
+            trace = generator.run(profile=_profile(native_profile), **options)
+        except (ConfigError, ValueError) as e:   # a profile without [native] costs, --ticks 0, …
+            _fail(str(e))
+        _write(out, *trace)
 
     params = [_parameter("out", OutOpt),
               *(_parameter(p.name, Annotated[type(p.default), typer.Option(p.option, help=p.help)], p.default)

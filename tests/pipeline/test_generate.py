@@ -15,6 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from pipeline.config import CONFIGS
 from pipeline.cli import app
 from pipeline.config.errors import ConfigError
 from pipeline.generate import generate_hackbench, generate_lat_ctx
@@ -308,3 +309,13 @@ def test_generate_help_names_the_native_profile_option(generator: Generator) -> 
     assert r.exit_code == 0
     assert "--native-profile" in r.output and "--profile" not in r.output
     assert "whose [native] table" in r.output and "[default: (configs/hardware/core2-2007.toml)]" in r.output
+
+
+def test_generator_mistakes_are_one_line(tmp_path: Path) -> None:
+    """A profile without [native] costs and an impossible option: one error line, no trace."""
+    out = tmp_path / "t.parquet"
+    r = CliRunner().invoke(app, ["generate", "idle", "-o", str(out), "--native-profile",
+                                 str(CONFIGS / "hardware" / "modern-2020s.toml")])
+    assert r.exit_code == 2 and "native.switch_ns: missing" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["generate", "idle", "-o", str(out), "--ticks", "0"])
+    assert r.exit_code == 2 and "needs ticks >= 1" in r.output and not out.exists()
