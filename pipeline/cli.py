@@ -236,12 +236,15 @@ def report(
     results: Annotated[Path, typer.Argument(help="A results folder (or its summary.parquet).")],
     by: Annotated[Optional[str], typer.Option(help="'category': where the time goes, per trace and mode.")] = None,
     top: Annotated[Optional[int], typer.Option(help="Print each mode's N costliest sources by event kind, address space and I/O port / MMIO address.")] = None,
-    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (figures, attribution with --top N sources, default 5, calibration) here.")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML report (figures, attribution with "
+                                                       "--top N sources, default 5, calibration) here.")] = None,
     sweep: Annotated[Optional[list[Path]], typer.Option(help="A `pipeline sweep --out` folder to plot in the HTML report (repeatable).")] = None,
-    calibration: Annotated[Optional[Path], typer.Option(help="Cells of a fit (`pipeline calibrate` writes FIT.cells.parquet) for the HTML report; default: the reference beside these results.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Cells of a fit (`pipeline calibrate` writes FIT.cells.parquet) for "
+                                                              "the HTML report; default: the reference beside these results.")] = None,
     reference: Annotated[Path, typer.Option(help="Reference measurements (TOML) overlaid in the HTML report.",
                                             show_default=_in_repo(DEFAULT_REFERENCE))] = DEFAULT_REFERENCE,
-    profile: Annotated[Optional[Path], typer.Option(help="Cost profile to price attribution with; default: the one named in the summary, from configs/hardware.")] = None,
+    profile: Annotated[Optional[Path], typer.Option(help="Cost profile to price attribution with; default: the one named in "
+                                                          "the summary, from configs/hardware.")] = None,
 ) -> None:
     """Print the seed-shaped table (or the cost breakdown, or the top cost sources) from a results folder."""
     from pipeline.reports import data as rd
