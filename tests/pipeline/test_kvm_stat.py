@@ -9,7 +9,9 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from pipeline.analysis.kvm_stat import from_name, from_number, kvm_stat_command, scan_lines, summarise, write_stats
+from pipeline.analysis.kvm_stat import kvm_stat_command, summarise, write_stats
+from pipeline.tracefile.importers.exit_reasons import from_name, from_number
+from pipeline.tracefile.importers.kvm_exits import FileScan, scan_chunks
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 BASE = "HIP24_Masterarbeit__documentation_trace-cmd_LTS_trace-cmd-v3.2_trace.dat__"
@@ -17,6 +19,11 @@ PLUGIN, KERNEL, RAW = (SAMPLES / f"{BASE}{s}.txt" for s in ("report", "report_N_
 # Independent of the parser: VMX numbers as listed in the Intel SDM, appendix C.
 SDM = {1: "EXTERNAL_INTERRUPT", 12: "HLT", 45: "EOI_INDUCED", 49: "EPT_MISCONFIG",
        52: "PREEMPTION_TIMER", 56: "APIC_WRITE"}
+
+
+def scan_lines(lines: list[str], source: str) -> FileScan:
+    """The reader on these lines, given as one chunk of a file."""
+    return scan_chunks(["".join(f"{line}\n" for line in lines).encode()], source)
 
 
 def _count_named(path: Path) -> Counter:
@@ -71,7 +78,7 @@ def test_pairing_by_thread() -> None:
              " CPU 0/KVM-10 [001] 112: kvm_entry: vcpu_id=0 rip=0x2",
              " CPU 0/KVM-10 [001] 120: kvm_exit: exit_reason=1024 guest_rip=0x1 isa=2 info1=0 vcpu_id=0"]
     scan = scan_lines(lines, "inline")
-    assert [(r["vcpu"], r["reason"], r["time"]) for r in scan.exits] == [(1, "HLT", 30), (0, "NPF", 7), (0, "NPF", None)]
+    assert [(r.vcpu, r.reason, r.time) for r in scan.exits] == [(1, "HLT", 30), (0, "NPF", 7), (0, "NPF", None)]
     assert scan.unpaired == 1
 
 
@@ -88,7 +95,7 @@ def test_malformed_lines_counted_with_location() -> None:
              " q-1 [000] 3.0: kvm_entry: vcpu 0 rip 0x1"]
     scan = scan_lines(lines, "t.txt")
     assert scan.malformed.count == 1 and scan.malformed.examples[0].startswith("t.txt:2: kvm_exit")
-    assert [r["time"] for r in scan.exits] == [2_000_000_000]
+    assert [r.time for r in scan.exits] == [2_000_000_000]
 
 
 @needs_samples
@@ -143,9 +150,9 @@ def _command(tmp_path: Path, text: str, **kw) -> tuple[int, str, Path]:
 
 def test_entry_before_its_exit_is_counted_not_timed() -> None:
     scan = scan_lines(BACKWARDS, "b.txt")
-    assert [r["time"] for r in scan.exits] == [30, None, 10, 4]
+    assert [r.time for r in scan.exits] == [30, None, 10, 4]
     assert scan.backwards.count == 1 and scan.backwards.examples == ["b.txt" + BACKWARDS_EXAMPLE]
-    assert scan.unpaired == 0 and scan.malformed.count == 0 and [r["time"] for r in scan.io] == [None]
+    assert scan.unpaired == 0 and scan.malformed.count == 0 and [r.time for r in scan.io] == [None]
 
 
 def test_out_of_order_pair_left_out_of_the_times(tmp_path: Path) -> None:
