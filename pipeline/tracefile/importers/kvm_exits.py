@@ -279,7 +279,7 @@ def _kvm_name(event: str) -> str | None:
 
 
 def _count_events(scan: FileScan, p: Prefixes) -> None:
-    """Every event line counts; the first one's timestamp says the file's clock."""
+    """Every event line counts; how the first one prints its timestamp says the file's clock."""
     rows = np.flatnonzero(p.status == ls.EVENT)
     if scan.clock is None and (len(rows) or p.parsed):
         first = min([*rows[:1].tolist(), *p.parsed])
