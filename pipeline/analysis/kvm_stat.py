@@ -16,13 +16,10 @@ Reasons are normalised to one set of names across renderings, VMX and SVM
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
-from rich.table import Table
 
 from pipeline.atomic import write_atomic
 from pipeline.tracefile.importers.kvm_exits import EventRow, ExitRow, FileScan, IoRow, scan_file
@@ -137,84 +134,3 @@ def write_stats(stats: Stats, out: Path) -> list[Path]:
         write_atomic(path, frame.write_parquet)
         written.append(path)
     return written
-
-
-# ---------------------------------------------------------------- terminal report and command
-_DISPLAY = {"ns": (1e3, "µs"), "cycles": (1.0, "cycles")}   # unit -> (divisor, label)
-
-
-def reason_table(stats: Stats) -> Table:
-    """Per reason over all vCPUs: count, %, and the handling-time statistics."""
-    unit = stats.time_unit
-    div, label = _DISPLAY[unit]
-    table = Table(title=f"KVM exits by reason  ·  time = kvm_exit → next kvm_entry of the vCPU thread, {label}",
-                  caption="cycles: raw clock counts (pass --tsc-hz to convert)" if unit == "cycles" else None)
-    for name in ("reason", "count", "%", f"total ({label})", f"mean ({label})", f"min ({label})",
-                 f"max ({label})", f"p50 ({label})", f"p95 ({label})", "file(s)"):
-        table.add_column(name, justify="left" if name in ("reason", "file(s)") else "right")
-    fmt = lambda v: "—" if v is None else f"{v / div:.4g}"
-    for r in stats.by_reason.iter_rows(named=True):
-        table.add_row(r["reason"], str(r["count"]), f"{100 * r['share']:.2f}",
-                      *[fmt(r[f"{k}_{unit}"]) for k in ("total", "mean", "min", "max", "p50", "p95")],
-                      r["files"])
-    return table
-
-
-def io_table(stats: Stats) -> Table:
-    """Per port (kvm_pio) / MMIO address (kvm_mmio): count and the enclosing exits' time."""
-    unit = stats.time_unit
-    div, label = _DISPLAY[unit]
-    table = Table(title=f"I/O accesses by port / MMIO address  ·  time of the exit they occurred in, {label}")
-    for name in ("kind", "address", "access", "size", "count", "%", f"mean ({label})", f"p95 ({label})"):
-        table.add_column(name, justify="left" if name in ("kind", "address", "access") else "right")
-    fmt = lambda v: "—" if v is None else f"{v / div:.4g}"
-    for r in stats.io.iter_rows(named=True):
-        table.add_row(r["kind"], r["address_hex"], r["direction"], str(r["size"]), str(r["count"]),
-                      f"{100 * r['share']:.1f}", fmt(r[f"mean_{unit}"]), fmt(r[f"p95_{unit}"]))
-    return table
-
-
-def _report_files(stats: Stats, console: Any) -> None:
-    for s in stats.files:
-        if s.error:
-            _error(console, s.error)
-            continue
-        for p in (p for p in s.problems if p.count):
-            console.print(f"[yellow]warning:[/yellow] {s.source}: {p.count} {p.what}", highlight=False, soft_wrap=True)
-            for e in p.examples:
-                console.print(f"  {e}", highlight=False, soft_wrap=True, markup=False)
-        if s.unpaired:
-            console.print(f"{s.source}: {len(s.exits)} exits, {s.unpaired} without a following kvm_entry (untimed)",
-                          highlight=False, soft_wrap=True)
-
-
-def kvm_stat_command(files: list[Path], out: Path | None, tsc_hz: float | None, console: Any,
-                     strict: bool = False) -> int:
-    """Summarise FILES, print the per-reason (and I/O) tables, write STATS.parquet under OUT.
-
-    Malformed lines and out-of-order exit/entry pairs are warnings (as in `pipeline import`);
-    `strict` makes either an error for its file. Exit code: 0 all files summarised, 1 some
-    files failed but others were summarised, 2 nothing could be read, a bad --tsc-hz, or the
-    tables could not be written."""
-    if tsc_hz is not None and not (math.isfinite(tsc_hz) and tsc_hz > 0):
-        return _error(console, f"--tsc-hz {tsc_hz}: must be the TSC frequency in Hz, a positive number")
-    stats = summarise(files, tsc_hz, strict)
-    _report_files(stats, console)
-    read = [s for s in stats.files if s.error is None]
-    if not read:
-        return 2
-    console.print(reason_table(stats))
-    if not stats.io.is_empty():
-        console.print(io_table(stats))
-    if out is not None:
-        try:
-            written = write_stats(stats, out)
-        except OSError as e:
-            return _error(console, f"--out {out}: the tables cannot be written ({e.filename}: {e.strerror or e})")
-        console.print(f"wrote {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
-    return 1 if len(read) < len(stats.files) else 0
-
-
-def _error(console: Any, line: str) -> int:
-    console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
-    return 2

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from rich.console import Console
+from typer.testing import CliRunner
 
-from pipeline.analysis.kvm_stat import kvm_stat_command, summarise, write_stats
+from pipeline.analysis.kvm_stat import summarise, write_stats
+from pipeline.cli import app
 from pipeline.tracefile.importers.exit_reasons import from_name, from_number
 from pipeline.tracefile.importers.kvm_exits import FileScan, scan_chunks
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
@@ -24,6 +25,12 @@ SDM = {1: "EXTERNAL_INTERRUPT", 12: "HLT", 45: "EOI_INDUCED", 49: "EPT_MISCONFIG
 def scan_lines(lines: list[str], source: str) -> FileScan:
     """The reader on these lines, given as one chunk of a file."""
     return scan_chunks(["".join(f"{line}\n" for line in lines).encode()], source)
+
+
+def kvm_stat(*args: object) -> tuple[int, str]:
+    """`pipeline kvm-stat ARGS`: its exit status and output."""
+    result = CliRunner().invoke(app, ["kvm-stat", *map(str, args)])
+    return result.exit_code, result.output
 
 
 def _count_named(path: Path) -> Counter:
@@ -114,12 +121,12 @@ def test_command_exit_codes(tmp_path: Path) -> None:
     binary.write_bytes(b"\x17\x08Dtracing6\0\0\0")
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("hello\n")
-    console = Console(file=open(tmp_path / "out.txt", "w"), width=200)
-    assert kvm_stat_command([PLUGIN], tmp_path / "o", None, console) == 0
-    assert kvm_stat_command([PLUGIN, binary], None, None, console) == 1
-    assert kvm_stat_command([binary, unrelated, tmp_path / "missing"], None, None, console) == 2
-    console.file.close()
-    text = (tmp_path / "out.txt").read_text()
+    runs = [kvm_stat(PLUGIN, "--out", tmp_path / "o"), kvm_stat(PLUGIN, binary),
+            kvm_stat(binary, unrelated, tmp_path / "missing")]
+    assert runs[0][0] == 0
+    assert runs[1][0] == 1
+    assert runs[2][0] == 2
+    text = "".join(output for _, output in runs)
     assert f"{binary}: a trace-cmd .dat file" in text and f"{unrelated}: no trace event lines" in text
     assert "APIC_WRITE" in text and "total (cycles)" in text
 
@@ -140,12 +147,10 @@ BACKWARDS = [" CPU 0/KVM-10 [001] 100: kvm_exit: reason HLT rip 0x1 info 0 0",
 BACKWARDS_EXAMPLE = ":5: kvm_entry earlier than the kvm_exit it follows (line 3): CPU 0/KVM-10 [001] 150: kvm_entry: vcpu 0 rip 0x2"
 
 
-def _command(tmp_path: Path, text: str, **kw) -> tuple[int, str, Path]:
+def _command(tmp_path: Path, text: str, *options: str) -> tuple[int, str, Path]:
     src = tmp_path / "host.txt"
     src.write_text(text)
-    with open(tmp_path / "out.txt", "w") as f:
-        code = kvm_stat_command([src], None, None, Console(file=f, width=300), **kw)
-    return code, (tmp_path / "out.txt").read_text(), src
+    return *kvm_stat(src, *options), src
 
 
 def test_entry_before_its_exit_is_counted_not_timed() -> None:
@@ -170,7 +175,7 @@ def test_out_of_order_pairs_warn_and_strict_fails(tmp_path: Path) -> None:
     assert code == 0
     assert (f"warning: {src}: 1 kvm_entry line(s) earlier than the kvm_exit they follow: those exits counted, "
             "not timed (is the file in time order?)\n" f"  {src}{BACKWARDS_EXAMPLE}\n") in text
-    code, text, src = _command(tmp_path, "\n".join(BACKWARDS) + "\n", strict=True)
+    code, text, src = _command(tmp_path, "\n".join(BACKWARDS) + "\n", "--strict")
     assert code == 2 and text == f"error: {src}{BACKWARDS_EXAMPLE} (--strict)\n"
 
 
