@@ -13,6 +13,7 @@ from pipeline.analysis.kvm_stat import summarise, write_stats
 from pipeline.cli import app
 from pipeline.tracefile.importers.exit_reasons import from_name, from_number
 from pipeline.tracefile.importers.kvm_exits import FileScan, scan_chunks
+from pipeline.tracefile.textlines import read_chunks
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 BASE = "HIP24_Masterarbeit__documentation_trace-cmd_LTS_trace-cmd-v3.2_trace.dat__"
@@ -228,3 +229,17 @@ def test_numbers_too_large_for_the_tables_are_malformed(tmp_path: Path) -> None:
     assert [l.split(": ", 1)[0] for l in text.splitlines() if l.startswith(f"  {src}:")] == \
         [f"  {src}:{n}" for n in range(2, 7)]     # the first five examples
     assert f"{src}: 1 exits, 1 without a following kvm_entry (untimed)" in text
+
+
+@needs_samples
+def test_chunk_boundaries_change_nothing(tmp_path: Path) -> None:
+    """Read in chunks of a few lines, a file gives what it gives read in one: line numbers,
+    pending exits and vCPU ids carry over from chunk to chunk. The host trace sorted CPU by
+    CPU has out-of-order pairs (examples with line numbers) and pairs across chunks."""
+    text = sample_text(SAMPLES / "HIP24_Masterarbeit__documentation_trace-cmd_analysis_test_trace.dat__report_part1.txt.xz")
+    lines = sorted(text.splitlines(), key=lambda l: int(l.split("[", 1)[1].split("]", 1)[0]) if "] " in l else -1)
+    src = tmp_path / "by_cpu.txt"
+    src.write_text("\n".join(lines[:40] + ["garbage", " q-1 [000] 1.0: kvm_exit: garbage"] + lines[40:]) + "\n")
+    whole = scan_chunks(read_chunks(src, 1 << 30), "f")
+    assert whole.backwards.count > 0 and whole.malformed.count == 1 and whole.exits
+    assert scan_chunks(read_chunks(src, 1_000), "f") == whole
