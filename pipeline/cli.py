@@ -429,9 +429,25 @@ def import_(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none either when stderr is not a terminal).")] = False,
 ) -> None:
     """Import guest-side recordings into a trace (switches, faults, IRQs, syscalls; estimated touches)."""
-    from pipeline.tracefile.importers import import_command
+    from pipeline.reports.text_traces import import_progress, print_import
+    from pipeline.tracefile.importers import ImportFailed, import_files
     from pipeline.tracefile.importers.working_set import WorkingSet
-    raise typer.Exit(import_command(files, out, format, strict, out_console, WorkingSet(user_pages, kernel_pages), quiet))
+
+    total = 2 * sum(p.stat().st_size for p in files if p.is_file())   # the bytes of both passes: read, then written
+    try:
+        with import_progress(total, quiet) as progress:
+            report = import_files(files, out, fmt=format, strict=strict,
+                                  working_set=WorkingSet(user_pages, kernel_pages), progress=progress)
+    except ImportFailed as e:
+        _report_fail(str(e))
+    print_import(report, out_console)
+
+
+def _report_fail(line: str) -> None:
+    """Exit 2 with an error line on stdout, where `import` and `kvm-stat` print their reports."""
+    from pipeline.reports.text_traces import print_error
+    print_error(out_console, line)
+    raise typer.Exit(2)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -442,7 +458,8 @@ def record(
     workload: Annotated[Optional[str], typer.Option(help="Workload name in the trace metadata (default: the file stem).")] = None,
 ) -> None:
     """Run `-- CMD ARGS…` under perf record with the guest tracepoints and import the result."""
-    from pipeline.tracefile.importers import ImportFailed, import_files, print_report
+    from pipeline.reports.text_traces import print_import
+    from pipeline.tracefile.importers import ImportFailed, import_files
     from pipeline.tracefile.record import RecordError, record_text
 
     if not ctx.args:
@@ -455,7 +472,7 @@ def record(
         except (RecordError, ImportFailed) as e:
             _fail(str(e))
     out_console.print(f"recorded {len(events)} tracepoints: {', '.join(events)}", highlight=False)
-    print_report(report, out_console)
+    print_import(report, out_console)
 
 
 @app.command("kvm-stat")
@@ -466,8 +483,29 @@ def kvm_stat(
     strict: Annotated[bool, typer.Option("--strict", help="A malformed KVM line or an out-of-order exit/entry pair is an error (that file is not summarised).")] = False,
 ) -> None:
     """Per exit reason: count, share, and time from exit to the next entry on the same vCPU."""
-    from pipeline.analysis.kvm_stat import kvm_stat_command
-    raise typer.Exit(kvm_stat_command(files, out, tsc_hz, out_console, strict))
+    # Malformed lines and out-of-order exit/entry pairs are warnings (as in `import`), with
+    # --strict errors for their file. Exit status: 0 every file summarised, 1 some files failed
+    # but others were summarised, 2 none could be read, a bad --tsc-hz, or --out not written.
+    from math import isfinite
+
+    from pipeline.analysis.kvm_stat import summarise, write_stats
+    from pipeline.reports.text_traces import print_files, print_tables
+
+    if tsc_hz is not None and not (isfinite(tsc_hz) and tsc_hz > 0):
+        _report_fail(f"--tsc-hz {tsc_hz}: must be the TSC frequency in Hz, a positive number")
+    stats = summarise(files, tsc_hz, strict)
+    print_files(stats, out_console)
+    read = [s for s in stats.files if s.error is None]
+    if not read:
+        raise typer.Exit(2)
+    print_tables(stats, out_console)
+    if out is not None:
+        try:
+            written = write_stats(stats, out)
+        except OSError as e:
+            _report_fail(f"--out {out}: the tables cannot be written ({e.filename}: {e.strerror or e})")
+        out_console.print(f"wrote {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if len(read) < len(stats.files) else 0)
 
 
 OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")]

@@ -8,10 +8,12 @@ with variations that real files do show (see MODEL.md §5):
     trace-cmd       ` qemu-system-x86-533825 [005]303280081981165: kvm_exit: reason HLT …`
     perf script     `perf 28039 [000] 194010.024771: cycles: ` / `swapper     0 194010.024867: sched:sched_switch: …`
 
-Readers (the guest-side importers' Python reference, host-side `kvm_stat`) parse the prefix here and only the
-payload themselves. `parse_line` returns None for everything that is not an event line:
-headers, `cpus=`, `version =`, `CPU 3 is empty`, blank lines, callchains and the wrapped
-continuation lines of long bprint payloads. Opening (and decompressing) trace files lives
+`parse_line` is the specification of the prefix: both readers of text traces (`importers/`:
+the guest-side import and kvm-stat's host-side reader) scan it with the compiled scanner
+(`importers/linescan.py`, equal by test) and hand the lines it is unsure of to `parse_line`;
+they parse only the payload themselves. `parse_line` returns None for everything that is not
+an event line: headers, `cpus=`, `version =`, `CPU 3 is empty`, blank lines, callchains and
+the wrapped continuation lines of long bprint payloads. Opening (and decompressing) trace files lives
 here too, so no importer opens files on its own.
 """
 from __future__ import annotations

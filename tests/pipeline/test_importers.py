@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from rich.console import Console
+from typer.testing import CliRunner
 
-from pipeline.tracefile.importers import FORMATS, ImportFailed, import_command, import_files
+from pipeline.cli import app
+from pipeline.tracefile.importers import FORMATS, ImportFailed, import_files
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import validate
 from replay.kinds import Kind
@@ -115,16 +116,22 @@ def test_malformed_counted_then_strict_error(tmp_path: Path) -> None:
 
 
 def test_command_exit_codes(tmp_path: Path) -> None:
-    console = Console(record=True, width=200)
+    outputs = []
+
+    def pipeline_import(path: Path, *options: str) -> int:
+        result = CliRunner().invoke(app, ["import", str(path), "-o", str(tmp_path / "o.parquet"), *options])
+        outputs.append(result.output)
+        return result.exit_code
+
     (tmp_path / "bin.dat").write_bytes(b"\x17\x08Dtracing6\0\0\0")
     (tmp_path / "notes.txt").write_text("hello\nworld\n")
     (tmp_path / "bad.txt").write_text(TRACECMD)
-    assert import_command([tmp_path / "bin.dat"], tmp_path / "o.parquet", None, False, console) == 2
-    assert import_command([tmp_path / "notes.txt"], tmp_path / "o.parquet", None, False, console) == 2
-    assert import_command([tmp_path / "bad.txt"], tmp_path / "o.parquet", None, True, console) == 2
+    assert pipeline_import(tmp_path / "bin.dat") == 2
+    assert pipeline_import(tmp_path / "notes.txt") == 2
+    assert pipeline_import(tmp_path / "bad.txt", "--strict") == 2
     assert not (tmp_path / "o.parquet").exists()
-    assert import_command([tmp_path / "bad.txt"], tmp_path / "o.parquet", "trace-cmd", False, console) == 0
-    text = console.export_text()
+    assert pipeline_import(tmp_path / "bad.txt", "--format", "trace-cmd") == 0
+    text = "".join(outputs)
     assert "trace-cmd report" in text and "no trace events" in text and "bad.txt:4" in text
     assert "1 malformed lines skipped" in text
 

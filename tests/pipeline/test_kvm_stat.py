@@ -7,9 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from rich.console import Console
+from typer.testing import CliRunner
 
-from pipeline.analysis.kvm_stat import from_name, from_number, kvm_stat_command, scan_lines, summarise, write_stats
+from pipeline.analysis.kvm_stat import summarise, write_stats
+from pipeline.cli import app
+from pipeline.tracefile.importers.exit_reasons import from_name, from_number
+from pipeline.tracefile.importers.kvm_exits import FileScan, scan_chunks
+from pipeline.tracefile.textlines import read_chunks
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 BASE = "HIP24_Masterarbeit__documentation_trace-cmd_LTS_trace-cmd-v3.2_trace.dat__"
@@ -17,6 +21,17 @@ PLUGIN, KERNEL, RAW = (SAMPLES / f"{BASE}{s}.txt" for s in ("report", "report_N_
 # Independent of the parser: VMX numbers as listed in the Intel SDM, appendix C.
 SDM = {1: "EXTERNAL_INTERRUPT", 12: "HLT", 45: "EOI_INDUCED", 49: "EPT_MISCONFIG",
        52: "PREEMPTION_TIMER", 56: "APIC_WRITE"}
+
+
+def scan_lines(lines: list[str], source: str) -> FileScan:
+    """The reader on these lines, given as one chunk of a file."""
+    return scan_chunks(["".join(f"{line}\n" for line in lines).encode()], source)
+
+
+def kvm_stat(*args: object) -> tuple[int, str]:
+    """`pipeline kvm-stat ARGS`: its exit status and output."""
+    result = CliRunner().invoke(app, ["kvm-stat", *map(str, args)])
+    return result.exit_code, result.output
 
 
 def _count_named(path: Path) -> Counter:
@@ -71,7 +86,7 @@ def test_pairing_by_thread() -> None:
              " CPU 0/KVM-10 [001] 112: kvm_entry: vcpu_id=0 rip=0x2",
              " CPU 0/KVM-10 [001] 120: kvm_exit: exit_reason=1024 guest_rip=0x1 isa=2 info1=0 vcpu_id=0"]
     scan = scan_lines(lines, "inline")
-    assert [(r["vcpu"], r["reason"], r["time"]) for r in scan.exits] == [(1, "HLT", 30), (0, "NPF", 7), (0, "NPF", None)]
+    assert [(r.vcpu, r.reason, r.time) for r in scan.exits] == [(1, "HLT", 30), (0, "NPF", 7), (0, "NPF", None)]
     assert scan.unpaired == 1
 
 
@@ -88,7 +103,7 @@ def test_malformed_lines_counted_with_location() -> None:
              " q-1 [000] 3.0: kvm_entry: vcpu 0 rip 0x1"]
     scan = scan_lines(lines, "t.txt")
     assert scan.malformed.count == 1 and scan.malformed.examples[0].startswith("t.txt:2: kvm_exit")
-    assert [r["time"] for r in scan.exits] == [2_000_000_000]
+    assert [r.time for r in scan.exits] == [2_000_000_000]
 
 
 @needs_samples
@@ -107,12 +122,12 @@ def test_command_exit_codes(tmp_path: Path) -> None:
     binary.write_bytes(b"\x17\x08Dtracing6\0\0\0")
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("hello\n")
-    console = Console(file=open(tmp_path / "out.txt", "w"), width=200)
-    assert kvm_stat_command([PLUGIN], tmp_path / "o", None, console) == 0
-    assert kvm_stat_command([PLUGIN, binary], None, None, console) == 1
-    assert kvm_stat_command([binary, unrelated, tmp_path / "missing"], None, None, console) == 2
-    console.file.close()
-    text = (tmp_path / "out.txt").read_text()
+    runs = [kvm_stat(PLUGIN, "--out", tmp_path / "o"), kvm_stat(PLUGIN, binary),
+            kvm_stat(binary, unrelated, tmp_path / "missing")]
+    assert runs[0][0] == 0
+    assert runs[1][0] == 1
+    assert runs[2][0] == 2
+    text = "".join(output for _, output in runs)
     assert f"{binary}: a trace-cmd .dat file" in text and f"{unrelated}: no trace event lines" in text
     assert "APIC_WRITE" in text and "total (cycles)" in text
 
@@ -133,19 +148,17 @@ BACKWARDS = [" CPU 0/KVM-10 [001] 100: kvm_exit: reason HLT rip 0x1 info 0 0",
 BACKWARDS_EXAMPLE = ":5: kvm_entry earlier than the kvm_exit it follows (line 3): CPU 0/KVM-10 [001] 150: kvm_entry: vcpu 0 rip 0x2"
 
 
-def _command(tmp_path: Path, text: str, **kw) -> tuple[int, str, Path]:
+def _command(tmp_path: Path, text: str, *options: str) -> tuple[int, str, Path]:
     src = tmp_path / "host.txt"
     src.write_text(text)
-    with open(tmp_path / "out.txt", "w") as f:
-        code = kvm_stat_command([src], None, None, Console(file=f, width=300), **kw)
-    return code, (tmp_path / "out.txt").read_text(), src
+    return *kvm_stat(src, *options), src
 
 
 def test_entry_before_its_exit_is_counted_not_timed() -> None:
     scan = scan_lines(BACKWARDS, "b.txt")
-    assert [r["time"] for r in scan.exits] == [30, None, 10, 4]
+    assert [r.time for r in scan.exits] == [30, None, 10, 4]
     assert scan.backwards.count == 1 and scan.backwards.examples == ["b.txt" + BACKWARDS_EXAMPLE]
-    assert scan.unpaired == 0 and scan.malformed.count == 0 and [r["time"] for r in scan.io] == [None]
+    assert scan.unpaired == 0 and scan.malformed.count == 0 and [r.time for r in scan.io] == [None]
 
 
 def test_out_of_order_pair_left_out_of_the_times(tmp_path: Path) -> None:
@@ -163,7 +176,7 @@ def test_out_of_order_pairs_warn_and_strict_fails(tmp_path: Path) -> None:
     assert code == 0
     assert (f"warning: {src}: 1 kvm_entry line(s) earlier than the kvm_exit they follow: those exits counted, "
             "not timed (is the file in time order?)\n" f"  {src}{BACKWARDS_EXAMPLE}\n") in text
-    code, text, src = _command(tmp_path, "\n".join(BACKWARDS) + "\n", strict=True)
+    code, text, src = _command(tmp_path, "\n".join(BACKWARDS) + "\n", "--strict")
     assert code == 2 and text == f"error: {src}{BACKWARDS_EXAMPLE} (--strict)\n"
 
 
@@ -216,3 +229,17 @@ def test_numbers_too_large_for_the_tables_are_malformed(tmp_path: Path) -> None:
     assert [l.split(": ", 1)[0] for l in text.splitlines() if l.startswith(f"  {src}:")] == \
         [f"  {src}:{n}" for n in range(2, 7)]     # the first five examples
     assert f"{src}: 1 exits, 1 without a following kvm_entry (untimed)" in text
+
+
+@needs_samples
+def test_chunk_boundaries_change_nothing(tmp_path: Path) -> None:
+    """Read in chunks of a few lines, a file gives what it gives read in one: line numbers,
+    pending exits and vCPU ids carry over from chunk to chunk. The host trace sorted CPU by
+    CPU has out-of-order pairs (examples with line numbers) and pairs across chunks."""
+    text = sample_text(SAMPLES / "HIP24_Masterarbeit__documentation_trace-cmd_analysis_test_trace.dat__report_part1.txt.xz")
+    lines = sorted(text.splitlines(), key=lambda l: int(l.split("[", 1)[1].split("]", 1)[0]) if "] " in l else -1)
+    src = tmp_path / "by_cpu.txt"
+    src.write_text("\n".join(lines[:40] + ["garbage", " q-1 [000] 1.0: kvm_exit: garbage"] + lines[40:]) + "\n")
+    whole = scan_chunks(read_chunks(src, 1 << 30), "f")
+    assert whole.backwards.count > 0 and whole.malformed.count == 1 and whole.exits
+    assert scan_chunks(read_chunks(src, 1_000), "f") == whole

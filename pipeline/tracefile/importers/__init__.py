@@ -1,4 +1,6 @@
-"""`pipeline import`: guest-side text recordings -> one trace-format-v1 Parquet file.
+"""`pipeline import`: guest-side text recordings -> one trace-format-v1 Parquet file; and the
+host-side reader of `kvm-stat` (`kvm_exits.py`: KVM exits and entries paired per vCPU thread,
+reason names in `exit_reasons.py`), which reads files the same way (`prefixes.py`).
 
 Formats (the registry `FORMATS`, name -> `formats.Format`; detection tries them in order):
 perf script, ftrace text (atrace too), trace-cmd report (default, -N, -R). A format is data:
@@ -25,9 +27,6 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-from rich.table import Table
 
 from pipeline.atomic import write_atomic
 from pipeline.tracefile.importers import ftrace, perf, tracecmd
@@ -42,7 +41,6 @@ from pipeline.tracefile.textlines import TraceFileError, open_lines, read_chunks
 FORMATS: dict[str, Format] = {f.name: f for f in (perf.FORMAT, ftrace.FORMAT, *tracecmd.FORMATS)}
 MAX_EXAMPLES = 5
 CHUNK_BYTES = 4 << 20           # text read, parsed and mapped at a time
-PROGRESS_MIN_BYTES = 32 << 20   # inputs smaller than this import without a progress bar
 
 
 class ImportFailed(Exception):
@@ -224,46 +222,3 @@ def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str 
                      ops=report.switches if per_switch else 1,
                      op_unit="context switch" if per_switch else "recording",
                      headline="per_op" if per_switch else "total", source=source, cpus=report.cpus)
-
-
-def import_command(files: list[Path], out: Path, fmt: str | None, strict: bool, console: Console,
-                   working_set: WorkingSet = WorkingSet(), quiet: bool = False) -> int:
-    """The CLI command: import, print a summary; exit code 0 ok, 2 nothing written.
-
-    A progress bar (bytes read of both passes) goes to stderr for inputs of at least
-    PROGRESS_MIN_BYTES, unless stderr is not a terminal or `quiet`."""
-    total = 2 * sum(p.stat().st_size for p in files if p.is_file())
-    bar = Progress("importing", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True,
-                   disable=quiet or total < PROGRESS_MIN_BYTES or not Console(stderr=True).is_terminal)
-    try:
-        with bar:
-            task = bar.add_task("import", total=total)
-            report = import_files(files, out, fmt=fmt, strict=strict, working_set=working_set,
-                                  progress=lambda n: bar.advance(task, n))
-    except ImportFailed as e:
-        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
-    print_report(report, console)
-    return 0
-
-
-def print_report(report: ImportReport, console: Console) -> None:
-    formats = ", ".join(sorted(set(report.formats.values())))
-    console.print(f"{report.out}: {report.rows} rows, format {formats}, cpus {list(report.cpus)}, "
-                  f"{report.switches} context switches, {report.processes} address spaces, "
-                  f"timestamps {report.timestamps}", highlight=False)
-    table = Table("written", "rows", "not written", "lines")
-    left = [(k, n) for k, n in sorted(report.kinds.items())]
-    right = [(f"{k} (unmapped)", n) for k, n in report.unmapped.most_common()] + \
-            [(f"{k} (read, no row)", n) for k, n in report.consumed.most_common()]
-    for i in range(max(len(left), len(right))):
-        a, b = (left[i] if i < len(left) else ("", "")), (right[i] if i < len(right) else ("", ""))
-        table.add_row(a[0], str(a[1]), b[0], str(b[1]))
-    console.print(table)
-    if report.malformed:
-        console.print(f"[yellow]{report.malformed} malformed lines skipped[/], first:", highlight=False)
-        for example in report.malformed_examples:
-            console.print(f"  {example}", highlight=False, markup=False)
-    for note in report.notes:
-        console.print(f"note: {note}", highlight=False)

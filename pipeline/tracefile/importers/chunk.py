@@ -2,9 +2,10 @@
 
 `ChunkParser(fmt, file)` turns the byte chunks of one file (`textlines.read_chunks`) into
 `Chunk`s, in order (it carries the line number and the continuation state of wrapped
-payloads across chunks). The compiled scanner (`linescan`) does the work; the lines it hands
-back, and payloads it is unsure of, go through the Python specification (`parse_line`, the
-`Format`'s regexes, `events.fields_of`), so both paths give the same columns.
+payloads across chunks). The compiled scanner (`linescan`) does the work, the prefixes as
+every reader reads them (`prefixes.scan_prefixes`); the lines it hands back, and payloads it
+is unsure of, go through the Python specification (`parse_line`, the `Format`'s regexes,
+`events.fields_of`), so both paths give the same columns.
 
 Each line gets a role (`R_*`): not an event (`R_NONE`), malformed (`R_PROBLEM`, with its
 "file:line: problem" message), an event without a pattern (`R_UNMAPPED`, or `R_SYS_EXIT` for a
@@ -25,14 +26,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.tracefile.importers import linescan as ls
 from pipeline.tracefile.importers.formats import FREE_TEXT, HEADER_RE, IRQ_VECTOR_ENTRIES, KERNEL, SYSCALL_ENTER, Format, fields_of
+from pipeline.tracefile.importers.prefixes import EventIndex, Prefixes, scan_prefixes
 from pipeline.tracefile.importers.tracecmd import COMPACT_SWITCH
-from pipeline.tracefile.textlines import parse_line
 
 KTHREAD_PREFIXES = ("swapper", "<idle>", "kworker/", "ksoftirqd/", "migration/", "rcu_", "rcuo",
                     "kthreadd", "watchdog/", "kswapd", "khugepaged", "irq/", "cpuhp/", "jbd2/",
@@ -142,37 +144,23 @@ class ChunkParser:
 
     def __init__(self, fmt: Format, file: str, clock: dict[int, int]) -> None:
         self.fmt, self.file, self.clock = fmt, file, clock
-        self.names: list[EventName] = []
-        self.by_event: dict[str, int] = {}
-        self.by_hash: dict[int, int] = {}
+        self.events = EventIndex(partial(event_name, fmt))
         self.next_line = 1
         self.continuation = False
 
-    def intern(self, event: str) -> int:
-        if event not in self.by_event:
-            self.by_event[event] = len(self.names)
-            self.names.append(event_name(self.fmt, event))
-        return self.by_event[event]
+    @property
+    def names(self) -> list[EventName]:
+        """What the format does with each event name, by the index in `Chunk.event`."""
+        return self.events.names
 
     def parse(self, data: bytes) -> Chunk:
-        buf = np.frombuffer(data, np.uint8)
-        ends = np.flatnonzero(buf == 10)
-        if not data.endswith(b"\n"):
-            ends = np.append(ends, len(buf))
-        starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
-        n = len(ends)
-        status = np.zeros(n, np.int8)
-        cols = {k: np.full(n, -1, np.int64) for k in ("pid", "tgid", "cpu", "ts")}
-        unit, hashes = np.zeros(n, np.int8), np.zeros(n, np.uint64)
-        spans = np.zeros((n, 6), np.int64)
-        ls.scan_lines(buf, starts, ends.astype(np.int64), status, cols["pid"], cols["tgid"], cols["cpu"],
-                      cols["ts"], unit, spans, hashes)
-        event = self._events(data, status, spans, hashes)
-        chunk = Chunk(self.next_line, np.zeros(n, np.int8), cols["pid"], cols["tgid"], cols["cpu"], cols["ts"],
-                      unit, event, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool))
-        slow, too_large = self._python_lines(data, starts, ends, status, spans, chunk)
-        self._payloads(data, buf, spans, status, chunk, slow)
-        self._non_events(data, starts, ends, status, chunk, too_large)
+        p = scan_prefixes(data)
+        n = p.lines
+        chunk = Chunk(self.next_line, np.zeros(n, np.int8), p.pid, p.tgid, p.cpu, p.ts, p.unit, self.events.of_lines(p),
+                      np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool))
+        slow, too_large = self._python_lines(p, chunk)
+        self._payloads(p, chunk, slow)
+        self._non_events(p, chunk, too_large)
         self._time_order(chunk)
         chunk.problems.sort()
         self.next_line += n
@@ -192,44 +180,27 @@ class ChunkParser:
                                             f"{before}, an earlier event's on cpu {c}"))
             self.clock[c] = int(latest[-1])
 
-    def _events(self, data: bytes, status, spans, hashes) -> np.ndarray:
-        """Interned event index per line (-1 for non-events) from the name hashes."""
-        event = np.full(len(status), -1, np.int32)
-        rows = np.flatnonzero(status == ls.EVENT)
-        uniq, first, inverse = np.unique(hashes[rows], return_index=True, return_inverse=True)
-        index = np.empty(len(uniq), np.int32)
-        for k, (h, row) in enumerate(zip(uniq.tolist(), rows[first].tolist())):
-            if h not in self.by_hash:
-                self.by_hash[h] = self.intern(data[spans[row, 2]:spans[row, 3]].decode())
-            index[k] = self.by_hash[h]
-        event[rows] = index[inverse]
-        return event
-
-    def _python_lines(self, data, starts, ends, status, spans,
-                      chunk: Chunk) -> tuple[dict[int, tuple[str, str]], set[int]]:
-        """Lines the scanner handed back, parsed by parse_line: row -> (comm, payload), and the
-        rows left as non-events because a number in them is beyond int64."""
+    def _python_lines(self, p: Prefixes, chunk: Chunk) -> tuple[dict[int, tuple[str, str]], set[int]]:
+        """The event lines parse_line read (`p.parsed`) into the columns: row -> (comm, payload),
+        and the rows left as non-events because a number in them is beyond int64."""
         slow: dict[int, tuple[str, str]] = {}
         too_large: set[int] = set()
-        for row in np.flatnonzero(status == ls.PYTHON).tolist():
-            tl = parse_line(data[starts[row]:ends[row]].decode("utf-8", errors="replace"))
-            if tl is None:
-                status[row] = ls.OTHER
-                continue
+        for row, tl in p.parsed.items():
             if max(tl.pid, tl.ts, tl.cpu or 0, tl.tgid or 0) >= 2**63:
-                status[row] = ls.OTHER
+                p.status[row] = ls.OTHER
                 too_large.add(row)
                 continue
-            status[row] = ls.EVENT
+            p.status[row] = ls.EVENT
             chunk.pid[row], chunk.cpu[row], chunk.ts[row] = tl.pid, -1 if tl.cpu is None else tl.cpu, tl.ts
             chunk.tgid[row] = -1 if tl.tgid is None else tl.tgid
             chunk.unit[row] = ls.NS_UNIT if tl.ts_unit == "ns" else ls.COUNT_UNIT
-            chunk.event[row] = self.intern(tl.event)
+            chunk.event[row] = self.events.intern(tl.event)
             slow[row] = (tl.comm, tl.payload)
         return slow, too_large
 
-    def _payloads(self, data, buf, spans, status, chunk: Chunk, slow: dict[int, tuple[str, str]]) -> None:
+    def _payloads(self, p: Prefixes, chunk: Chunk, slow: dict[int, tuple[str, str]]) -> None:
         """Roles and fields of the event lines."""
+        buf, spans, status = p.buf, p.spans, p.status
         rows = np.flatnonzero(status == ls.EVENT)
         names = self.names
         table = np.array([(nm.role, nm.code, nm.paren_syscall) for nm in names] or [(0, 0, 0)], np.int64)
@@ -265,22 +236,22 @@ class ChunkParser:
             chunk.kthread[rows[sel]] = kflags
         for row in rows[(codes[rows] != ls.P_NONE) & (result[rows] != ls.OK)].tolist():
             if result[row] == ls.FAIL:
-                self._bad_payload(chunk, row, self._payload_text(data, spans, slow, row))
+                self._bad_payload(chunk, row, self._payload_text(p, slow, row))
             else:
-                self._python_payload(chunk, row, data, spans, slow)
+                self._python_payload(chunk, row, p, slow)
 
-    def _payload_text(self, data, spans, slow, row: int) -> str:
-        return slow[row][1] if row in slow else data[spans[row, 4]:spans[row, 5]].decode()
+    def _payload_text(self, p: Prefixes, slow, row: int) -> str:
+        return slow[row][1] if row in slow else p.data[p.spans[row, 4]:p.spans[row, 5]].decode()
 
     def _bad_payload(self, chunk: Chunk, row: int, payload: str, why: str = "payload not understood") -> None:
         chunk.role[row] = R_PROBLEM
         name = self.names[chunk.event[row]].name
         chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: {name}: {why}: {payload[:60]!r}"))
 
-    def _python_payload(self, chunk: Chunk, row: int, data, spans, slow) -> None:
+    def _python_payload(self, chunk: Chunk, row: int, p: Prefixes, slow) -> None:
         """The Format's own regex on one payload (events.fields_of conversions)."""
         nm = self.names[chunk.event[row]]
-        payload = self._payload_text(data, spans, slow, row)
+        payload = self._payload_text(p, slow, row)
         m = (nm.pattern or SYSCALL_ENTER).search(payload)
         try:
             f = fields_of(m) if m is not None else None
@@ -316,15 +287,16 @@ class ChunkParser:
         elif role == R_SYSCALL:
             chunk.a[row] = int(f.get("id", nm.syscall))
 
-    def _non_events(self, data, starts, ends, status, chunk: Chunk, too_large: set[int]) -> None:
+    def _non_events(self, p: Prefixes, chunk: Chunk, too_large: set[int]) -> None:
         """Malformed lines among the non-events: not `#`/tab/header lines nor the wrapped
         continuation of a free-text payload (bprint) before them."""
+        status = p.status
         event_rows = np.flatnonzero(status == ls.EVENT)
         free = np.array([nm.free_text for nm in self.names] + [False], bool)[chunk.event[event_rows]]
         for row in np.flatnonzero(status == ls.OTHER).tolist():
             before = np.searchsorted(event_rows, row) - 1
             continuation = free[before] if before >= 0 else self.continuation
-            text = data[starts[row]:ends[row]].decode("utf-8", errors="replace")
+            text = p.text(row)
             if row in too_large:
                 chunk.role[row] = R_PROBLEM
                 chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: number too large: {text.strip()[:60]!r}"))

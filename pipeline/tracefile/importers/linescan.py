@@ -1,4 +1,5 @@
-"""Compiled (numba) scanning of text-trace chunks: the hot path of `pipeline import`.
+"""Compiled (numba) scanning of text-trace chunks: the hot path of `pipeline import` (and, the
+line prefixes only, of `kvm-stat`).
 
 `pipeline.tracefile.textlines.parse_line` and the payload regexes of `formats.py` are the specification;
 these functions compute the same results on bytes, one chunk of lines per call, at a few
