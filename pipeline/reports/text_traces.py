@@ -15,6 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from pipeline.analysis.kvm_stat import Stats
+from pipeline.text import markup_safe, printable
 from pipeline.tracefile.importers import ImportReport
 
 PROGRESS_MIN_BYTES = 32 << 20   # inputs smaller than this import without a progress bar
@@ -22,7 +23,7 @@ _DISPLAY = {"ns": (1e3, "µs"), "cycles": (1.0, "cycles")}   # time unit -> (div
 
 
 def print_error(console: Console, line: str) -> None:
-    console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/red] {markup_safe(line)}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- pipeline import
@@ -41,7 +42,7 @@ def import_progress(total: int, quiet: bool) -> Iterator[Callable[[int], None]]:
 def print_import(report: ImportReport, console: Console) -> None:
     """The import's one-line summary, rows written beside lines not written, malformed lines."""
     formats = ", ".join(sorted(set(report.formats.values())))
-    console.print(f"{report.out}: {report.rows} rows, format {formats}, cpus {list(report.cpus)}, "
+    console.print(f"{markup_safe(str(report.out))}: {report.rows} rows, format {formats}, cpus {list(report.cpus)}, "
                   f"{report.switches} context switches, {report.processes} address spaces, "
                   f"timestamps {report.timestamps}", highlight=False)
     table = Table("written", "rows", "not written", "lines")
@@ -50,14 +51,14 @@ def print_import(report: ImportReport, console: Console) -> None:
             [(f"{k} (read, no row)", n) for k, n in report.consumed.most_common()]
     for i in range(max(len(left), len(right))):
         a, b = (left[i] if i < len(left) else ("", "")), (right[i] if i < len(right) else ("", ""))
-        table.add_row(a[0], str(a[1]), b[0], str(b[1]))
+        table.add_row(markup_safe(a[0]), str(a[1]), markup_safe(b[0]), str(b[1]))
     console.print(table)
     if report.malformed:
         console.print(f"[yellow]{report.malformed} malformed lines skipped[/], first:", highlight=False)
         for example in report.malformed_examples:
-            console.print(f"  {example}", highlight=False, markup=False)
+            console.print(f"  {printable(example)}", highlight=False, markup=False)
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {markup_safe(note)}", highlight=False)
 
 
 # ---------------------------------------------------------------- pipeline kvm-stat
@@ -71,9 +72,9 @@ def reason_table(stats: Stats) -> Table:
                  f"max ({label})", f"p50 ({label})", f"p95 ({label})", "file(s)"):
         table.add_column(name, justify="left" if name in ("reason", "file(s)") else "right")
     for r in stats.by_reason.iter_rows(named=True):
-        table.add_row(r["reason"], str(r["count"]), f"{100 * r['share']:.2f}",
+        table.add_row(markup_safe(r["reason"]), str(r["count"]), f"{100 * r['share']:.2f}",
                       *[_time(r[f"{k}_{unit}"], div) for k in ("total", "mean", "min", "max", "p50", "p95")],
-                      r["files"])
+                      markup_safe(r["files"]))
     return table
 
 
@@ -101,11 +102,12 @@ def print_files(stats: Stats, console: Console) -> None:
             print_error(console, s.error)
             continue
         for p in (p for p in s.problems if p.count):
-            console.print(f"[yellow]warning:[/yellow] {s.source}: {p.count} {p.what}", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]warning:[/yellow] {markup_safe(s.source)}: {p.count} {p.what}", highlight=False,
+                          soft_wrap=True)
             for e in p.examples:
-                console.print(f"  {e}", highlight=False, soft_wrap=True, markup=False)
+                console.print(f"  {printable(e)}", highlight=False, soft_wrap=True, markup=False)
         if s.unpaired:
-            console.print(f"{s.source}: {len(s.exits)} exits, {s.unpaired} without a following kvm_entry (untimed)",
+            console.print(f"{markup_safe(s.source)}: {len(s.exits)} exits, {s.unpaired} without a following kvm_entry (untimed)",
                           highlight=False, soft_wrap=True)
 
 

@@ -181,3 +181,22 @@ def test_kvm_stat_out_not_writable(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert error_lines(result) == [f"error: --out {taken}: the tables cannot be written ({taken}: File exists)"]
     assert taken.read_text() == "mine\n" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_trace_text_in_messages_is_shown_not_obeyed(tmp_path: Path) -> None:
+    """Markup (`[/x]`) and an ANSI escape in a trace line, quoted by a --strict error, a
+    warning's examples, the import's malformed lines: printed as text, never parsed or sent raw."""
+    src = tmp_path / "host[1].txt"
+    src.write_text(host_trace(2) + " CPU 0/KVM-10 [001] 5.000030: kvm_exit: [/x] \x1b[31m\n")
+    warned = run("kvm-stat", src)
+    assert warned.exit_code == 0 and "Traceback" not in warned.output, warned.output
+    assert "[/x] \\x1b[31m" in warned.output and "\x1b" not in warned.output
+    strict = run("kvm-stat", src, "--strict")
+    assert strict.exit_code == 2 and error_lines(strict) == [
+        f"error: {src}:5: kvm_exit: unknown rendering or reason, or a number out of range: "
+        "CPU 0/KVM-10 [001] 5.000030: kvm_exit: [/x] \\x1b[31m (--strict)"]
+    guest = tmp_path / "guest[2].txt"
+    guest.write_text(guest_trace(4) + "not [/x] a \x1b[31m line\n")
+    imported = run("import", guest, "-o", tmp_path / "g.parquet")
+    assert imported.exit_code == 0 and f"{guest}:5: not an event line" in imported.output, imported.output
+    assert "\x1b" not in imported.output and str(tmp_path / "g.parquet") in imported.output
