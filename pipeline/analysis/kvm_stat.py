@@ -99,7 +99,7 @@ def merge(scans: list[FileScan], tsc_hz: float | None) -> Stats:
                  by_reason=_summary(exits, ["reason"], unit),
                  io=_io_summary(io, unit),
                  events=events.group_by(["vcpu", "pid", "event"]).agg(pl.len().alias("count"))
-                 .sort(["vcpu", "pid", "count"], descending=[False, False, True]),
+                 .sort(["vcpu", "pid", "count", "event"], descending=[False, False, True, False]),   # ties by name
                  files=scans, time_unit=unit)
 
 

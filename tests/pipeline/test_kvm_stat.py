@@ -243,3 +243,16 @@ def test_chunk_boundaries_change_nothing(tmp_path: Path) -> None:
     whole = scan_chunks(read_chunks(src, 1 << 30), "f")
     assert whole.backwards.count > 0 and whole.malformed.count == 1 and whole.exits
     assert scan_chunks(read_chunks(src, 1_000), "f") == whole
+
+
+def test_events_table_orders_ties_by_name(tmp_path: Path) -> None:
+    """Events of equal count come out in name order, the same in every run."""
+    lines = [" CPU 0/KVM-10 [001] 5.000001: kvm_exit: reason HLT rip 0x1 info 0 0",
+             " CPU 0/KVM-10 [001] 5.000002: kvm_msr: msr_write 6e0 = 0x1",
+             " CPU 0/KVM-10 [001] 5.000003: kvm_cr: cr_write 3 = 0x1000",
+             " CPU 0/KVM-10 [001] 5.000004: kvm_hypercall: nr 0x1 a0 0x0 a1 0x0 a2 0x0 a3 0x0",
+             " CPU 0/KVM-10 [001] 5.000005: kvm_entry: vcpu 0 rip 0x2"]
+    src = tmp_path / "host.txt"
+    src.write_text("\n".join(lines) + "\n")
+    events = summarise([src], None).events
+    assert events["event"].to_list() == ["kvm_cr", "kvm_hypercall", "kvm_msr"] and set(events["count"]) == {1}
