@@ -424,7 +424,8 @@ def import_(
     out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
     format: Annotated[Optional[str], typer.Option("--format", help="Force a format instead of detecting it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A malformed line is an error (nothing written).")] = False,
-    user_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: private pages a user task touches per scheduled quantum (recorded in the trace metadata).")] = 6,
+    user_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: private pages a user task touches per "
+                                                        "scheduled quantum (recorded in the trace metadata).")] = 6,
     kernel_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: global kernel pages any task touches per scheduled quantum.")] = 12,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none either when stderr is not a terminal).")] = False,
 ) -> None:
@@ -480,7 +481,8 @@ def kvm_stat(
     files: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text: trace-cmd report (default, -N, -R), ftrace, perf script.")],
     out: Annotated[Optional[Path], typer.Option(help="STATS.parquet to write (per vCPU and exit reason; tables beside it).")] = None,
     tsc_hz: Annotated[Optional[float], typer.Option(help="TSC frequency, for traces timestamped in raw TSC counts.")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="A malformed KVM line or an out-of-order exit/entry pair is an error (that file is not summarised).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="A malformed KVM line or an out-of-order exit/entry pair is an "
+                                                          "error (that file is not summarised).")] = False,
 ) -> None:
     """Per exit reason: count, share, and time from exit to the next entry on the same vCPU."""
     # Malformed lines and out-of-order exit/entry pairs are warnings (as in `import`), with

@@ -16,6 +16,7 @@ Reasons are normalised to one set of names across renderings, VMX and SVM
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def _time_columns(unit: str) -> list[pl.Expr]:
             t.quantile(0.5, "nearest").alias(f"p50_{unit}"), t.quantile(0.95, "nearest").alias(f"p95_{unit}")]
 
 
-def _summary(df: pl.DataFrame, keys: list[str], unit: str, extra: list[pl.Expr] = ()) -> pl.DataFrame:
+def _summary(df: pl.DataFrame, keys: list[str], unit: str, extra: Sequence[pl.Expr] = ()) -> pl.DataFrame:
     """Group df by keys: count, share of all rows, the time statistics, files, time_unit.
     Columns: *keys, count, share, timed (exits with a time), total_/mean_/min_/max_/p50_/
     p95_<unit>, files, time_unit."""

@@ -160,17 +160,18 @@ def _time_figure(page: _Page, inputs: ReportInputs, workload: Workload) -> str:
                            text=[f"{v:.3g}" for v in values], textposition="inside", insidetextanchor="start",
                            showlegend=False, hovertemplate="%{x}: %{y:.4g} " + label + "<extra>modelled</extra>"))
     cells = [c for c in (reference.cells if reference else ()) if c.workload == first["workload"] and c.mode in modes]
+    ref_name = reference.name if reference else ""
     if cells:
         shown = BY_HEADLINE[first["headline"]]
         measured = [shown.value(first, UNITS[c.unit].virt_ns(c.value, first)) for c in cells]
-        fig.add_scatter(x=[c.mode for c in cells], y=measured, mode="markers", name=f"measured ({reference.name})",
+        fig.add_scatter(x=[c.mode for c in cells], y=measured, mode="markers", name=f"measured ({ref_name})",
                         marker=dict(symbol="diamond", size=13, color="black", line=dict(color="white", width=1)),
                         hovertemplate="%{x}: %{y:.4g} " + label + "<extra>measured</extra>")
     fig.update_yaxes(type="log", title_text=f"{label} (log scale)",
                      range=_log_range(values + (measured if cells else [])))
     fig.update_xaxes(title_text="mode")
     fig.update_layout(showlegend=True)
-    source = f"; ◆ measured: {reference.name}" if cells else "; no reference measurement for this workload"
+    source = f"; ◆ measured: {ref_name}" if cells else "; no reference measurement for this workload"
     return page.figure(fig, f"{name}: time by mode ({label})",
                        f"bars modelled, cost profile {page.profile}{source}")
 

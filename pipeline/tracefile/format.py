@@ -297,7 +297,7 @@ class RowChecker:
         copies it out as floats with NaN)."""
         for name, column in zip(batch.schema.names, batch.columns):
             if column.null_count:
-                self._first_bad(column.is_null().to_numpy(zero_copy_only=False), lambda r, name=name: f"null in column {name!r}")
+                self._first_bad(column.is_null().to_numpy(zero_copy_only=False), _null_in(name))
         cols = {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
         self._check_rows(cols["t_ns"], cols["cpu"], cols["kind"])
         return cols
@@ -327,6 +327,10 @@ class RowChecker:
         rows = np.flatnonzero(bad)
         if rows.size:
             raise TraceError(self.path, problem(int(rows[0])), row=self.offset + int(rows[0]))
+
+
+def _null_in(column: str) -> Callable[[int], str]:
+    return lambda row: f"null in column {column!r}"
 
 
 def _open(path: Path) -> pq.ParquetFile:

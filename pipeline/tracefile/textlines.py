@@ -27,7 +27,8 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 # The prefix, anchored on `-PID [CPU] TIMESTAMP:` (or perf's `COMM PID [CPU] TIMESTAMP:`).
 # The task name is matched lazily: it may hold spaces and dashes (`CPU 0/KVM`,
@@ -127,7 +128,7 @@ class NotText(TraceFileError):
 class Codec:
     """A compression the readers undo, chosen by the file's suffix."""
     name: str
-    open: Callable[[BinaryIO], BinaryIO]
+    open: Callable[..., Any]     # gzip.open and the like: (file, mode) -> a binary stream
     magic: bytes = b""   # how every such file starts; b"" when the format has no magic bytes
 
 

@@ -195,7 +195,7 @@ def test_no_negative_times_in_a_trace_sorted_by_cpu(tmp_path: Path) -> None:
     would be): each vCPU thread's entries that fall before the exit they follow, counted by
     plain string splitting, are reported, and no time is negative."""
     text = sample_text(SAMPLES / "HIP24_Masterarbeit__documentation_trace-cmd_analysis_test_trace.dat__report_part1.txt.xz")
-    lines = sorted(text.splitlines(), key=lambda l: int(l.split("[", 1)[1].split("]", 1)[0]) if "] " in l else -1)
+    lines = sorted(text.splitlines(), key=by_cpu)
     exit_at, backwards = {}, 0
     for line in lines:
         if ": kvm_exit:" in line or ": kvm_entry:" in line:
@@ -226,7 +226,7 @@ def test_numbers_too_large_for_the_tables_are_malformed(tmp_path: Path) -> None:
              f" CPU 0/KVM-10 [001] {big}: kvm_entry: vcpu 0 rip 0x2"]
     code, text, src = _command(tmp_path, "\n".join(lines) + "\n")
     assert code == 0 and f"warning: {src}: 6 malformed KVM line(s) skipped" in text
-    assert [l.split(": ", 1)[0] for l in text.splitlines() if l.startswith(f"  {src}:")] == \
+    assert [line.split(": ", 1)[0] for line in text.splitlines() if line.startswith(f"  {src}:")] == \
         [f"  {src}:{n}" for n in range(2, 7)]     # the first five examples
     assert f"{src}: 1 exits, 1 without a following kvm_entry (untimed)" in text
 
@@ -237,7 +237,7 @@ def test_chunk_boundaries_change_nothing(tmp_path: Path) -> None:
     pending exits and vCPU ids carry over from chunk to chunk. The host trace sorted CPU by
     CPU has out-of-order pairs (examples with line numbers) and pairs across chunks."""
     text = sample_text(SAMPLES / "HIP24_Masterarbeit__documentation_trace-cmd_analysis_test_trace.dat__report_part1.txt.xz")
-    lines = sorted(text.splitlines(), key=lambda l: int(l.split("[", 1)[1].split("]", 1)[0]) if "] " in l else -1)
+    lines = sorted(text.splitlines(), key=by_cpu)
     src = tmp_path / "by_cpu.txt"
     src.write_text("\n".join(lines[:40] + ["garbage", " q-1 [000] 1.0: kvm_exit: garbage"] + lines[40:]) + "\n")
     whole = scan_chunks(read_chunks(src, 1 << 30), "f")
@@ -256,3 +256,9 @@ def test_events_table_orders_ties_by_name(tmp_path: Path) -> None:
     src.write_text("\n".join(lines) + "\n")
     events = summarise([src], None).events
     assert events["event"].to_list() == ["kvm_cr", "kvm_hypercall", "kvm_msr"] and set(events["count"]) == {1}
+
+
+def by_cpu(line: str) -> int:
+    """The CPU column of a trace line (-1 for a line without one): sorting by it gives a host
+    trace as per-CPU buffers read one after the other would, out of time order."""
+    return int(line.split("[", 1)[1].split("]", 1)[0]) if "] " in line else -1

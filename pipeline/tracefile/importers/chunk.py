@@ -203,7 +203,7 @@ class ChunkParser:
         buf, spans, status = p.buf, p.spans, p.status
         rows = np.flatnonzero(status == ls.EVENT)
         names = self.names
-        table = np.array([(nm.role, nm.code, nm.paren_syscall) for nm in names] or [(0, 0, 0)], np.int64)
+        table = np.array([(nm.role, nm.code, int(nm.paren_syscall)) for nm in names] or [(0, 0, 0)], np.int64)
         ev = chunk.event[rows]
         role, code = table[ev, 0], table[ev, 1]
         paren = table[ev, 2].astype(bool)

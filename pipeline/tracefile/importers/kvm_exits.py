@@ -44,7 +44,7 @@ ENTRY_NAMED_RE = re.compile(r"^vcpu (?P<vcpu>\d+),? rip\b")
 PIO_NAMED_RE = re.compile(r"^pio_(?P<dir>read|write) at 0x(?P<addr>[0-9a-fA-F]+) size (?P<size>\d+)")
 MMIO_NAMED_RE = re.compile(r"^mmio (?P<dir>unsatisfied-read|read|write) len (?P<size>\d+) gpa 0x(?P<addr>[0-9a-fA-F]+)")
 KV_RE = re.compile(r"(\w+)=(\S+)")
-MMIO_TYPES = {0: "unsatisfied-read", 1: "read", 2: "write"}   # kvm_mmio's raw `type`
+MMIO_TYPES: dict[int, str] = {0: "unsatisfied-read", 1: "read", 2: "write"}   # kvm_mmio's raw `type`
 
 # Events counted per vCPU besides exits and entries (MODEL.md §5).
 COUNTED = ("kvm_cr", "kvm_pio", "kvm_mmio", "kvm_msr", "kvm_inj_virq", "kvm_hypercall",
@@ -82,7 +82,7 @@ def parse_exit(payload: str) -> tuple[str, int | None] | None:
     if m:
         reason = from_name(m["reason"])
         return (reason, _int(m["vcpu"], 10) if m["vcpu"] else None) if reason else None
-    kv = dict(KV_RE.findall(payload))
+    kv: dict[str, str] = dict(KV_RE.findall(payload))
     reason = from_number(_int(kv["exit_reason"]), _int(kv.get("isa", "1")))
     return reason, _int(kv["vcpu_id"]) if "vcpu_id" in kv else None
 
@@ -93,7 +93,7 @@ def parse_entry(payload: str) -> tuple[int | None] | None:
     m = ENTRY_NAMED_RE.match(payload)
     if m:
         return (_int(m["vcpu"], 10),)
-    kv = dict(KV_RE.findall(payload))
+    kv: dict[str, str] = dict(KV_RE.findall(payload))
     if "vcpu_id" in kv:
         return (_int(kv["vcpu_id"], 10),)
     return None if payload.strip() else (None,)
@@ -104,8 +104,8 @@ def parse_io(event: str, payload: str) -> tuple[int, str, int] | None:
     """(address, direction, size) of a kvm_pio / kvm_mmio payload, None if malformed."""
     m = (PIO_NAMED_RE if event == "kvm_pio" else MMIO_NAMED_RE).match(payload)
     if m:
-        return _int(m["addr"], 16, UINT64), m["dir"], _int(m["size"], 10)
-    kv = dict(KV_RE.findall(payload))
+        return _int(m["addr"], 16, UINT64), str(m["dir"]), _int(m["size"], 10)
+    kv: dict[str, str] = dict(KV_RE.findall(payload))
     if event == "kvm_pio":
         return _int(kv["port"], 0, UINT64), "write" if _int(kv["rw"]) else "read", _int(kv["size"])
     return _int(kv["gpa"], 0, UINT64), MMIO_TYPES.get(_int(kv["type"]), kv["type"]), _int(kv["len"])

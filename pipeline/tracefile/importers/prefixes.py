@@ -61,7 +61,8 @@ def scan_prefixes(data: bytes) -> Prefixes:
     ends = ends.astype(np.int64)
     starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
     n = len(ends)
-    p = Prefixes(data, buf, starts, ends, np.zeros(n, np.int8), *(np.full(n, -1, np.int64) for _ in range(4)),
+    pid, tgid, cpu, ts = (np.full(n, -1, np.int64) for _ in range(4))
+    p = Prefixes(data, buf, starts, ends, np.zeros(n, np.int8), pid, tgid, cpu, ts,
                  np.zeros(n, np.int8), np.zeros((n, 6), np.int64), np.zeros(n, np.uint64))
     ls.scan_lines(buf, starts, ends, p.status, p.pid, p.tgid, p.cpu, p.ts, p.unit, p.spans, p.hashes)
     for row in np.flatnonzero(p.status == ls.PYTHON).tolist():
