@@ -30,6 +30,7 @@ from replay.mode import Guest, Mode
 from replay.shadow import TABLE_SHIFT
 
 PTE_WORDS = max(1, (1 << TABLE_SHIFT) // 64)  # a shadow page's PTE bitmap, in u64 words
+BUSY_KIND = "busy"  # the attribution table's kind for what no event causes (reference.BUSY)
 
 
 @dataclass
@@ -162,23 +163,27 @@ def attribution(state: KernelState, m: int, span_ns: int | None = None) -> dict[
     """Mode m's counts per source (kind, asid, device) and driver, nonzero rows only.
 
     Columns kind (str), asid, device, driver (str), count; summed over sources they are
-    `counts(state, span_ns)[m]`. QEMU's emulated_ns is caused by no one event: kind "busy",
-    left out when span_ns is None (a chunk of a shard, whose merge adds it once)."""
+    `counts(state, span_ns)[m]`. What no one event causes (QEMU's busy time) has kind "busy"
+    (busy_rows), left out when span_ns is None (a chunk of a shard, whose merge adds it once)."""
     per = _per_source(state, m)
     src, col = np.nonzero(per)
     keys = [state.keys.source_key(int(s)) for s in src]
-    kind = [Kind(k).name.lower() for k, _, _ in keys]
-    asid = [a for _, a, _ in keys]
-    device = [d for _, _, d in keys]
-    driver = [ALL_COUNTS[c] for c in col]
-    count = list(per[src, col])
-    busy = 0 if span_ns is None else state.modes[m].translated_ns(span_ns, int(per[:, COLUMN["idle_ns"]].sum()))
-    if busy:
-        kind, asid, device, driver, count = (kind + ["busy"], asid + [-1], device + [-1],
-                                             driver + ["emulated_ns"], count + [busy])
-    return {"kind": np.array(kind, dtype=object), "asid": np.array(asid, dtype=np.int64),
-            "device": np.array(device, dtype=np.int64), "driver": np.array(driver, dtype=object),
-            "count": np.array(count, dtype=np.int64)}
+    rows = {"kind": [Kind(k).name.lower() for k, _, _ in keys], "asid": [a for _, a, _ in keys],
+            "device": [d for _, _, d in keys], "driver": [ALL_COUNTS[c] for c in col], "count": list(per[src, col])}
+    if span_ns is not None:
+        for column, extra in busy_rows(state.modes[m], span_ns, int(per[:, COLUMN["idle_ns"]].sum())).items():
+            rows[column] += extra
+    return {"kind": np.array(rows["kind"], dtype=object), "asid": np.array(rows["asid"], dtype=np.int64),
+            "device": np.array(rows["device"], dtype=np.int64), "driver": np.array(rows["driver"], dtype=object),
+            "count": np.array(rows["count"], dtype=np.int64)}
+
+
+def busy_rows(mode: Mode, span_ns: int, idle_ns: int) -> dict[str, list]:
+    """Mode.busy_counts as attribution rows (kind "busy", no asid or device): for `attribution`
+    and for the merge of a shard's chunks (pipeline/run/chunked.py), which adds them once."""
+    values = mode.busy_counts(span_ns, idle_ns).values
+    return {"kind": [BUSY_KIND] * len(values), "asid": [-1] * len(values), "device": [-1] * len(values),
+            "driver": list(values), "count": list(values.values())}
 
 
 def replay(events: Events, guest: Guest, mode: Mode) -> Counts:
@@ -254,8 +259,8 @@ def _per_source(state: KernelState, m: int) -> np.ndarray:
 
 def _totals(state: KernelState, m: int, span_ns: int) -> Counts:
     total = _per_source(state, m).sum(axis=0)
-    total[COLUMN["emulated_ns"]] = state.modes[m].translated_ns(span_ns, int(total[COLUMN["idle_ns"]]))
-    return Counts({name: int(v) for name, v in zip(ALL_COUNTS, total) if v})
+    caused = Counts({name: int(v) for name, v in zip(ALL_COUNTS, total) if v})
+    return caused + state.modes[m].busy_counts(span_ns, int(total[COLUMN["idle_ns"]]))
 
 
 def _mode_snapshot(state: KernelState, m: int) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The kernel (kernel_core.py) has no notion of a named mode: it reads what each event does
 from these arrays, so a new mode built from existing features is a new row, not new
 code. A new *feature* (a paging scheme, a cache) is a new flag here plus its handler in
-kernel_core.py, mirroring its handler in reference.py.
+kernel_core.py, mirroring its handler in reference.py. The modes arrive checked
+(Mode.__post_init__); what a paging scheme replays is replay.mode.PAGING, which the
+reference reads too.
 """
 from __future__ import annotations
 
@@ -13,27 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay import kernel_core as core
-from replay.counts import ALL_COUNTS, DRIVERS
+from replay.counts import ALL_COUNTS, EXITS
 from replay.kinds import Kind
-from replay.mode import Mode, Paging
+from replay.mode import Mode
 
 
-@dataclass(frozen=True)
-class PagingFeatures:
-    """Which state machines a paging scheme replays (kernel_core.P_SOFTMMU, P_SHADOW, ...)."""
-
-    softmmu: bool = False   # touches go through the softmmu TLB, and nothing else
-    shadow: bool = False    # shadow pool, CR3 cache, held roots
-    own_tlb: bool = False   # the guest's TLB is the hardware's (reference.Machine.virtual_tlb)
-    walks_2d: bool = False  # every miss of that TLB is a 2-D walk (tdp_walk_extra)
-
-
-PAGING_FEATURES: dict[Paging, PagingFeatures] = {
-    Paging.NATIVE: PagingFeatures(),
-    Paging.SOFTMMU: PagingFeatures(softmmu=True),
-    Paging.SHADOW: PagingFeatures(shadow=True, own_tlb=True),
-    Paging.TDP: PagingFeatures(own_tlb=True, walks_2d=True),
-}
 COLUMN = {name: i for i, name in enumerate(ALL_COUNTS)}
 
 
@@ -62,7 +48,7 @@ class ModeTables:
 
 
 def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
-    """The kernel's arrays for `modes`; raises ValueError for sizes the reference rejects."""
+    """The kernel's arrays for `modes` (checked: Mode.__post_init__)."""
     rows = [_row(m, table_shift) for m in modes]
     width = max(len(r) for r in rows)
     params = np.zeros((len(modes), width), dtype=np.int64)
@@ -80,15 +66,7 @@ def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
 
 def _row(mode: Mode, table_shift: int) -> list[int]:
     """P_* flags and sizes, then the tables at their O_* offsets."""
-    f = PAGING_FEATURES[mode.paging]
-    if mode.tlb_entries < 1:
-        raise ValueError(f"mode {mode.name}: tlb_entries must be >= 1, got {mode.tlb_entries}")
-    if f.softmmu and (mode.softmmu_tlb_entries <= 0 or mode.softmmu_tlb_entries & (mode.softmmu_tlb_entries - 1)):
-        raise ValueError(f"softmmu TLB size must be a power of two, got {mode.softmmu_tlb_entries}")
-    if f.shadow and mode.shadow_pool_pages < 2:
-        raise ValueError(f"shadow pool needs at least 2 pages, got {mode.shadow_pool_pages}")
-    if mode.prev_roots < 0:
-        raise ValueError(f"mode {mode.name}: prev_roots must be >= 0, got {mode.prev_roots}")
+    f = mode.features
     p = [0] * core.N_PARAMS
     p[core.P_SOFTMMU] = f.softmmu
     p[core.P_SHADOW] = f.shadow
@@ -107,7 +85,7 @@ def _row(mode: Mode, table_shift: int) -> list[int]:
     tables = {
         core.O_ON_EVENT: _on_event(mode),
         core.O_COLS: [COLUMN[n] for n in core.KERNEL_COUNTS],
-        core.O_IS_EXIT: [int(n.startswith("exit_")) for n in ALL_COUNTS],
+        core.O_IS_EXIT: [int(n in EXITS) for n in ALL_COUNTS],
         core.O_DROP_PORTS: _listed(mode.dropped_io_ports),
         core.O_DROP_READS: _listed(mode.dropped_io_reads),
         core.O_DROP_WRITES: _listed(mode.dropped_io_writes),
@@ -131,7 +109,5 @@ def _on_event(mode: Mode) -> list[int]:
     row = [-1] * core.N_KINDS
     for kind, driver in mode.on_event.items():
         if driver:
-            if driver not in DRIVERS:
-                raise ValueError(f"mode {mode.name}: unknown driver {driver!r} for {kind.name.lower()}")
             row[int(kind)] = COLUMN[driver]
     return row

@@ -1,13 +1,20 @@
-"""A virtualization mode as the model sees it: typed, frozen, no file or CLI knowledge.
+"""A virtualization mode as the model sees it: typed, frozen, checked, no file or CLI knowledge.
 
 pipeline/ turns configs/modes/*.toml into Mode records; the field defaults here are
-the only defaults (a TOML file states what differs). See configs/modes/README.md.
+the only defaults (a TOML file states what differs), and `Mode.__post_init__` is the only
+check of a mode's values, whoever builds it (a file, a sweep's --set, a test): it raises
+ModeError naming the field, which the loader reports with its file. See configs/modes/README.md.
+The rules both engines (reference.py, the kernel) read off a mode are defined here too:
+what each paging scheme replays (PAGING), and the busy time no event causes (busy_counts).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from enum import Enum
+from typing import NamedTuple
 
+from replay.counts import DRIVERS, Counts
 from replay.kinds import Kind
 
 
@@ -22,13 +29,89 @@ class Paging(str, Enum):
     TDP = "tdp"
 
 
+class PagingFeatures(NamedTuple):
+    """Which state machines a paging scheme replays."""
+
+    softmmu: bool = False   # touches go through QEMU's softmmu TLB, and nothing else; guest code
+    #                         runs as translated code (busy_counts)
+    shadow: bool = False    # shadow pool, CR3 cache, held roots
+    own_tlb: bool = False   # the guest's TLB is the hardware's: exits flush it, its misses are
+    #                         counted beside native's (tlb_miss, tlb_refill_extra)
+    walks_2d: bool = False  # every miss of that TLB is a 2-D walk (tdp_walk_extra)
+
+
+# Read by reference.Machine and kernel_mode.compile_modes alike.
+PAGING: dict[Paging, PagingFeatures] = {
+    Paging.NATIVE: PagingFeatures(),
+    Paging.SOFTMMU: PagingFeatures(softmmu=True),
+    Paging.SHADOW: PagingFeatures(shadow=True, own_tlb=True),
+    Paging.TDP: PagingFeatures(own_tlb=True, walks_2d=True),
+}
+
+
+class ModeError(ValueError):
+    """A Mode field the model cannot replay; `key` names it as a mode file does (on_event.io)."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+# A mode's name names its result folders (OUT/counts/mode=<name>/) and its columns in
+# reports: letters, digits, '.', '_', '-' and '~' (sweep points join their settings with
+# '~'), never a separator, a leading dot or a NUL, so it cannot lead outside --out; at most
+# 200 characters, so that "mode=<name>" fits a file name (NAME_MAX = 255 bytes).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,199}")
+
+
+class Size(NamedTuple):
+    """The bounds of a state size, and why nothing smaller works (said when a value is below)."""
+
+    least: int
+    most: int
+    floor: str
+
+
+# The upper bounds are far beyond real hardware, so that what-if sweeps fit, yet keep the
+# replay's memory sane: the engines allocate the softmmu TLB and the CR3 cache and held roots
+# up front (per mode: 16 B per softmmu entry in replay/kernel.py, a list slot in
+# replay/softmmu.py and cr3_cache.py); the TLB and the shadow pool grow with the pages and
+# tables a trace touches, so for them the bound is about meaning (and keeps the capacities
+# well inside the kernel's int64).
+SIZES: dict[str, Size] = {
+    # Largest second-level TLBs today hold 2048-3072 entries (Zen 4's L2 DTLB: 3072);
+    # 2**20 is ~340x that and maps 4 GiB in 4 KiB pages, a whole 32-bit address space.
+    "tlb_entries": Size(1, 2**20, "a TLB holds at least one entry"),
+    # QEMU's own ceiling: dynamic TLB sizing grows to 2**CPU_TLB_DYN_MAX_BITS = 2**22 entries
+    # (include/exec/cpu-defs.h; 256 = 2**8 in 2007); 64 MiB per mode in the kernel's arrays.
+    "softmmu_tlb_entries": Size(1, 2**22, "a TLB holds at least one entry"),
+    # The VMCS holds 4 CR3-target values; IA32_VMX_MISC can report at most 256 (Intel SDM
+    # Vol. 3D, A.6). 256 is 64x today's 4 and more than the address spaces of any shipped
+    # trace (hackbench-5: 201, recorded 204); the slots are scanned on every CR3 write.
+    "cr3_cache_size": Size(0, 256, "0 = no cache"),
+    # KVM_NUM_MMU_PAGES was 256 (2048 in the seed's runs); today's default is 20 per mille of
+    # guest pages (KVM_PERMILLE_MMU_PAGES). 2**22 pages is that default for a 800 GiB guest.
+    "shadow_pool_pages": Size(2, 2**22, "a shadow pool needs at least 2 pages, as replay/shadow.py's"),
+    # KVM holds 3 previous roots (KVM_MMU_NUM_PREV_ROOTS); 256 is 85x that, again more than
+    # any shipped trace's address spaces; the held roots are scanned on every CR3 write.
+    "prev_roots": Size(0, 256, "0 = no held roots, as in 2007"),
+}
+# The accesses a paravirt guest no longer makes (sets of ports or addresses): each set's top value.
+MAX_PORT, MAX_ADDRESS = 0xFFFF, 2**64 - 1
+DROPPED: dict[str, int] = {
+    "dropped_io_ports": MAX_PORT, "dropped_io_reads": MAX_PORT, "dropped_io_writes": MAX_PORT,
+    "dropped_mmio_reads": MAX_ADDRESS, "dropped_mmio_writes": MAX_ADDRESS,
+}
+
+
 @dataclass(frozen=True)
 class Mode:
     """What a virtualization mode does to each guest event, and how big its state is."""
 
     name: str
     paging: Paging
-    # Guest event kind -> priced driver it causes. Paging state adds its own drivers.
+    # Guest event kind -> priced driver it causes ("" = none). Paging state adds its own drivers.
     on_event: dict[Kind, str] = field(default_factory=dict)
     # Guest-side paravirt transforms: accesses to these ports are removed from the guest ...
     dropped_io_ports: frozenset[int] = frozenset()
@@ -57,10 +140,58 @@ class Mode:
     # a CR3 write to one of them is a fast switch. 0 = no such LRU (2007).
     prev_roots: int = 0
 
-    def translated_ns(self, span_ns: int, idle_ns: int) -> int:
-        """Guest time run as translated code: QEMU runs the busy part of the span (span less
-        idle) through its translator; every other mode runs guest code natively."""
-        return span_ns - idle_ns if self.paging is Paging.SOFTMMU else 0
+    def __post_init__(self) -> None:
+        """Refuse a mode the model cannot replay (or whose name could leave --out), naming
+        the field: the one check of a mode, so no engine or loader repeats it."""
+        if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
+            raise ModeError("name", f"{self.name!r}: a mode name is 1-200 letters, digits, '.', '_', '-' or "
+                                    "'~', starting with a letter or digit (it names a folder under --out)")
+        if not isinstance(self.paging, Paging):
+            raise ModeError("paging", f"must be one of {[p.value for p in Paging]}")
+        _check_on_event(self.on_event)
+        for key, top in DROPPED.items():
+            _check_values(key, getattr(self, key), top)
+        for key, size in SIZES.items():
+            _check_size(key, getattr(self, key), size)
+        if self.softmmu_tlb_entries & (self.softmmu_tlb_entries - 1):
+            raise ModeError("softmmu_tlb_entries",
+                            f"must be a power of two (direct mapped), got {self.softmmu_tlb_entries}")
+        for f in fields(self):
+            if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
+                raise ModeError(f.name, f"must be true or false, got {getattr(self, f.name)!r}")
+
+    @property
+    def features(self) -> PagingFeatures:
+        return PAGING[self.paging]
+
+    def busy_counts(self, span_ns: int, idle_ns: int) -> Counts:
+        """The counts no single event causes, given the span and its idle part: QEMU runs the
+        busy part (span less idle) through its translator (emulated_ns); every other mode runs
+        guest code natively. The oracle, the kernel and the merge of chunks all take it from here."""
+        busy = span_ns - idle_ns if self.features.softmmu else 0
+        return Counts({"emulated_ns": busy} if busy else {})
+
+
+def _check_on_event(on_event: dict[Kind, str]) -> None:
+    for kind, driver in on_event.items():
+        if not isinstance(kind, Kind):
+            raise ModeError("on_event", f"{kind!r} is not an event kind")
+        if driver != "" and driver not in DRIVERS:
+            raise ModeError(f"on_event.{kind.name.lower()}", f"unknown driver {driver!r}; known: {sorted(DRIVERS)}")
+
+
+def _check_values(key: str, values: frozenset[int], top: int) -> None:
+    if not isinstance(values, frozenset) or not all(type(v) is int for v in values):
+        raise ModeError(key, "must be a set of integers")
+    bad = sorted(v for v in values if not 0 <= v <= top)
+    if bad:
+        raise ModeError(key, f"{bad[0]:#x} is outside 0..{top:#x}")
+
+
+def _check_size(key: str, value: int, size: Size) -> None:
+    if type(value) is not int or not size.least <= value <= size.most:
+        below = f" ({size.floor})" if type(value) is int and value < size.least else ""
+        raise ModeError(key, f"must be an integer in {size.least}..{size.most}, got {value!r}{below}")
 
 
 @dataclass(frozen=True)

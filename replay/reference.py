@@ -10,11 +10,11 @@ from collections import Counter
 from functools import reduce
 from operator import add
 
-from replay.counts import Counts
+from replay.counts import EXITS, Counts
 from replay.cr3_cache import Cr3TargetCache
 from replay.events import Events
 from replay.kinds import Kind
-from replay.mode import Guest, Mode, Paging
+from replay.mode import Guest, Mode
 from replay.prev_roots import PrevRoots
 from replay.shadow import GLOBAL_SPACE, ROOT, Key, ShadowPool, table_of
 from replay.softmmu import SoftTlb
@@ -44,15 +44,16 @@ class Machine:
         self.kernel_vpn_min = guest.kernel_vpn_min
         self.c: Counter[tuple[Source, str]] = Counter()
         self.source: Source = BUSY
+        # What the paging scheme replays (mode.PAGING); shadow and two-dimensional paging:
+        # the guest's TLB is the hardware's, so exits flush it and its misses are counted
+        # beside native's.
+        self.paging = mode.features
         self.tlb = Tlb(mode.tlb_entries)
         self.tlb_native = Tlb(mode.tlb_entries)
-        self.soft = SoftTlb(mode.softmmu_tlb_entries) if mode.paging is Paging.SOFTMMU else None
-        self.pool = ShadowPool(mode.shadow_pool_pages) if mode.paging is Paging.SHADOW else None
+        self.soft = SoftTlb(mode.softmmu_tlb_entries) if self.paging.softmmu else None
+        self.pool = ShadowPool(mode.shadow_pool_pages) if self.paging.shadow else None
         self.cr3_cache = Cr3TargetCache(mode.cr3_cache_size)
         self.roots = PrevRoots(mode.prev_roots) if self.pool is not None and mode.prev_roots else None
-        # Shadow and two-dimensional paging: the guest's TLB is the hardware's, so exits
-        # flush it and its misses are counted beside native's.
-        self.virtual_tlb = mode.paging in (Paging.SHADOW, Paging.TDP)
         handlers = {
             Kind.CR3_WRITE: self.cr3_write, Kind.TOUCH: self.touch,
             Kind.PTE_WRITE: self.pte_write, Kind.INVLPG: self.invlpg,
@@ -69,7 +70,7 @@ class Machine:
     def cause(self, driver: str) -> None:
         """Count a driver; a VM exit without VPID also flushes the whole TLB."""
         self.add(driver)
-        if driver.startswith("exit_") and self.mode.tlb_flush_on_exit:
+        if driver in EXITS and self.mode.tlb_flush_on_exit:
             self.tlb.flush(keep_global=False)
 
     def on_event(self, kind: Kind) -> None:
@@ -147,12 +148,12 @@ class Machine:
             self.shadow_map(space, vpn)
         native_miss = not self.tlb_native.access(vpn, is_global)
         self.add("tlb_miss_native", native_miss)
-        if self.virtual_tlb:
+        if self.paging.own_tlb:
             # Per touch, so that extra refills and walks are attributed to the pages refilled.
             miss = not self.tlb.access(vpn, is_global)
             self.add("tlb_miss", miss)
             self.add("tlb_refill_extra", miss - native_miss)
-            if self.mode.paging is Paging.TDP:
+            if self.paging.walks_2d:
                 self.add("tdp_walk_extra", miss)  # every miss walks both dimensions
 
     def shadow_map(self, space: int, vpn: int) -> None:
@@ -215,16 +216,17 @@ class Machine:
         self.on_event(Kind.SYSCALL)
 
     def by_source(self, events: Events) -> dict[Source, Counts]:
-        """The counts so far, per source; QEMU's busy time goes to BUSY."""
+        """The counts so far, per source; what no event causes (QEMU's busy time) goes to BUSY."""
         idle = sum(n for (_, name), n in self.c.items() if name == "idle_ns")
         rows: dict[Source, dict[str, int]] = {}
         for (source, name), n in self.c.items():
             if n:
                 rows.setdefault(source, {})[name] = int(n)
-        busy = self.mode.translated_ns(events.span_ns, idle)
-        if busy:
-            rows[BUSY] = {"emulated_ns": busy}
-        return {source: Counts(values) for source, values in rows.items()}
+        by = {source: Counts(values) for source, values in rows.items()}
+        busy = self.mode.busy_counts(events.span_ns, idle)
+        if busy.values:
+            by[BUSY] = busy
+        return by
 
 
 def replay_by_source(events: Events, guest: Guest, mode: Mode) -> dict[Source, Counts]:

@@ -104,12 +104,8 @@ def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:
     """The shard's counts per source: the chunks' summed, plus QEMU's busy time."""
     frame = pl.concat([p.counts for p in parts]).group_by(SOURCE_COLUMNS).agg(pl.col("count").sum())
     idle = int(frame.filter(pl.col("driver") == "idle_ns")["count"].sum())
-    busy = mode.translated_ns(span_ns, idle)
-    if busy:
-        frame = pl.concat([frame, pl.DataFrame({"kind": ["busy"], "asid": [-1], "device": [-1],
-                                                "driver": ["emulated_ns"], "count": [busy]},
-                                               schema=frame.schema)])
-    return frame.sort(SOURCE_COLUMNS)
+    busy = pl.DataFrame(kernel.busy_rows(mode, span_ns, idle), schema=frame.schema)
+    return pl.concat([frame, busy]).sort(SOURCE_COLUMNS)
 
 
 def _source_counts(state: kernel.KernelState) -> pl.DataFrame:

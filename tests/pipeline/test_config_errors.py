@@ -43,7 +43,7 @@ def modes_with(tmp_path: Path, text: str) -> Path:
     ('name = "m"\npaging = "shadow"\nprev_roots = -1\n', "prev_roots", "in 0..256, got -1"),
     ('name = "m"\npaging = "tdp"\ndropped_io_writes = [0x10000]\n', "dropped_io_writes", "outside 0..0xffff"),
     ('name = "m"\npaging = "tdp"\ndropped_mmio_reads = "0xFED000F0"\n', "dropped_mmio_reads", "list of integers"),
-    # Sizes past their bound (pipeline/config/modes.py SIZES): 2**40 softmmu entries would allocate 16 TiB.
+    # Sizes past their bound (replay/mode.py SIZES): 2**40 softmmu entries would allocate 16 TiB.
     ('name = "m"\npaging = "softmmu"\nsoftmmu_tlb_entries = 0x10000000000\n', "softmmu_tlb_entries",
      "in 1..4194304, got 1099511627776"),
     ('name = "m"\npaging = "shadow"\ntlb_entries = 1048577\n', "tlb_entries", "in 1..1048576"),

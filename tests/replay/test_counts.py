@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replay.counts import ALL_COUNTS, DRIVERS, INFO, Counts
+from replay.counts import ALL_COUNTS, DRIVERS, EXITS, INFO, Counts
 from replay.events import Events
 from replay.kinds import MAX_KIND
 
@@ -29,6 +29,13 @@ def test_equality_ignores_explicit_zeros():
     assert Counts({"exit_cr3": 1}) != Counts()
     assert hash(Counts({"exit_cr3": 0, "events": 4})) == hash(Counts({"events": 4}))
     assert Counts() != {"exit_cr3": 0}     # not a Counts: not equal
+
+
+def test_the_exits_are_the_drivers_described_as_vm_exits():
+    # EXITS is named, not read off a prefix: it must still be exactly the priced drivers whose
+    # description says they leave the guest (so a new exit driver cannot be left out of it).
+    assert EXITS == {n for n, text in DRIVERS.items() if text.startswith("VM exit")}
+    assert len(EXITS) == 13
 
 
 def test_unknown_names_are_rejected():
