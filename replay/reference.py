@@ -129,6 +129,13 @@ class Machine:
         if self.roots is not None:
             self.roots.load(value)
 
+    @property
+    def shadow(self) -> ShadowPool:
+        """The shadow pool, for the handlers that run only under shadow paging (a CR3 cache
+        exists only there)."""
+        assert self.pool is not None
+        return self.pool
+
     def cr3_cache_hit(self, asid: int) -> bool:
         """The paravirt guest's lookup: a hit loads the cached root without exiting."""
         self.add("cr3_cache_lookup")
@@ -136,7 +143,7 @@ class Machine:
             self.add("cr3_cache_miss")
             return False
         self.add("cr3_cache_hit")
-        self.pool.use((asid, ROOT))
+        self.shadow.use((asid, ROOT))
         return True
 
     def touch(self, asid: int, vpn: int, arg: int) -> None:
@@ -159,11 +166,11 @@ class Machine:
     def shadow_map(self, space: int, vpn: int) -> None:
         """Walk the shadow tables for a touch: allocate the table, fill the PTE."""
         key = table_of(space, vpn)
-        present, evicted = self.pool.use(key)
+        present, evicted = self.shadow.use(key)
         self.freed(evicted)
         if not present:
             self.add("shadow_page_alloc")
-        if self.pool.fill_pte(key, vpn):
+        if self.shadow.fill_pte(key, vpn):
             self.cause("exit_shadow_fault")
 
     def pte_write(self, asid: int, vpn: int, arg: int) -> None:
