@@ -168,7 +168,7 @@ def attribution(state: KernelState, m: int, span_ns: int | None = None) -> dict[
     per = _per_source(state, m)
     src, col = np.nonzero(per)
     keys = [state.keys.source_key(int(s)) for s in src]
-    rows = {"kind": [Kind(k).name.lower() for k, _, _ in keys], "asid": [a for _, a, _ in keys],
+    rows: dict[str, list[Any]] = {"kind": [Kind(k).name.lower() for k, _, _ in keys], "asid": [a for _, a, _ in keys],
             "device": [d for _, _, d in keys], "driver": [ALL_COUNTS[c] for c in col], "count": list(per[src, col])}
     if span_ns is not None:
         for column, extra in busy_rows(state.modes[m], span_ns, int(per[:, COLUMN["idle_ns"]].sum())).items():
@@ -225,7 +225,7 @@ def _column(a: np.ndarray, dtype: type) -> np.ndarray:
     """A read-only C-contiguous view (copy only if the dtype differs): Arrow's zero-copy
     columns are read-only, and numba compiles (and caches) read-only and writable
     arguments separately, so every input is made read-only to need one compile."""
-    view = np.ascontiguousarray(a, dtype=dtype).view()
+    view: np.ndarray = np.ascontiguousarray(a, dtype=dtype).view()
     view.flags.writeable = False
     return view
 
