@@ -23,120 +23,49 @@ import numpy as np
 from replay import kernel_core as core
 from replay.counts import ALL_COUNTS, Counts
 from replay.events import Events, check_columns
-from replay.kernel_mode import COLUMN, ModeTables, compile_modes
+from replay.kernel_mode import COLUMNS, TO_ALL, compile_modes
 from replay.keys import TraceKeys
 from replay.kinds import Kind
 from replay.mode import Guest, Mode
 from replay.shadow import TABLE_SHIFT
 
 PTE_WORDS = max(1, (1 << TABLE_SHIFT) // 64)  # a shadow page's PTE bitmap, in u64 words
+POSITION = {name: i for i, name in enumerate(ALL_COUNTS)}
 BUSY_KIND = "busy"  # the attribution table's kind for what no event causes (reference.BUSY)
-
-
-@dataclass
-class Lru:
-    """LRUs in kernel_core's row layout, one per row; regions grow with the keys seen."""
-
-    A: np.ndarray          # (rows, L_HEADER + keys + 6 slots + extra_words x slots) int64
-    keys: int = 0
-    slots: int = 0
-    extra_words: int = 0
-
-    @classmethod
-    def empty(cls, capacity: np.ndarray, extra_words: int = 0) -> Lru:
-        A = np.zeros((len(capacity), core.L_HEADER), dtype=np.int64)
-        A[:, [core.L_HEAD, core.L_TAIL]] = core.NONE
-        A[:, core.L_CAP] = capacity
-        A[:, core.L_EXTRA_WORDS] = extra_words
-        lru = cls(A, extra_words=extra_words)
-        lru._layout()
-        return lru
-
-    def fit(self, keys: int) -> None:
-        """Room for `keys` keys; slots: never more than the capacity or the keys seen."""
-        slots = int(np.minimum(self.A[:, core.L_CAP], keys).max(initial=0))
-        if keys <= self.keys and slots <= self.slots:
-            return
-        old = Lru(self.A, self.keys, self.slots, self.extra_words)
-        self.keys, self.slots = max(keys, self.keys), max(slots, self.slots)
-        self.A = np.zeros((len(old.A), self._width()), dtype=np.int64)
-        self.A[:, : core.L_HEADER] = old.A[:, : core.L_HEADER]
-        self._layout()
-        for field, fill in LRU_FILL.items():
-            n_old, n_new = old._length(field), self._length(field)
-            self.region(field)[:, n_old:n_new] = fill
-            self.region(field)[:, :n_old] = old.region(field)
-
-    def region(self, field: int) -> np.ndarray:
-        """The (rows, n) view of one array of the layout (an L_* offset field)."""
-        start = int(self.A[0, field]) if len(self.A) else 0
-        return self.A[:, start: start + self._length(field)]
-
-    def order(self, r: int) -> list[int]:
-        """Keys of row r, least recently used first."""
-        out, s = [], int(self.A[r, core.L_TAIL])
-        slot_key, prev = self.region(core.L_SLOT_KEY)[r], self.region(core.L_PREV)[r]
-        while s >= 0:
-            out.append(int(slot_key[s]))
-            s = int(prev[s])
-        return out
-
-    def slot_of(self, r: int, key: int) -> int:
-        return int(self.region(core.L_KEY_SLOT)[r, key])
-
-    def _length(self, field: int) -> int:
-        if field == core.L_KEY_SLOT:
-            return self.keys
-        return self.slots * (self.extra_words if field == core.L_EXTRA else 1)
-
-    def _width(self) -> int:
-        return core.L_HEADER + self.keys + self.slots * (len(core.LRU_SLOT_ARRAYS) + self.extra_words)
-
-    def _layout(self) -> None:
-        at = core.L_HEADER
-        for field in (core.L_KEY_SLOT, *core.LRU_SLOT_ARRAYS, core.L_EXTRA):
-            self.A[:, field] = at
-            at += self._length(field)
-
-
-# Initial value of each LRU array: -1 = no slot / no neighbour / not in the flushable set.
-LRU_FILL = {core.L_KEY_SLOT: core.NONE, core.L_SLOT_KEY: 0, core.L_PREV: core.NONE, core.L_NEXT: core.NONE,
-            core.L_FREE: 0, core.L_SET_POS: core.NONE, core.L_SET_LIST: 0, core.L_EXTRA: 0}
+# Initial value of an Lru's per-key and per-slot entries: NONE = no slot, no neighbour, not flushable.
+LRU_FILL = {"key_slot": core.NONE, "slot_key": 0, "newer": core.NONE, "older": core.NONE, "free": 0,
+            "set_pos": core.NONE, "set_list": 0}
 
 
 @dataclass
 class KernelState:
-    """One vCPU's replay under several modes: keys, every mode's state, counts per source."""
+    """One vCPU's replay under several modes: keys, every mode's state and counts (kernel_core.State)."""
 
     modes: tuple[Mode, ...]
     guest: Guest
-    tables: ModeTables
     keys: TraceKeys
-    tlb: Lru               # rows 2m (native's TLB) and 2m+1 (the mode's own), keyed by vpn id
-    pool: Lru              # row m: shadow pages keyed by table id, a PTE bitmap per slot
-    soft: np.ndarray       # (modes, 1 + 2 entries): epoch, tags (vpn id), epochs of the tags
-    misc: np.ndarray       # (modes, 3 + cache + roots): kernel_core.M_*, CR3 cache slots, held roots
-    acc: np.ndarray        # (modes, sources, ALL_COUNTS) int64
+    machine: core.State
     events: int = 0
 
 
 def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
     """Empty state for replaying one vCPU's events under each of `modes`."""
-    tables = compile_modes(modes, TABLE_SHIFT)
+    params = compile_modes(modes, TABLE_SHIFT)
     n = len(modes)
-    soft = np.full((n, 1 + 2 * max(1, int(tables.soft_entries.max(initial=0)))), core.NONE, dtype=np.int64)
-    soft[:, core.S_EPOCH] = 0
-    misc = np.full((n, core.M_CR3_SLOTS + max(1, int((tables.cr3_cache + tables.roots).max(initial=0)))),
-                   core.NONE, dtype=np.int64)
-    misc[:, [core.M_PENDING, core.M_CR3_NEXT, core.M_ROOTS_HELD]] = 0
-    state = KernelState(
-        modes=tuple(modes), guest=guest, tables=tables,
-        keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
-        tlb=Lru.empty(np.repeat(tables.tlb_entries, 2)),
-        pool=Lru.empty(tables.pool_pages, extra_words=PTE_WORDS),
-        soft=soft, misc=misc,
-        acc=np.zeros((n, 0, len(ALL_COUNTS)), dtype=np.int64),
+    tlb_entries = np.array([m.tlb_entries for m in modes], dtype=np.int64)
+    pool_pages = np.array([m.shadow_pool_pages for m in modes], dtype=np.int64) * params.shadow
+    soft_entries = max(1, int(((params.soft_mask + 1) * params.softmmu).max(initial=0)))
+    machine = core.State(
+        params=params,
+        tlb=core.Tlb(native=_empty_lru(tlb_entries), own=_empty_lru(tlb_entries), pending=np.zeros(n, np.int64)),
+        pool=core.Pool(lru=_empty_lru(pool_pages), ptes=np.zeros((n, 0, PTE_WORDS), dtype=np.int64)),
+        soft=core.Soft(epoch=np.zeros(n, np.int64), tag=_nones(n, soft_entries), filled=_nones(n, soft_entries)),
+        cr3=core.Cr3Cache(slots=_nones(n, int(params.cr3_cache.max(initial=1))), next=np.zeros(n, np.int64)),
+        roots=core.Roots(held=_nones(n, int(params.roots.max(initial=1))), n=np.zeros(n, np.int64)),
+        tally=core.Tally(acc=np.zeros((n, 0, len(COLUMNS)), dtype=np.int64)),
     )
+    state = KernelState(modes=tuple(modes), guest=guest, keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
+                        machine=machine)
     _fit(state)
     return state
 
@@ -149,8 +78,8 @@ def replay_batch(state: KernelState, kind: np.ndarray, value: np.ndarray, asid: 
     value, arg = _column(value, np.uint64), _column(arg, np.uint32)
     ref, source = state.keys.remap(kind, value, _column(asid, np.uint32))
     _fit(state)
-    core.replay_events(kind, value, arg, ref, source, state.tables.params, state.keys.page_info,
-                       state.keys.tables.pairs, state.tlb.A, state.pool.A, state.soft, state.misc, state.acc)
+    keys = core.Keys(pages=state.keys.page_info, tables=state.keys.tables.pairs)
+    core.replay_events(state.machine, keys, core.Batch(kind, value, arg, ref, source))
     state.events += len(kind)
 
 
@@ -171,7 +100,7 @@ def attribution(state: KernelState, m: int, span_ns: int | None = None) -> dict[
     rows: dict[str, list[Any]] = {"kind": [Kind(k).name.lower() for k, _, _ in keys], "asid": [a for _, a, _ in keys],
             "device": [d for _, _, d in keys], "driver": [ALL_COUNTS[c] for c in col], "count": list(per[src, col])}
     if span_ns is not None:
-        for column, extra in busy_rows(state.modes[m], span_ns, int(per[:, COLUMN["idle_ns"]].sum())).items():
+        for column, extra in busy_rows(state.modes[m], span_ns, int(per[:, POSITION["idle_ns"]].sum())).items():
             rows[column] += extra
     return {"kind": np.array(rows["kind"], dtype=object), "asid": np.array(rows["asid"], dtype=np.int64),
             "device": np.array(rows["device"], dtype=np.int64), "driver": np.array(rows["driver"], dtype=object),
@@ -201,7 +130,7 @@ def replay_modes(events: Events, guest: Guest, modes: Sequence[Mode]) -> list[Co
 def reset_counts(state: KernelState) -> None:
     """Zero the counts, keep the model state: a chunk's warm-up prefix is replayed, then
     reset, so the chunk counts only its own events."""
-    state.acc[:] = 0
+    state.machine.tally.acc[:] = 0
     state.keys.source_events[:] = 0
     state.events = 0
 
@@ -232,66 +161,110 @@ def _column(a: np.ndarray, dtype: type) -> np.ndarray:
 
 def _fit(state: KernelState) -> None:
     """Grow the key-indexed arrays to the keys seen so far (after each remap)."""
-    k = state.keys
-    state.tlb.fit(k.vpns.limit)
-    state.pool.fit(k.tables.limit)
-    if state.acc.shape[1] < k.sources.limit:
-        acc = np.zeros((len(state.modes), k.sources.limit, len(ALL_COUNTS)), dtype=np.int64)
-        acc[:, : state.acc.shape[1]] = state.acc
-        state.acc = acc
+    k, mc = state.keys, state.machine
+    state.machine = mc._replace(
+        tlb=mc.tlb._replace(native=_grown_lru(mc.tlb.native, k.vpns.limit), own=_grown_lru(mc.tlb.own, k.vpns.limit)),
+        pool=_grown_pool(mc.pool, k.tables.limit),
+        tally=core.Tally(acc=_widened(mc.tally.acc, k.sources.limit, 0)),
+    )
+
+
+def _nones(rows: int, width: int) -> np.ndarray:
+    return np.full((rows, width), core.NONE, dtype=np.int64)
+
+
+def _empty_lru(capacity: np.ndarray) -> core.Lru:
+    rows = len(capacity)
+    scalar = {"head": core.NONE, "tail": core.NONE, "size": 0, "fresh": 0, "nfree": 0, "nset": 0}
+    return core.Lru(cap=capacity.astype(np.int64), **{f: np.full(rows, v, dtype=np.int64) for f, v in scalar.items()},
+                    **{f: np.full((rows, 0), v, dtype=np.int64) for f, v in LRU_FILL.items()})
+
+
+def _slots(lru: core.Lru, keys: int) -> int:
+    """Slots an Lru needs for `keys` keys: never more than its capacity or the keys seen."""
+    return int(np.minimum(lru.cap, keys).max(initial=0))
+
+
+def _grown_lru(lru: core.Lru, keys: int) -> core.Lru:
+    """`lru` with room for `keys` keys (the same arrays if it has it)."""
+    slots = _slots(lru, keys)
+    return lru._replace(**{f: _widened(getattr(lru, f), keys if f == "key_slot" else slots, fill)
+                           for f, fill in LRU_FILL.items()})
+
+
+def _grown_pool(pool: core.Pool, tables: int) -> core.Pool:
+    return core.Pool(lru=_grown_lru(pool.lru, tables), ptes=_widened(pool.ptes, _slots(pool.lru, tables), 0))
+
+
+def _widened(a: np.ndarray, n: int, fill: int) -> np.ndarray:
+    """`a` with at least n columns (axis 1), the new ones `fill`; `a` itself if it has them."""
+    if a.shape[1] >= n:
+        return a
+    out = np.full((a.shape[0], n) + a.shape[2:], fill, dtype=a.dtype)
+    out[:, : a.shape[1]] = a
+    return out
 
 
 def _per_source(state: KernelState, m: int) -> np.ndarray:
-    """acc[m] with the counts derived per source: events, tlb_refill_extra, tdp_walk_extra.
+    """Mode m's counts per source in ALL_COUNTS columns, with those derived per source:
+    events, tlb_refill_extra, tdp_walk_extra.
 
     The oracle counts the last two per touch; only touches count TLB misses, so a source's
     sums are the same (and its own TLB never misses where native's hits: it only loses
     entries more often)."""
     n = len(state.keys.sources)
-    per = state.acc[m, :n].copy()
-    per[:, COLUMN["events"]] = state.keys.source_events[:n]
-    if state.tables.own_tlb(m):
-        per[:, COLUMN["tlb_refill_extra"]] = per[:, COLUMN["tlb_miss"]] - per[:, COLUMN["tlb_miss_native"]]
-    if state.tables.walks_2d(m):
-        per[:, COLUMN["tdp_walk_extra"]] = per[:, COLUMN["tlb_miss"]]
+    per = np.zeros((n, len(ALL_COUNTS)), dtype=np.int64)
+    per[:, TO_ALL] = state.machine.tally.acc[m, :n]
+    per[:, POSITION["events"]] = state.keys.source_events[:n]
+    paging = state.modes[m].features
+    if paging.own_tlb:
+        per[:, POSITION["tlb_refill_extra"]] = per[:, POSITION["tlb_miss"]] - per[:, POSITION["tlb_miss_native"]]
+    if paging.walks_2d:
+        per[:, POSITION["tdp_walk_extra"]] = per[:, POSITION["tlb_miss"]]
     return per
 
 
 def _totals(state: KernelState, m: int, span_ns: int) -> Counts:
     total = _per_source(state, m).sum(axis=0)
     caused = Counts({name: int(v) for name, v in zip(ALL_COUNTS, total) if v})
-    return caused + state.modes[m].busy_counts(span_ns, int(total[COLUMN["idle_ns"]]))
+    return caused + state.modes[m].busy_counts(span_ns, int(total[POSITION["idle_ns"]]))
+
+
+def _order(lru: core.Lru, r: int) -> list[int]:
+    """Keys of row r, least recently used first."""
+    out, s = [], int(lru.tail[r])
+    while s >= 0:
+        out.append(int(lru.slot_key[r, s]))
+        s = int(lru.newer[r, s])
+    return out
 
 
 def _mode_snapshot(state: KernelState, m: int) -> dict[str, Any]:
-    k, t = state.keys, state.tables
-    snap: dict[str, Any] = {"tlb_native": [k.vpn_key(v) for v in state.tlb.order(2 * m)]}
-    if t.softmmu(m):
-        n = int(t.soft_entries[m])
-        row = state.soft[m]
-        tags, epochs = row[core.S_TAGS: core.S_TAGS + n], row[core.S_TAGS + n: core.S_TAGS + 2 * n]
-        snap["softmmu"] = [k.vpn_key(int(v)) if v >= 0 and e == row[core.S_EPOCH] else None
-                           for v, e in zip(tags, epochs)]
-    if t.own_tlb(m):
-        snap["tlb"] = [k.vpn_key(v) for v in state.tlb.order(2 * m + 1)]
-    if t.shadow(m):
-        snap["pool"] = [_page(state, m, table) for table in state.pool.order(m)]
-        size = int(t.cr3_cache[m])
-        slots = state.misc[m, core.M_CR3_SLOTS: core.M_CR3_SLOTS + size]
+    k, mc, paging = state.keys, state.machine, state.modes[m].features
+    snap: dict[str, Any] = {"tlb_native": [k.vpn_key(v) for v in _order(mc.tlb.native, m)]}
+    if paging.softmmu:
+        n = int(mc.params.soft_mask[m]) + 1
+        epoch = mc.soft.epoch[m]
+        snap["softmmu"] = [k.vpn_key(int(v)) if v >= 0 and e == epoch else None
+                           for v, e in zip(mc.soft.tag[m, :n], mc.soft.filled[m, :n])]
+    if paging.own_tlb:
+        snap["tlb"] = [k.vpn_key(v) for v in _order(mc.tlb.own, m)]
+    if paging.shadow:
+        snap["pool"] = [_page(state, m, table) for table in _order(mc.pool.lru, m)]
+        size = int(mc.params.cr3_cache[m])
         # Round-robin refill: the slots from the next one to fill on, oldest fill first. Two
         # caches that list the same this way behave the same whatever slot they started at.
-        first = int(state.misc[m, core.M_CR3_NEXT]) if size else 0
-        snap["cr3_cache"] = [None if s < 0 else k.space_key(int(s)) for s in np.roll(slots, -first)]
-        held = core.M_CR3_SLOTS + size + np.arange(state.misc[m, core.M_ROOTS_HELD])
-        snap["roots"] = [k.space_key(int(s)) for s in state.misc[m, held]]
+        first = int(mc.cr3.next[m]) if size else 0
+        snap["cr3_cache"] = [None if s < 0 else k.space_key(int(s)) for s in np.roll(mc.cr3.slots[m, :size], -first)]
+        snap["roots"] = [k.space_key(int(s)) for s in mc.roots.held[m, : mc.roots.n[m]]]
     return snap
 
 
 def _page(state: KernelState, m: int, table: int) -> tuple[Any, ...]:
     """A shadow page: (asid or None for global, guest table or None for root, filled PTE vpns)."""
     space, index = state.keys.table_key(table)
-    slot = state.pool.slot_of(m, table)
-    words = state.pool.region(core.L_EXTRA)[m, slot * PTE_WORDS: (slot + 1) * PTE_WORDS]
+    pool = state.machine.pool
+    words = pool.ptes[m, pool.lru.key_slot[m, table]]
     bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
     base = 0 if index is None else index << TABLE_SHIFT
     return space, index, tuple(base + int(b) for b in bits)

@@ -1,69 +1,59 @@
 """The compiled state machines: replay.reference's Machine, event for event, over dense ids.
 
-Layout. Every piece of state is one int64 array with a row per mode (TLBs: two rows per
-mode, native's at 2m and the mode's own at 2m+1), so a handler takes a few arrays:
-- P[m]: the mode as data (kernel_mode.py): flags and sizes P_*, then its event -> driver
-  table, the acc column of each kernel count, which columns are exits, and the lists of
-  dropped ports and MMIO addresses (each: its length, then its items), at the offsets P[m, O_*].
-- tlb[r], pool[m]: an LRU each (below); the pool's rows also hold each shadow page's PTE
-  bitmap.
-- soft[m]: flush epoch, then the softmmu tags, then the epoch each tag was filled in.
-- misc[m]: an exit flush pending on the mode's own TLB, the CR3 cache's next slot, how many
-  shadow roots KVM holds; then the CR3 cache's slots, and right after them the held roots
-  (space ids, the current root first: reference.PrevRoots).
-- acc[m, source, column]: counts per source; column = ALL_COUNTS position.
+Layout. The state is a few records (typing.NamedTuple) of arrays, one record per
+mechanism, every array with a row per mode, so a handler names what it reads
+(`st.pool.lru.head[m]`, `st.soft.tag[m, slot]`):
+- Params: the mode as data (kernel_mode.py): flags and sizes, the event -> driver table,
+  which counted columns flush the mode's own TLB, the dropped ports and MMIO addresses.
+- Tlb: native's TLB and the mode's own (an Lru each), and the exit flush pending on the own one.
+- Pool: the shadow pool (an Lru keyed by table id) and each slot's shadow PTE bitmap.
+- Soft: the softmmu TLB: flush epoch, tags, the epoch each tag was filled in.
+- Cr3Cache: the CR3 target cache's slots and the next slot to fill.
+- Roots: the shadow roots KVM holds (space ids, the current root first: reference.PrevRoots).
+- Tally: the counts, acc[m, source, column] in the kernel's own columns: KERNEL_COUNTS (K_*,
+  what the state machines count), then the drivers only a mode's on_event causes
+  (kernel_mode.COLUMNS); kernel.py maps them to ALL_COUNTS once, when counts are read.
+State bundles the records; Keys and Batch hold keys.py's tables and the events.
 Keys come from keys.py: pages[page] = (vpn id, table id, vpn, global), tables[table] =
 (space id, guest table + 1 or 0 for a root).
 
-An LRU row is an intrusive doubly linked list over slots with a key -> slot map and an
+An Lru is an intrusive doubly linked list over slots with a key -> slot map and an
 unordered set of the entries a flush may drop (non-global translations, pages of
 non-global address spaces), so every operation is O(1) and a flush costs only what it
-removes. Row layout: L_* header, then key_slot, slot_key, prev, next, free, set_pos,
-set_list and per-slot extra words, at the offsets in the header.
+removes.
 
-Numba notes. The acc columns and the mode's numbers arrive as data, never as Python
+Numba notes. The counts' columns and the modes' numbers arrive as data, never as Python
 globals, because numba's cache would not notice a change in replay/counts.py; for the
-same reason every numba function called here is defined here. `_nrt=False`: no reference
-counting of arrays (without it each call costs atomic increments). Only the per-event hot
-path is inlined into the loop (`inline="always"`); rarer handlers are plain calls, which
-keeps the first (uncached) compile short.
+same reason every numba function called here, and every record type, is defined here.
+Every array is C-contiguous and keeps its dtype (kernel.py), so each record has one numba
+type and the kernel compiles (and caches) once. `_nrt=False`: no reference counting of
+arrays (without it each call costs atomic increments). numba passes a record to a call as
+every field of every array in it (pointers, shape, strides: some 600 words for a State),
+so a call that stays a call is slow: every function here is inlined into replay_events by
+LLVM (`forceinline`). Not `inline="always"`, which inlines numba IR by copying it once per
+call site and made the first (uncached) compile twice as long. Numeric constants are
+np.int64, not int: numba would compile count() once per int literal it is called with.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from replay.kinds import Kind
 
+# Every function but the entry point: compiled once (cached), without reference counting,
+# without Python or C entry points (only replay_events is called from Python), and inlined
+# into its caller by LLVM (see the Numba notes above).
+inlined = njit(cache=True, forceinline=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
 # Kind codes are fixed by trace format v1, so they may be compiled in.
-CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO, HLT, SYSCALL = (int(k) for k in (
+CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO, HLT, SYSCALL = (np.int64(k) for k in (
     Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.MMIO, Kind.HLT, Kind.SYSCALL))
-N_KINDS = 16  # room in P for the event -> driver table
+N_KINDS = 16  # width of Params.on_event
 
-# P[m, P_*]: a mode's flags and sizes; P[m, O_*]: where its tables start in the row.
-(P_SOFTMMU,        # touches go through the softmmu TLB (and nothing else)
- P_SHADOW,         # the shadow pool is replayed (with the CR3 cache and the held roots)
- P_OWN_TLB,        # the mode's own TLB is replayed: exits flush it, its misses are counted
- P_WALKS_2D,       # every miss of the own TLB is a 2-D walk (derived per source: kernel.py)
- P_FLUSH_ON_EXIT,  # every exit flushes the mode's own TLB (no VPID)
- P_SOFT_MASK,      # softmmu entries - 1 (direct mapped, a power of two)
- P_CR3_CACHE,      # CR3 target cache slots (0 = none)
- P_ROOTS,          # shadow roots KVM holds, the current one included (0 = no such LRU)
- P_KEEP_ON_CR3,    # 0 = drop every non-global shadow page on a CR3 exit (upstream)
- P_UPDATE_ON_PTE,  # a trapped PTE write fills the shadow PTE (else drops it)
- P_INVLPG_ZAPS,    # a trapped invlpg drops the shadow PTE
- P_PTE_MASK,       # PTEs per guest table - 1 (vpn & mask: the PTE's index)
- O_ON_EVENT,       # N_KINDS entries: acc column of the kind's driver, or -1
- O_COLS,           # acc column of each KERNEL_COUNTS entry
- O_IS_EXIT,        # per acc column: 1 if it is a VM exit
- O_DROP_PORTS,     # ports the guest no longer accesses at all,
- O_DROP_READS,     # ... no longer reads,
- O_DROP_WRITES,    # ... no longer writes;
- O_DROP_MMIO_READS,   # MMIO addresses it no longer reads,
- O_DROP_MMIO_WRITES,  # ... no longer writes (each list: its length, then its items)
- N_PARAMS) = range(21)
-
-# The counts the state machines produce themselves, in O_COLS order.
+# The counts the state machines produce themselves: the first columns of Tally.acc.
 KERNEL_COUNTS = (
     "cr3_writes", "softmmu_flush", "softmmu_fill", "cr3_cache_lookup", "cr3_cache_hit",
     "cr3_cache_miss", "shadow_root_hit", "shadow_root_alloc", "shadow_page_alloc",
@@ -72,417 +62,596 @@ KERNEL_COUNTS = (
 )
 (K_CR3_WRITES, K_SOFT_FLUSH, K_SOFT_FILL, K_LOOKUP, K_CACHE_HIT, K_CACHE_MISS, K_ROOT_HIT,
  K_ROOT_ALLOC, K_PAGE_ALLOC, K_ZAP, K_TLB_MISS, K_TLB_MISS_NATIVE, K_IO_AVOIDED, K_IDLE,
- K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE, K_CR3_FAST, K_MMIO_AVOIDED) = range(len(KERNEL_COUNTS))
+ K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE, K_CR3_FAST, K_MMIO_AVOIDED) = (np.int64(k) for k in range(len(KERNEL_COUNTS)))
 
-# LRU row header.
-(L_HEAD, L_TAIL, L_SIZE, L_FRESH, L_NFREE, L_NSET, L_CAP,
- L_KEY_SLOT, L_SLOT_KEY, L_PREV, L_NEXT, L_FREE, L_SET_POS, L_SET_LIST, L_EXTRA, L_EXTRA_WORDS,
- L_HEADER) = range(17)
-LRU_SLOT_ARRAYS = (L_SLOT_KEY, L_PREV, L_NEXT, L_FREE, L_SET_POS, L_SET_LIST)
-
-# soft[m] and misc[m] headers.
-S_EPOCH, S_TAGS = 0, 1              # tags: S_TAGS..+n, their epochs right after
-M_PENDING, M_CR3_NEXT, M_ROOTS_HELD, M_CR3_SLOTS = 0, 1, 2, 3  # the held roots follow the slots
+# Columns of keys.py's tables: Keys.pages[page] and Keys.tables[table].
+PAGE_VPN, PAGE_TABLE, PAGE_RAW, PAGE_GLOBAL = range(4)   # vpn id, table id, the vpn itself, global?
+TABLE_SPACE, TABLE_INDEX = range(2)                      # space id, guest table + 1 (0: the root)
 NONE = -1
+
+
+# --- the records ----------------------------------------------------------------------------
+
+class Listed(NamedTuple):
+    """One set of values per mode: values[m, :n[m]]."""
+
+    n: np.ndarray        # (modes,) int64
+    values: np.ndarray   # (modes, longest) uint64
+
+
+class Dropped(NamedTuple):
+    """The accesses a paravirt guest no longer makes (Mode.dropped_*)."""
+
+    ports: Listed        # ports it no longer accesses at all,
+    reads: Listed        # ... no longer reads,
+    writes: Listed       # ... no longer writes;
+    mmio_reads: Listed   # MMIO addresses it no longer reads,
+    mmio_writes: Listed  # ... no longer writes
+
+
+class Params(NamedTuple):
+    """Every mode as data (kernel_mode.compile_modes), one row per mode; never written."""
+
+    softmmu: np.ndarray      # (modes,) bool: touches go through the softmmu TLB (and nothing else)
+    shadow: np.ndarray       # bool: the shadow pool is replayed (with the CR3 cache and the held roots)
+    own_tlb: np.ndarray      # bool: the mode's own TLB is replayed: exits flush it, its misses count
+    soft_mask: np.ndarray    # int64: softmmu entries - 1 (direct mapped, a power of two)
+    cr3_cache: np.ndarray    # int64: CR3 target cache slots (0 = none)
+    roots: np.ndarray        # int64: shadow roots KVM holds, the current one included (0 = no such LRU)
+    keep_on_cr3: np.ndarray  # bool: False = drop every non-global shadow page on a CR3 exit (upstream)
+    update_on_pte: np.ndarray  # bool: a trapped PTE write fills the shadow PTE (else drops it)
+    invlpg_zaps: np.ndarray  # bool: a trapped invlpg drops the shadow PTE
+    pte_mask: np.ndarray     # int64: PTEs per guest table - 1 (vpn & mask: the PTE's index)
+    on_event: np.ndarray     # (modes, N_KINDS) int64: Tally column of the kind's driver, or NONE
+    flushes: np.ndarray      # (modes, columns) bool: counting the column flushes the own TLB
+    dropped: Dropped
+
+
+class Lru(NamedTuple):
+    """Least-recently-used sets, one per row (mode), of at most cap[r] keys; slots hold keys."""
+
+    head: np.ndarray      # (rows,) int64: most recently used slot, NONE when empty
+    tail: np.ndarray      # (rows,) least recently used slot, NONE when empty
+    size: np.ndarray      # (rows,) keys held
+    cap: np.ndarray       # (rows,) capacity
+    fresh: np.ndarray     # (rows,) slots from here on were never used
+    nfree: np.ndarray     # (rows,) freed slots, on the `free` stack
+    nset: np.ndarray      # (rows,) slots in the flushable set
+    key_slot: np.ndarray  # (rows, keys) a key's slot, NONE if absent
+    slot_key: np.ndarray  # (rows, slots) a slot's key
+    newer: np.ndarray     # (rows, slots) the slot used next after it, NONE for the head
+    older: np.ndarray     # (rows, slots) the slot used last before it, NONE for the tail
+    free: np.ndarray      # (rows, slots) the stack of freed slots
+    set_pos: np.ndarray   # (rows, slots) position in set_list, NONE if not flushable
+    set_list: np.ndarray  # (rows, slots) the flushable slots, in no order
+
+
+class Tlb(NamedTuple):
+    """The hardware TLB under native flushing, and under the mode's (shadow or 2-D paging)."""
+
+    native: Lru           # keyed by vpn id; flushable = not global
+    own: Lru
+    pending: np.ndarray   # (modes,) int64: an exit flush of `own`, carried out before its next use
+
+
+class Pool(NamedTuple):
+    """KVM's shadow pool: shadow pages keyed by table id, each with its filled PTEs."""
+
+    lru: Lru              # flushable = a page of a non-global address space
+    ptes: np.ndarray      # (modes, slots, words) int64: bit i of a slot's page = PTE i filled
+
+
+class Soft(NamedTuple):
+    """QEMU's softmmu TLB, direct mapped; a flush starts a new epoch instead of clearing tags."""
+
+    epoch: np.ndarray     # (modes,) int64: flushes so far
+    tag: np.ndarray       # (modes, entries) vpn id held, NONE
+    filled: np.ndarray    # (modes, entries) the epoch the tag was filled in: older = empty
+
+
+class Cr3Cache(NamedTuple):
+    """The paravirt CR3 target cache (reference.Cr3TargetCache): round-robin refill."""
+
+    slots: np.ndarray     # (modes, size) space ids, NONE = empty
+    next: np.ndarray      # (modes,) the slot the next miss fills
+
+
+class Roots(NamedTuple):
+    """The shadow roots KVM holds (reference.PrevRoots), most recently used first."""
+
+    held: np.ndarray      # (modes, size) space ids
+    n: np.ndarray         # (modes,) how many are held
+
+
+class Tally(NamedTuple):
+    """The counts, per mode, source (keys.py's source id) and kernel column."""
+
+    acc: np.ndarray       # (modes, sources, columns) int64
+
+
+class State(NamedTuple):
+    """One vCPU's model state under every mode, and its counts."""
+
+    params: Params
+    tlb: Tlb
+    pool: Pool
+    soft: Soft
+    cr3: Cr3Cache
+    roots: Roots
+    tally: Tally
+
+
+class Keys(NamedTuple):
+    """keys.py's tables of what each page and each shadow table is (read only here)."""
+
+    pages: np.ndarray     # keys.py's page_info: PAGE_* columns, int64
+    tables: np.ndarray    # keys.py's tables.pairs: TABLE_* columns, uint64
+
+
+class Batch(NamedTuple):
+    """Events: Events' columns, read only, and keys.py's ids for them."""
+
+    kind: np.ndarray      # uint8
+    value: np.ndarray     # uint64
+    arg: np.ndarray       # uint32
+    ref: np.ndarray       # int64: page id (touch, pte_write, invlpg), root table id (cr3_write)
+    source: np.ndarray    # int64: source id
 
 
 # --- LRU --------------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
-def lru_unlink(A, r, s):
-    p = A[r, A[r, L_PREV] + s]
-    q = A[r, A[r, L_NEXT] + s]
-    if p >= 0:
-        A[r, A[r, L_NEXT] + p] = q
+@inlined
+def lru_unlink(lru, r, s):
+    newer, older = lru.newer[r, s], lru.older[r, s]
+    if newer >= 0:
+        lru.older[r, newer] = older
     else:
-        A[r, L_HEAD] = q
-    if q >= 0:
-        A[r, A[r, L_PREV] + q] = p
+        lru.head[r] = older
+    if older >= 0:
+        lru.newer[r, older] = newer
     else:
-        A[r, L_TAIL] = p
+        lru.tail[r] = newer
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def lru_push_front(A, r, s):
-    h = A[r, L_HEAD]
-    A[r, A[r, L_PREV] + s] = NONE
-    A[r, A[r, L_NEXT] + s] = h
+@inlined
+def lru_push_front(lru, r, s):
+    h = lru.head[r]
+    lru.newer[r, s] = NONE
+    lru.older[r, s] = h
     if h >= 0:
-        A[r, A[r, L_PREV] + h] = s
+        lru.newer[r, h] = s
     else:
-        A[r, L_TAIL] = s
-    A[r, L_HEAD] = s
+        lru.tail[r] = s
+    lru.head[r] = s
 
 
-@njit(cache=True, _nrt=False)
-def lru_remove(A, r, s):
+@inlined
+def lru_remove(lru, r, s):
     """Free slot s: unlink it, forget its key, leave the flushable set; returns its key."""
-    key = A[r, A[r, L_SLOT_KEY] + s]
-    A[r, A[r, L_KEY_SLOT] + key] = NONE
-    lru_unlink(A, r, s)
-    A[r, L_SIZE] -= 1
-    A[r, A[r, L_FREE] + A[r, L_NFREE]] = s
-    A[r, L_NFREE] += 1
-    pos = A[r, A[r, L_SET_POS] + s]
+    key = lru.slot_key[r, s]
+    lru.key_slot[r, key] = NONE
+    lru_unlink(lru, r, s)
+    lru.size[r] -= 1
+    lru.free[r, lru.nfree[r]] = s
+    lru.nfree[r] += 1
+    pos = lru.set_pos[r, s]
     if pos >= 0:
-        last = A[r, A[r, L_SET_LIST] + A[r, L_NSET] - 1]
-        A[r, A[r, L_SET_LIST] + pos] = last
-        A[r, A[r, L_SET_POS] + last] = pos
-        A[r, A[r, L_SET_POS] + s] = NONE
-        A[r, L_NSET] -= 1
+        last = lru.set_list[r, lru.nset[r] - 1]
+        lru.set_list[r, pos] = last
+        lru.set_pos[r, last] = pos
+        lru.set_pos[r, s] = NONE
+        lru.nset[r] -= 1
     return key
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def lru_use(A, r, key, flushable):
+@inlined
+def lru_take_slot(lru, r, key, flushable):
+    """A free slot for `key` (absent, and there is room): reused if one was freed."""
+    if lru.nfree[r] > 0:
+        lru.nfree[r] -= 1
+        s = lru.free[r, lru.nfree[r]]
+    else:
+        s = lru.fresh[r]
+        lru.fresh[r] += 1
+    lru.slot_key[r, s] = key
+    lru.key_slot[r, key] = s
+    lru.size[r] += 1
+    if flushable:
+        lru.set_pos[r, s] = lru.nset[r]
+        lru.set_list[r, lru.nset[r]] = s
+        lru.nset[r] += 1
+    else:
+        lru.set_pos[r, s] = NONE
+    return s
+
+
+@inlined
+def lru_use(lru, r, key, flushable):
     """Make `key` most recently used, inserting it if absent (evicting the oldest when full).
 
     Returns (slot, was present, evicted key or NONE)."""
-    s = A[r, A[r, L_KEY_SLOT] + key]
+    s = lru.key_slot[r, key]
     present = s >= 0
     evicted = NONE
     if present:
-        if A[r, L_HEAD] == s:
+        if lru.head[r] == s:
             return s, True, NONE
-        lru_unlink(A, r, s)
+        lru_unlink(lru, r, s)
     else:
-        if A[r, L_SIZE] >= A[r, L_CAP]:
-            evicted = lru_remove(A, r, A[r, L_TAIL])
-        if A[r, L_NFREE] > 0:
-            A[r, L_NFREE] -= 1
-            s = A[r, A[r, L_FREE] + A[r, L_NFREE]]
-        else:
-            s = A[r, L_FRESH]
-            A[r, L_FRESH] += 1
-        A[r, A[r, L_SLOT_KEY] + s] = key
-        A[r, A[r, L_KEY_SLOT] + key] = s
-        A[r, L_SIZE] += 1
-        if flushable:
-            A[r, A[r, L_SET_POS] + s] = A[r, L_NSET]
-            A[r, A[r, L_SET_LIST] + A[r, L_NSET]] = s
-            A[r, L_NSET] += 1
-        else:
-            A[r, A[r, L_SET_POS] + s] = NONE
-    lru_push_front(A, r, s)
+        if lru.size[r] >= lru.cap[r]:
+            evicted = lru_remove(lru, r, lru.tail[r])
+        s = lru_take_slot(lru, r, key, flushable)
+    lru_push_front(lru, r, s)
     return s, present, evicted
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def lru_slot(A, r, key):
-    return A[r, A[r, L_KEY_SLOT] + key]
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def lru_forget(A, r, key):
-    s = lru_slot(A, r, key)
+@inlined
+def lru_forget(lru, r, key):
+    """Drop `key` if present (invlpg)."""
+    s = lru.key_slot[r, key]
     if s >= 0:
-        lru_remove(A, r, s)
+        lru_remove(lru, r, s)
 
 
-@njit(cache=True, _nrt=False)
-def lru_flush_set(A, r):
+@inlined
+def lru_flush_set(lru, r):
     """Drop every flushable entry (mov cr3 keeps global translations)."""
-    while A[r, L_NSET] > 0:
-        lru_remove(A, r, A[r, A[r, L_SET_LIST] + A[r, L_NSET] - 1])
+    while lru.nset[r] > 0:
+        lru_remove(lru, r, lru.set_list[r, lru.nset[r] - 1])
 
 
-@njit(cache=True, _nrt=False)
-def lru_clear(A, r):
+@inlined
+def lru_clear(lru, r):
     """Drop everything; costs the entries dropped (each was inserted once)."""
-    s = A[r, L_HEAD]
+    s = lru.head[r]
     while s >= 0:
-        A[r, A[r, L_KEY_SLOT] + A[r, A[r, L_SLOT_KEY] + s]] = NONE
-        s = A[r, A[r, L_NEXT] + s]
-    A[r, L_HEAD] = NONE
-    A[r, L_TAIL] = NONE
-    A[r, L_SIZE] = 0
-    A[r, L_FRESH] = 0
-    A[r, L_NFREE] = 0
-    A[r, L_NSET] = 0
+        lru.key_slot[r, lru.slot_key[r, s]] = NONE
+        s = lru.older[r, s]
+    lru.head[r] = NONE
+    lru.tail[r] = NONE
+    lru.size[r] = 0
+    lru.fresh[r] = 0
+    lru.nfree[r] = 0
+    lru.nset[r] = 0
 
 
 # --- counting ---------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
-def count(m, src, k, P, acc):
-    acc[m, src, P[m, P[m, O_COLS] + k]] += 1
+@inlined
+def count(st, m, src, k):
+    st.tally.acc[m, src, k] += 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def cause(m, src, col, P, misc, acc):
+@inlined
+def cause(st, m, src, col):
     """Count a driver. An exit without VPID flushes the mode's whole TLB: marked pending
     here, carried out by sync_tlb before that TLB is next used."""
-    acc[m, src, col] += 1
-    if P[m, P[m, O_IS_EXIT] + col] and P[m, P_FLUSH_ON_EXIT]:
-        misc[m, M_PENDING] = 1
+    st.tally.acc[m, src, col] += 1
+    if st.params.flushes[m, col]:
+        st.tlb.pending[m] = 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def on_event(m, src, kind, P, misc, acc):
-    col = P[m, P[m, O_ON_EVENT] + kind]
+@inlined
+def on_event(st, m, src, kind):
+    col = st.params.on_event[m, kind]
     if col >= 0:
-        cause(m, src, col, P, misc, acc)
+        cause(st, m, src, col)
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def sync_tlb(m, tlb, misc):
+@inlined
+def sync_tlb(tlb, m):
     """Carry out a pending exit flush of mode m's own TLB."""
-    if misc[m, M_PENDING]:
-        lru_clear(tlb, 2 * m + 1)
-        misc[m, M_PENDING] = 0
+    if tlb.pending[m]:
+        lru_clear(tlb.own, m)
+        tlb.pending[m] = 0
 
 
 # --- shadow pool --------------------------------------------------------------------------------
 
-@njit(cache=True, _nrt=False)
-def freed(m, src, table, P, tables, misc, acc):
+@inlined
+def freed(st, tables, m, src, table):
     """A shadow page zapped; a freed root leaves the CR3 cache and the held roots."""
-    count(m, src, K_ZAP, P, acc)
-    if tables[table, 1] == 0:
-        root_freed(m, np.int64(tables[table, 0]), P, misc)
+    count(st, m, src, K_ZAP)
+    if tables[table, TABLE_INDEX] == 0:
+        root_freed(st.cr3, st.roots, st.params.cr3_cache[m], m, np.int64(tables[table, TABLE_SPACE]))
 
 
-@njit(cache=True, _nrt=False)
-def root_freed(m, space, P, misc):
-    """A call of its own: kept out of freed, which upstream's CR3 exits run per page, it
-    keeps that loop as fast as before the held roots (measured: 4% of kvm-upstream)."""
-    for j in range(M_CR3_SLOTS, M_CR3_SLOTS + P[m, P_CR3_CACHE]):
-        if misc[m, j] == space:
-            misc[m, j] = NONE
-    roots_forget(m, space, P, misc)
+@inlined
+def root_freed(cr3, roots, cache_size, m, space):
+    """A freed root leaves the CR3 cache (its entries are emptied) and the held roots."""
+    for j in range(cache_size):
+        if cr3.slots[m, j] == space:
+            cr3.slots[m, j] = NONE
+    roots_forget(roots, m, space)
+
+
+@inlined
+def pool_use(st, tables, m, src, table):
+    """Shadow page for `table`, most recently used; returns (slot, was present)."""
+    s, present, evicted = lru_use(st.pool.lru, m, table, tables[table, TABLE_SPACE] != 0)
+    if evicted >= 0:
+        freed(st, tables, m, src, evicted)
+    if not present:
+        st.pool.ptes[m, s, :] = 0
+    return s, present
+
+
+@inlined
+def pte_bit(idx):
+    """Where PTE `idx` of a shadow page is in its bitmap: (word, bit)."""
+    return idx >> 6, np.int64(1) << (idx & 63)
+
+
+@inlined
+def pte_fill(pool, m, s, idx):
+    """Fill the shadow PTE `idx` of pool slot s; True if it was missing."""
+    w, b = pte_bit(idx)
+    missing = (pool.ptes[m, s, w] & b) == 0
+    pool.ptes[m, s, w] |= b
+    return missing
+
+
+@inlined
+def pte_drop(pool, m, s, idx):
+    w, b = pte_bit(idx)
+    pool.ptes[m, s, w] &= ~b
 
 
 # --- KVM's held roots (reference.PrevRoots: current first, then the previous ones) ------------
 
-@njit(cache=True, _nrt=False)
-def roots_forget(m, space, P, misc):
+@inlined
+def roots_forget(roots, m, space):
     """Let go of `space`'s root, keeping the others' order; True if it was held."""
-    at = M_CR3_SLOTS + P[m, P_CR3_CACHE]
-    n = misc[m, M_ROOTS_HELD]
-    for i in range(at, at + n):
-        if misc[m, i] == space:
-            for j in range(i, at + n - 1):
-                misc[m, j] = misc[m, j + 1]
-            misc[m, at + n - 1] = NONE
-            misc[m, M_ROOTS_HELD] = n - 1
+    n = roots.n[m]
+    for i in range(n):
+        if roots.held[m, i] == space:
+            for j in range(i, n - 1):
+                roots.held[m, j] = roots.held[m, j + 1]
+            roots.held[m, n - 1] = NONE
+            roots.n[m] = n - 1
             return True
     return False
 
 
-@njit(cache=True, _nrt=False)
-def roots_push(m, space, P, misc):
-    """`space`'s root (not held) becomes current; when full, the least recently used goes."""
-    at = M_CR3_SLOTS + P[m, P_CR3_CACHE]
-    n = min(misc[m, M_ROOTS_HELD] + 1, P[m, P_ROOTS])
-    for j in range(at + n - 1, at, -1):
-        misc[m, j] = misc[m, j - 1]
-    misc[m, at] = space
-    misc[m, M_ROOTS_HELD] = n
+@inlined
+def roots_push(roots, m, space, size):
+    """`space`'s root (not held) becomes current; when all `size` are held, the least
+    recently used goes."""
+    n = min(roots.n[m] + 1, size)
+    for j in range(n - 1, 0, -1):
+        roots.held[m, j] = roots.held[m, j - 1]
+    roots.held[m, 0] = space
+    roots.n[m] = n
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def pool_use(m, src, table, P, tables, pool, misc, acc):
-    """Shadow page for `table`, most recently used; returns (slot, was present)."""
-    s, present, evicted = lru_use(pool, m, table, tables[table, 0] != 0)
-    if evicted >= 0:
-        freed(m, src, evicted, P, tables, misc, acc)
-    if not present:
-        base = pool[m, L_EXTRA] + s * pool[m, L_EXTRA_WORDS]
-        pool[m, base: base + pool[m, L_EXTRA_WORDS]] = 0
-    return s, present
+# --- the CR3 target cache --------------------------------------------------------------------
+
+@inlined
+def cr3_cache_hit(st, m, src, space):
+    """The paravirt guest's lookup (reference.Machine.cr3_cache_hit), counted."""
+    count(st, m, src, K_LOOKUP)
+    for j in range(st.params.cr3_cache[m]):
+        if st.cr3.slots[m, j] == space:
+            count(st, m, src, K_CACHE_HIT)
+            return True
+    count(st, m, src, K_CACHE_MISS)
+    return False
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def pte_word(pool, m, s, idx):
-    """Where PTE `idx` of pool slot s is: (word's column, bit)."""
-    return pool[m, L_EXTRA] + s * pool[m, L_EXTRA_WORDS] + (idx >> 6), np.int64(1) << (idx & 63)
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def pte_fill(pool, m, s, idx):
-    """Fill the shadow PTE `idx` of pool slot s; True if it was missing."""
-    w, b = pte_word(pool, m, s, idx)
-    missing = (pool[m, w] & b) == 0
-    pool[m, w] |= b
-    return missing
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def pte_drop(pool, m, s, idx):
-    w, b = pte_word(pool, m, s, idx)
-    pool[m, w] &= ~b
+@inlined
+def cr3_cache_fill(cr3, m, space, size):
+    """Round-robin refill after a miss."""
+    cr3.slots[m, cr3.next[m]] = space
+    cr3.next[m] = (cr3.next[m] + 1) % size
 
 
 # --- the event kinds --------------------------------------------------------------------------
 
-@njit(cache=True, inline="always", _nrt=False)
-def own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc):
+@inlined
+def own_tlb_use(st, m, src, vpn, is_global):
     """The mode's own TLB (shadow or 2-D paging): pending exit flush first, then the lookup."""
-    sync_tlb(m, tlb, misc)
-    if not lru_use(tlb, 2 * m + 1, vpn, not is_global)[1]:
-        count(m, src, K_TLB_MISS, P, acc)
+    sync_tlb(st.tlb, m)
+    if not lru_use(st.tlb.own, m, vpn, not is_global)[1]:
+        count(st, m, src, K_TLB_MISS)
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def touch(m, src, page, P, pages, tables, tlb, pool, soft, misc, acc):
-    vpn = pages[page, 0]
-    raw = pages[page, 2]
-    is_global = pages[page, 3] != 0
-    if P[m, P_SOFTMMU]:
-        n = P[m, P_SOFT_MASK] + 1
-        slot = S_TAGS + (raw & P[m, P_SOFT_MASK])
-        if soft[m, slot] != vpn or soft[m, slot + n] != soft[m, S_EPOCH]:
-            soft[m, slot] = vpn
-            soft[m, slot + n] = soft[m, S_EPOCH]
-            count(m, src, K_SOFT_FILL, P, acc)
+@inlined
+def soft_touch(st, m, src, vpn, raw):
+    """A touch under softmmu: the page's direct-mapped entry, filled unless it holds the page
+    since the last flush (reference.SoftTlb.access)."""
+    slot = raw & st.params.soft_mask[m]
+    soft = st.soft
+    if soft.tag[m, slot] != vpn or soft.filled[m, slot] != soft.epoch[m]:
+        soft.tag[m, slot] = vpn
+        soft.filled[m, slot] = soft.epoch[m]
+        count(st, m, src, K_SOFT_FILL)
+
+
+@inlined
+def shadow_map(st, keys, m, src, page):
+    """Walk the shadow tables for a touch: the table's page (allocated if absent), then its PTE."""
+    s, present = pool_use(st, keys.tables, m, src, keys.pages[page, PAGE_TABLE])
+    if not present:
+        count(st, m, src, K_PAGE_ALLOC)
+    if pte_fill(st.pool, m, s, keys.pages[page, PAGE_RAW] & st.params.pte_mask[m]):
+        cause(st, m, src, K_SHADOW_FAULT)
+
+
+@inlined
+def touch(st, keys, m, src, page):
+    vpn = keys.pages[page, PAGE_VPN]
+    is_global = keys.pages[page, PAGE_GLOBAL] != 0
+    p = st.params
+    if p.softmmu[m]:
+        soft_touch(st, m, src, vpn, keys.pages[page, PAGE_RAW])
         return
-    if P[m, P_SHADOW]:
-        # Walk the shadow tables: the table's page (allocated if absent), then its PTE.
-        s, present = pool_use(m, src, pages[page, 1], P, tables, pool, misc, acc)
-        if not present:
-            count(m, src, K_PAGE_ALLOC, P, acc)
-        if pte_fill(pool, m, s, raw & P[m, P_PTE_MASK]):
-            cause(m, src, P[m, P[m, O_COLS] + K_SHADOW_FAULT], P, misc, acc)
-        own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc)  # shadow paging always has its own TLB
-    elif P[m, P_OWN_TLB]:
-        own_tlb_use(m, src, vpn, is_global, P, tlb, misc, acc)
-    if not lru_use(tlb, 2 * m, vpn, not is_global)[1]:
-        count(m, src, K_TLB_MISS_NATIVE, P, acc)
+    if p.shadow[m]:
+        shadow_map(st, keys, m, src, page)
+    if p.own_tlb[m]:
+        own_tlb_use(st, m, src, vpn, is_global)
+    if not lru_use(st.tlb.native, m, vpn, not is_global)[1]:
+        count(st, m, src, K_TLB_MISS_NATIVE)
 
 
-@njit(cache=True, _nrt=False)
-def cr3_write(m, src, table, P, tables, tlb, pool, soft, misc, acc):
-    count(m, src, K_CR3_WRITES, P, acc)
+@inlined
+def drop_spaces(st, tables, m, src):
+    """Upstream's CR3 exit: every shadow page of a non-global address space is freed."""
+    pool = st.pool.lru
+    while pool.nset[m] > 0:
+        dropped = lru_remove(pool, m, pool.set_list[m, pool.nset[m] - 1])
+        freed(st, tables, m, src, dropped)
+
+
+@inlined
+def cr3_write(st, keys, m, src, table):
+    count(st, m, src, K_CR3_WRITES)
     # mov cr3 drops non-global translations in every mode, exit or no exit.
-    lru_flush_set(tlb, 2 * m)
-    sync_tlb(m, tlb, misc)
-    lru_flush_set(tlb, 2 * m + 1)
-    if P[m, P_SOFTMMU]:
-        soft[m, S_EPOCH] += 1
-        count(m, src, K_SOFT_FLUSH, P, acc)
-    if not P[m, P_SHADOW]:
-        on_event(m, src, CR3_WRITE, P, misc, acc)
-        return
-    space = np.int64(tables[table, 0])
-    size = P[m, P_CR3_CACHE]
-    if size:
-        count(m, src, K_LOOKUP, P, acc)
-        for j in range(M_CR3_SLOTS, M_CR3_SLOTS + size):
-            if misc[m, j] == space:
-                # A hit loads the cached root without exiting; cached roots are always in
-                # the pool (freeing one invalidates its entry), so nothing is evicted.
-                count(m, src, K_CACHE_HIT, P, acc)
-                lru_use(pool, m, table, space != 0)
-                return
-        count(m, src, K_CACHE_MISS, P, acc)
-    if P[m, P_ROOTS] and roots_forget(m, space, P, misc):
-        # KVM's fast_pgd_switch: the root is still held (so in the pool); no free, no reload.
-        roots_push(m, space, P, misc)
-        cause(m, src, P[m, P[m, O_COLS] + K_CR3_FAST], P, misc, acc)
-        lru_use(pool, m, table, space != 0)
-        return
-    on_event(m, src, CR3_WRITE, P, misc, acc)
-    if not P[m, P_KEEP_ON_CR3]:
-        while pool[m, L_NSET] > 0:
-            dropped = lru_remove(pool, m, pool[m, pool[m, L_SET_LIST] + pool[m, L_NSET] - 1])
-            freed(m, src, dropped, P, tables, misc, acc)
-    present = pool_use(m, src, table, P, tables, pool, misc, acc)[1]
-    count(m, src, K_ROOT_HIT if present else K_ROOT_ALLOC, P, acc)
-    if size:
-        misc[m, M_CR3_SLOTS + misc[m, M_CR3_NEXT]] = space
-        misc[m, M_CR3_NEXT] = (misc[m, M_CR3_NEXT] + 1) % size
-    if P[m, P_ROOTS]:   # not held (checked above; frees only drop roots): the new current root
-        roots_push(m, space, P, misc)
+    lru_flush_set(st.tlb.native, m)
+    sync_tlb(st.tlb, m)
+    lru_flush_set(st.tlb.own, m)
+    if st.params.softmmu[m]:
+        st.soft.epoch[m] += 1
+        count(st, m, src, K_SOFT_FLUSH)
+    if st.params.shadow[m]:
+        shadow_switch(st, keys.tables, m, src, table)
+    else:
+        on_event(st, m, src, CR3_WRITE)
 
 
-@njit(cache=True, _nrt=False)
-def pte_write(m, src, page, P, pages, pool, misc, acc):
+@inlined
+def shadow_switch(st, tables, m, src, table):
+    """Shadow paging's CR3 write: the new address space's root, found or built in the pool."""
+    space = np.int64(tables[table, TABLE_SPACE])
+    if root_kept(st, m, src, space):
+        # Kept roots are in the pool (freeing a root drops it from the CR3 cache and the
+        # held roots), so nothing is evicted.
+        lru_use(st.pool.lru, m, table, space != 0)
+        return
+    on_event(st, m, src, CR3_WRITE)
+    if not st.params.keep_on_cr3[m]:
+        drop_spaces(st, tables, m, src)
+    present = pool_use(st, tables, m, src, table)[1]
+    count(st, m, src, K_ROOT_HIT if present else K_ROOT_ALLOC)
+    root_loaded(st, m, space)
+
+
+@inlined
+def root_kept(st, m, src, space):
+    """A switch without a reload: a CR3 cache hit loads the cached root without exiting;
+    KVM's fast_pgd_switch finds it among the held roots (an exit, but no free, no reload)."""
+    p = st.params
+    if p.cr3_cache[m] and cr3_cache_hit(st, m, src, space):
+        return True
+    if p.roots[m] and roots_forget(st.roots, m, space):
+        roots_push(st.roots, m, space, p.roots[m])
+        cause(st, m, src, K_CR3_FAST)
+        return True
+    return False
+
+
+@inlined
+def root_loaded(st, m, space):
+    """After a slow switch the root fills the next CR3 cache slot and becomes the current
+    held root (it was not held: root_kept checked, and frees only drop roots)."""
+    p = st.params
+    if p.cr3_cache[m]:
+        cr3_cache_fill(st.cr3, m, space, p.cr3_cache[m])
+    if p.roots[m]:
+        roots_push(st.roots, m, space, p.roots[m])
+
+
+@inlined
+def pte_write(st, keys, m, src, page):
     """Writes to a shadowed (write-protected) guest table trap and are emulated."""
-    if not P[m, P_SHADOW]:
+    p = st.params
+    if not p.shadow[m]:
         return
-    s = lru_slot(pool, m, pages[page, 1])
+    s = st.pool.lru.key_slot[m, keys.pages[page, PAGE_TABLE]]
     if s < 0:
         return
-    cause(m, src, P[m, P[m, O_COLS] + K_PTE_WRITE], P, misc, acc)
-    idx = pages[page, 2] & P[m, P_PTE_MASK]
-    if P[m, P_UPDATE_ON_PTE]:
-        pte_fill(pool, m, s, idx)
+    cause(st, m, src, K_PTE_WRITE)
+    idx = keys.pages[page, PAGE_RAW] & p.pte_mask[m]
+    if p.update_on_pte[m]:
+        pte_fill(st.pool, m, s, idx)
     else:
-        pte_drop(pool, m, s, idx)
+        pte_drop(st.pool, m, s, idx)
 
 
-@njit(cache=True, _nrt=False)
-def invlpg(m, src, page, P, pages, tlb, pool, soft, misc, acc):
+@inlined
+def invlpg(st, keys, m, src, page):
     """A trapped invlpg also drops the shadow PTE (2.6.20's paging_inval_page)."""
-    vpn = pages[page, 0]
-    lru_forget(tlb, 2 * m, vpn)
-    sync_tlb(m, tlb, misc)
-    lru_forget(tlb, 2 * m + 1, vpn)
-    if P[m, P_SOFTMMU]:
-        slot = S_TAGS + (pages[page, 2] & P[m, P_SOFT_MASK])
-        if soft[m, slot] == vpn:
-            soft[m, slot] = NONE
-    if P[m, P_SHADOW] and P[m, P_INVLPG_ZAPS]:
-        s = lru_slot(pool, m, pages[page, 1])
+    p = st.params
+    vpn = keys.pages[page, PAGE_VPN]
+    raw = keys.pages[page, PAGE_RAW]
+    lru_forget(st.tlb.native, m, vpn)
+    sync_tlb(st.tlb, m)
+    lru_forget(st.tlb.own, m, vpn)
+    if p.softmmu[m]:
+        slot = raw & p.soft_mask[m]
+        if st.soft.tag[m, slot] == vpn:
+            st.soft.tag[m, slot] = NONE
+    if p.shadow[m] and p.invlpg_zaps[m]:
+        s = st.pool.lru.key_slot[m, keys.pages[page, PAGE_TABLE]]
         if s >= 0:
-            pte_drop(pool, m, s, pages[page, 2] & P[m, P_PTE_MASK])
-    on_event(m, src, INVLPG, P, misc, acc)
+            pte_drop(st.pool, m, s, raw & p.pte_mask[m])
+    on_event(st, m, src, INVLPG)
 
 
-@njit(cache=True, inline="always", _nrt=False)
-def listed(m, at, value, P):
-    """Whether `value` is in mode m's list at P[m, at] (its length, then its items)."""
-    first = P[m, at] + 1
+@inlined
+def listed(lst, m, value):
+    """Whether `value` is in mode m's set."""
     found = False
-    for j in range(first, first + P[m, first - 1]):
-        found |= np.uint64(P[m, j]) == value
+    for j in range(lst.n[m]):
+        found |= lst.values[m, j] == value
     return found
 
 
-@njit(cache=True, _nrt=False)
-def io(m, src, port, direction, P, misc, acc):
+@inlined
+def io(st, m, src, port, direction):
     """The paravirt guest no longer makes some accesses (any, or in one direction) at all."""
-    if listed(m, O_DROP_PORTS, port, P) or listed(m, O_DROP_WRITES if direction else O_DROP_READS, port, P):
-        count(m, src, K_IO_AVOIDED, P, acc)
+    d = st.params.dropped
+    if listed(d.ports, m, port) or listed(d.writes if direction else d.reads, m, port):
+        count(st, m, src, K_IO_AVOIDED)
     else:
-        on_event(m, src, IO, P, misc, acc)
+        on_event(st, m, src, IO)
 
 
-@njit(cache=True, _nrt=False)
-def mmio(m, src, address, direction, P, misc, acc):
+@inlined
+def mmio(st, m, src, address, direction):
     """As for ports: a paravirt guest may no longer read or write some addresses."""
-    if listed(m, O_DROP_MMIO_WRITES if direction else O_DROP_MMIO_READS, address, P):
-        count(m, src, K_MMIO_AVOIDED, P, acc)
+    d = st.params.dropped
+    if listed(d.mmio_writes if direction else d.mmio_reads, m, address):
+        count(st, m, src, K_MMIO_AVOIDED)
     else:
-        on_event(m, src, MMIO, P, misc, acc)
+        on_event(st, m, src, MMIO)
 
 
 @njit(cache=True, _nrt=False)
-def replay_events(kind, value, arg, ref, source, P, pages, tables, tlb, pool, soft, misc, acc):
+def replay_events(st, keys, ev):
     """Replay a batch under every mode: reference.Machine's dispatch, modes outer, events
     inner (faster than the other way round: one mode's state stays in cache)."""
-    for m in range(P.shape[0]):
-        for i in range(len(kind)):
-            k = np.int64(kind[i])
-            src = source[i]
+    for m in range(len(st.tlb.pending)):
+        for i in range(len(ev.kind)):
+            k = np.int64(ev.kind[i])
+            src = ev.source[i]
             if k == TOUCH:
-                touch(m, src, ref[i], P, pages, tables, tlb, pool, soft, misc, acc)
+                touch(st, keys, m, src, ev.ref[i])
             elif k == CR3_WRITE:
-                cr3_write(m, src, ref[i], P, tables, tlb, pool, soft, misc, acc)
+                cr3_write(st, keys, m, src, ev.ref[i])
             elif k == PTE_WRITE:
-                pte_write(m, src, ref[i], P, pages, pool, misc, acc)
+                pte_write(st, keys, m, src, ev.ref[i])
             elif k == INVLPG:
-                invlpg(m, src, ref[i], P, pages, tlb, pool, soft, misc, acc)
+                invlpg(st, keys, m, src, ev.ref[i])
             elif k == IO:
-                io(m, src, value[i], arg[i], P, misc, acc)
+                io(st, m, src, ev.value[i], ev.arg[i])
             elif k == MMIO:
-                mmio(m, src, value[i], arg[i], P, misc, acc)
+                mmio(st, m, src, ev.value[i], ev.arg[i])
             elif k == HLT:
-                acc[m, src, P[m, P[m, O_COLS] + K_IDLE]] += np.int64(value[i])
-                on_event(m, src, HLT, P, misc, acc)
+                st.tally.acc[m, src, K_IDLE] += np.int64(ev.value[i])
+                on_event(st, m, src, HLT)
             elif k == SYSCALL:
-                count(m, src, K_SYSCALLS, P, acc)
-                on_event(m, src, SYSCALL, P, misc, acc)
+                count(st, m, src, K_SYSCALLS)
+                on_event(st, m, src, SYSCALL)
             else:
-                on_event(m, src, k, P, misc, acc)
-        sync_tlb(m, tlb, misc)
+                on_event(st, m, src, k)
+        sync_tlb(st.tlb, m)

@@ -1,113 +1,76 @@
-"""Modes as the kernel's data: flags, sizes and tables, one row per mode.
+"""Modes as the kernel's data: kernel_core.Params, one row per mode in each of its arrays.
 
 The kernel (kernel_core.py) has no notion of a named mode: it reads what each event does
 from these arrays, so a new mode built from existing features is a new row, not new
-code. A new *feature* (a paging scheme, a cache) is a new flag here plus its handler in
-kernel_core.py, mirroring its handler in reference.py. The modes arrive checked
-(Mode.__post_init__); what a paging scheme replays is replay.mode.PAGING, which the
-reference reads too.
+code. A new *feature* (a paging scheme, a cache) is a field of Params set here plus its
+handler in kernel_core.py, mirroring its handler in reference.py. The modes arrive
+checked (Mode.__post_init__), and what a paging scheme replays is replay.mode.PAGING,
+the table the reference reads too.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from replay import kernel_core as core
-from replay.counts import ALL_COUNTS, EXITS
+from replay.counts import ALL_COUNTS, DRIVERS, EXITS
 from replay.kinds import Kind
 from replay.mode import Mode
 
-
-COLUMN = {name: i for i, name in enumerate(ALL_COUNTS)}
-
-
-@dataclass(frozen=True)
-class ModeTables:
-    """Every mode of a replay, compiled: row m of `params` is modes[m] (kernel_core.P_*, O_*)."""
-
-    params: np.ndarray        # (modes, width) int64
-    tlb_entries: np.ndarray   # (modes,) int64
-    pool_pages: np.ndarray    # (modes,) int64 (0 without shadow paging)
-    soft_entries: np.ndarray  # (modes,) int64 (0 without softmmu)
-    cr3_cache: np.ndarray     # (modes,) int64
-    roots: np.ndarray         # (modes,) int64: shadow roots held, current included (0 = no LRU)
-
-    def softmmu(self, m: int) -> bool:
-        return bool(self.params[m, core.P_SOFTMMU])
-
-    def shadow(self, m: int) -> bool:
-        return bool(self.params[m, core.P_SHADOW])
-
-    def own_tlb(self, m: int) -> bool:
-        return bool(self.params[m, core.P_OWN_TLB])
-
-    def walks_2d(self, m: int) -> bool:
-        return bool(self.params[m, core.P_WALKS_2D])
+# The kernel's count columns (kernel_core.Tally): its own counts, then every other driver,
+# which only a mode's on_event causes; TO_ALL maps them to their ALL_COUNTS positions.
+COLUMNS: tuple[str, ...] = core.KERNEL_COUNTS + tuple(n for n in DRIVERS if n not in core.KERNEL_COUNTS)
+COLUMN = {name: i for i, name in enumerate(COLUMNS)}
+TO_ALL = np.array([ALL_COUNTS.index(n) for n in COLUMNS], dtype=np.int64)
+IS_EXIT = np.array([n in EXITS for n in COLUMNS], dtype=np.bool_)
+# kernel_core.Dropped's fields: the Mode field each is read from.
+DROPPED = {"ports": "dropped_io_ports", "reads": "dropped_io_reads", "writes": "dropped_io_writes",
+           "mmio_reads": "dropped_mmio_reads", "mmio_writes": "dropped_mmio_writes"}
 
 
-def compile_modes(modes: Sequence[Mode], table_shift: int) -> ModeTables:
-    """The kernel's arrays for `modes` (checked: Mode.__post_init__)."""
-    rows = [_row(m, table_shift) for m in modes]
-    width = max(len(r) for r in rows)
-    params = np.zeros((len(modes), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        params[i, : len(r)] = r
-    return ModeTables(
-        params=params,
-        tlb_entries=np.array([m.tlb_entries for m in modes], dtype=np.int64),
-        pool_pages=np.array([m.shadow_pool_pages for m in modes], dtype=np.int64) * params[:, core.P_SHADOW],
-        soft_entries=(params[:, core.P_SOFT_MASK] + 1) * params[:, core.P_SOFTMMU],
-        cr3_cache=params[:, core.P_CR3_CACHE].copy(),
-        roots=params[:, core.P_ROOTS].copy(),
+def compile_modes(modes: Sequence[Mode], table_shift: int) -> core.Params:
+    """The kernel's Params for `modes` (row m: modes[m])."""
+    def each(value: Callable[[Mode], Any], dtype: type = np.int64) -> np.ndarray:
+        return np.array([value(m) for m in modes], dtype=dtype)
+    flag = np.bool_
+    return core.Params(
+        softmmu=each(lambda m: m.features.softmmu, flag),
+        shadow=each(lambda m: m.features.shadow, flag),
+        own_tlb=each(lambda m: m.features.own_tlb, flag),
+        soft_mask=each(lambda m: m.softmmu_tlb_entries - 1),
+        cr3_cache=each(lambda m: m.cr3_cache_size),
+        roots=each(_held_roots),
+        keep_on_cr3=each(lambda m: m.shadow_keep_on_cr3, flag),
+        update_on_pte=each(lambda m: m.shadow_update_on_pte_write, flag),
+        # reference.invlpg: the PTE is dropped when invlpg is trapped at all (a key in on_event).
+        invlpg_zaps=each(lambda m: Kind.INVLPG in m.on_event, flag),
+        pte_mask=each(lambda m: (1 << table_shift) - 1),
+        on_event=np.array([_on_event(m) for m in modes], dtype=np.int64).reshape(len(modes), core.N_KINDS),
+        # An exit flushes the mode's own TLB when the mode has no VPID (reference.Machine.cause).
+        flushes=np.array([IS_EXIT & m.tlb_flush_on_exit for m in modes], dtype=np.bool_).reshape(len(modes), -1),
+        dropped=core.Dropped(**{f: _listed([getattr(m, key) for m in modes]) for f, key in DROPPED.items()}),
     )
 
 
-def _row(mode: Mode, table_shift: int) -> list[int]:
-    """P_* flags and sizes, then the tables at their O_* offsets."""
-    f = mode.features
-    p = [0] * core.N_PARAMS
-    p[core.P_SOFTMMU] = f.softmmu
-    p[core.P_SHADOW] = f.shadow
-    p[core.P_OWN_TLB] = f.own_tlb
-    p[core.P_WALKS_2D] = f.walks_2d
-    p[core.P_FLUSH_ON_EXIT] = mode.tlb_flush_on_exit
-    p[core.P_SOFT_MASK] = mode.softmmu_tlb_entries - 1
-    p[core.P_CR3_CACHE] = mode.cr3_cache_size
-    # reference.Machine.roots: the current root and prev_roots earlier ones, shadow paging only.
-    p[core.P_ROOTS] = mode.prev_roots + 1 if f.shadow and mode.prev_roots else 0
-    p[core.P_KEEP_ON_CR3] = mode.shadow_keep_on_cr3
-    p[core.P_UPDATE_ON_PTE] = mode.shadow_update_on_pte_write
-    # reference.invlpg: the PTE is dropped when invlpg is trapped at all (a key in on_event).
-    p[core.P_INVLPG_ZAPS] = Kind.INVLPG in mode.on_event
-    p[core.P_PTE_MASK] = (1 << table_shift) - 1
-    tables = {
-        core.O_ON_EVENT: _on_event(mode),
-        core.O_COLS: [COLUMN[n] for n in core.KERNEL_COUNTS],
-        core.O_IS_EXIT: [int(n in EXITS) for n in ALL_COUNTS],
-        core.O_DROP_PORTS: _listed(mode.dropped_io_ports),
-        core.O_DROP_READS: _listed(mode.dropped_io_reads),
-        core.O_DROP_WRITES: _listed(mode.dropped_io_writes),
-        core.O_DROP_MMIO_READS: _listed(mode.dropped_mmio_reads),
-        core.O_DROP_MMIO_WRITES: _listed(mode.dropped_mmio_writes),
-    }
-    for offset, table in tables.items():
-        p[offset] = len(p)
-        p += table
-    return [int(x) for x in p]
-
-
-def _listed(values: frozenset[int]) -> list[int]:
-    """kernel_core.listed's table: the length, then the values as int64 (u64 addresses wrap,
-    and the kernel compares them as u64 again)."""
-    return [len(values)] + [v - (1 << 64) if v >= 1 << 63 else v for v in sorted(values)]
+def _held_roots(mode: Mode) -> int:
+    """reference.Machine.roots: the current root and prev_roots earlier ones, shadow paging only."""
+    return mode.prev_roots + 1 if mode.features.shadow and mode.prev_roots else 0
 
 
 def _on_event(mode: Mode) -> list[int]:
     """reference.Machine.on_event: a kind's driver is caused only when the name is non-empty."""
-    row = [-1] * core.N_KINDS
+    row = [core.NONE] * core.N_KINDS
     for kind, driver in mode.on_event.items():
         if driver:
             row[int(kind)] = COLUMN[driver]
     return row
+
+
+def _listed(sets: list[frozenset[int]]) -> core.Listed:
+    """kernel_core.listed's table: each mode's values, sorted, padded to the longest."""
+    values = np.zeros((len(sets), max([1] + [len(s) for s in sets])), dtype=np.uint64)
+    for m, s in enumerate(sets):
+        values[m, : len(s)] = sorted(s)
+    return core.Listed(n=np.array([len(s) for s in sets], dtype=np.int64), values=values)

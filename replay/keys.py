@@ -73,6 +73,7 @@ class TraceKeys:
         self.spaces, self.tables, self.vpns, self.pages, self.sources = (IdMap() for _ in range(5))
         self.page_info = np.zeros((self.pages.limit, 4), dtype=np.int64)
         self.source_events = np.zeros(self.sources.limit, dtype=np.int64)
+        self._ref, self._source = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         _insert(self.spaces.as_tuple(), np.uint64(GLOBAL_KEY[0]), np.uint64(GLOBAL_KEY[1]))
 
     def maps(self) -> tuple[IdMap, ...]:
@@ -80,10 +81,15 @@ class TraceKeys:
 
     def remap(self, kind: np.ndarray, value: np.ndarray, asid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per event: `ref` (page id for touch/pte_write/invlpg, root table id for cr3_write,
-        else 0) and `source` id; new keys are added, maps grown as needed."""
+        else 0) and `source` id; new keys are added, maps grown as needed.
+
+        Both are views of buffers that the next call overwrites: allocating 16 MB per million
+        events cost page faults (up to a fifth of a fast mode's replay) whenever the
+        allocator had handed the previous batch's pages back to the OS."""
         n = len(kind)
-        ref = np.zeros(n, dtype=np.int64)
-        source = np.zeros(n, dtype=np.int64)
+        if len(self._ref) < n:
+            self._ref, self._source = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        ref, source = self._ref[:n], self._source[:n]
         done = 0
         while done < n:
             done = _remap(kind, value, asid, done, np.uint64(self.kernel_vpn_min), np.int64(self.table_shift),
@@ -209,6 +215,8 @@ def _remap(kind, value, asid, start, kernel_vpn_min, table_shift, spaces, tables
             elif k == CR3_WRITE:
                 root_space = _insert(spaces, v, zero)[0]
                 ref[j] = _insert(tables, np.uint64(root_space), zero)[0]
+            else:
+                ref[j] = 0
             if k == IO or k == MMIO:
                 s = _insert(sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), v + np.uint64(1))[0]
             else:
