@@ -84,7 +84,7 @@ def replay_batch(state: KernelState, kind: np.ndarray, value: np.ndarray, asid: 
 
 
 def counts(state: KernelState, span_ns: int) -> list[Counts]:
-    """Each mode's counts so far (reference.Machine.counts); `span_ns` as in Events."""
+    """Each mode's counts so far (what reference.replay returns); `span_ns` as in Events."""
     return [_totals(state, m, span_ns) for m in range(len(state.modes))]
 
 
