@@ -15,10 +15,14 @@ Maps (each key a pair of u64):
            everything a touch, PTE write or invlpg needs, looked up once per event.
 - sources: (kind << 32 | asid, device + 1, or 0 for none) -> source id (attribution).
 
-Only this file's numba functions call each other (numba's cache does not notice
-changes in other files), and all sizes arrive as arguments.
+The numba functions take records (typing.NamedTuple) of arrays: a Map per IdMap, Maps for
+all five, Columns for the events, Found for what they fill in, Rules for the numbers. Only
+this file's numba functions call each other (numba's cache does not notice changes in
+other files), and all sizes arrive as arguments.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -30,6 +34,54 @@ CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO = (int(k) for k in (
 GLOBAL_KEY = (0, 1)   # the spaces key of GLOBAL_SPACE, which no asid or CR3 value can take
 INITIAL_SLOTS = 1 << 10
 MAX_NEW_PER_EVENT = 2  # an event adds at most 2 keys to a map (a CR3 write: its asid and its value)
+ZERO = np.uint64(0)
+# The functions only numba code calls: no Python or C entry points, inlined by LLVM (see
+# kernel_core's Numba notes: a call that stayed a call would pass every field of every record).
+inner = njit(cache=True, forceinline=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+class Map(NamedTuple):
+    """An IdMap's arrays."""
+
+    slots: np.ndarray   # (capacity, 3) uint64: k1, k2, id + 1 (0 = an empty slot)
+    pairs: np.ndarray   # (limit, 2) uint64: the key of each id
+    count: np.ndarray   # (1,) int64: ids handed out
+
+
+class Maps(NamedTuple):
+    """The five maps of a trace (the module docstring's)."""
+
+    spaces: Map
+    tables: Map
+    vpns: Map
+    pages: Map
+    sources: Map
+
+
+class Columns(NamedTuple):
+    """The events' columns that name keys (Events'), read only."""
+
+    kind: np.ndarray    # uint8
+    value: np.ndarray   # uint64
+    asid: np.ndarray    # uint32
+
+
+class Found(NamedTuple):
+    """What _remap fills in: per page, per source and per event."""
+
+    page_info: np.ndarray      # (pages, 4) int64: vpn id, table id, vpn, global
+    source_events: np.ndarray  # (sources,) int64: events per source
+    ref: np.ndarray            # (events,) int64: TraceKeys.remap's ref
+    source: np.ndarray         # (events,) int64: source id
+    plain_source: np.ndarray   # (MAX_KIND + 1,) int64 scratch: the current asid's source id per kind
+
+
+class Rules(NamedTuple):
+    """The numbers _remap keys by."""
+
+    kernel_vpn_min: np.uint64  # Guest.kernel_vpn_min: pages from here on are global
+    table_shift: np.uint64     # vpn >> table_shift: the guest table that maps it
+    max_new: np.int64          # MAX_NEW_PER_EVENT
 
 
 class IdMap:
@@ -60,8 +112,8 @@ class IdMap:
         self.pairs = pairs
         _rehash(self.slots, pairs, n)
 
-    def as_tuple(self) -> tuple:
-        return self.slots, self.pairs, self.count
+    def arrays(self) -> Map:
+        return Map(self.slots, self.pairs, self.count)
 
 
 class TraceKeys:
@@ -74,7 +126,7 @@ class TraceKeys:
         self.page_info = np.zeros((self.pages.limit, 4), dtype=np.int64)
         self.source_events = np.zeros(self.sources.limit, dtype=np.int64)
         self._ref, self._source = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        _insert(self.spaces.as_tuple(), np.uint64(GLOBAL_KEY[0]), np.uint64(GLOBAL_KEY[1]))
+        _insert(self.spaces.arrays(), np.uint64(GLOBAL_KEY[0]), np.uint64(GLOBAL_KEY[1]))
 
     def maps(self) -> tuple[IdMap, ...]:
         return self.spaces, self.tables, self.vpns, self.pages, self.sources
@@ -90,13 +142,12 @@ class TraceKeys:
         if len(self._ref) < n:
             self._ref, self._source = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         ref, source = self._ref[:n], self._source[:n]
+        rules = Rules(np.uint64(self.kernel_vpn_min), np.uint64(self.table_shift), np.int64(MAX_NEW_PER_EVENT))
         done = 0
         while done < n:
-            done = _remap(kind, value, asid, done, np.uint64(self.kernel_vpn_min), np.int64(self.table_shift),
-                          self.spaces.as_tuple(), self.tables.as_tuple(), self.vpns.as_tuple(),
-                          self.pages.as_tuple(), self.sources.as_tuple(),
-                          self.page_info, self.source_events, ref, source, np.full(MAX_KIND + 1, -1, dtype=np.int64),
-                          MAX_NEW_PER_EVENT)
+            maps = Maps(*(m.arrays() for m in self.maps()))
+            found = Found(self.page_info, self.source_events, ref, source, np.full(MAX_KIND + 1, -1, dtype=np.int64))
+            done = _remap(Columns(kind, value, asid), done, maps, found, rules)
             for m in self.maps():
                 if m.room() < 64 * MAX_NEW_PER_EVENT:
                     m.grow()
@@ -131,7 +182,7 @@ def _resized(a: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@inner
 def _slot_of(slots, k1, k2):
     """The hash slot holding (k1, k2), or the empty slot where it belongs (linear probing)."""
     mask = np.uint64(len(slots) - 1)
@@ -145,20 +196,19 @@ def _slot_of(slots, k1, k2):
     return s
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@njit(cache=True, forceinline=True, _nrt=False)  # also called from Python (TraceKeys)
 def _insert(m, k1, k2):
     """The id of (k1, k2) in map `m`, added if new; returns (id, was new). The caller ensures room."""
-    slots, pairs, count = m
-    s = _slot_of(slots, k1, k2)
-    if slots[s, 2] != 0:
-        return np.int64(slots[s, 2]) - 1, False
-    i = count[0]
-    count[0] = i + 1
-    slots[s, 0] = k1
-    slots[s, 1] = k2
-    slots[s, 2] = i + 1
-    pairs[i, 0] = k1
-    pairs[i, 1] = k2
+    s = _slot_of(m.slots, k1, k2)
+    if m.slots[s, 2] != 0:
+        return np.int64(m.slots[s, 2]) - 1, False
+    i = m.count[0]
+    m.count[0] = i + 1
+    m.slots[s, 0] = k1
+    m.slots[s, 1] = k2
+    m.slots[s, 2] = i + 1
+    m.pairs[i, 0] = k1
+    m.pairs[i, 1] = k2
     return i, True
 
 
@@ -171,60 +221,73 @@ def _rehash(slots, pairs, n):
         slots[s, 2] = i + 1
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@inner
 def _room(m):
-    return len(m[1]) - m[2][0]
+    return len(m.pairs) - m.count[0]
 
 
 @njit(cache=True, _nrt=False)
-def _remap(kind, value, asid, start, kernel_vpn_min, table_shift, spaces, tables, vpns, pages, sources,
-           page_info, source_events, ref, source, plain_source, max_new):
-    """Fill ref/source from `start` while every map has room; returns the next row to do.
-
-    `plain_source` (scratch, one per kind code) caches the current asid's source ids;
-    `max_new` is MAX_NEW_PER_EVENT, the most keys one event adds to a map."""
+def _remap(cols, start, maps, found, rules):
+    """Fill found.ref and found.source from row `start` while every map has room; returns
+    the next row to do."""
+    kind, value, asid = cols
+    ref, source, plain_source = found.ref, found.source, found.plain_source
     n = len(kind)
-    zero = np.uint64(0)
-    shift = np.uint64(table_shift)
     last_asid = np.int64(-1)
     space = np.int64(0)
     i = start
     while i < n:
-        budget = min(_room(spaces), _room(tables), _room(vpns), _room(pages), _room(sources)) // max_new
+        budget = _budget(maps, rules.max_new)
         if budget < 1:
             return i
         end = min(n, i + budget)
         for j in range(i, end):
             k = np.int64(kind[j])
             a = np.int64(asid[j])
-            if a != last_asid:
-                space = _insert(spaces, np.uint64(a), zero)[0]
+            if a != last_asid:  # another address space: its id, and its sources afresh
+                space = _insert(maps.spaces, np.uint64(a), ZERO)[0]
                 last_asid = a
                 plain_source[:] = -1
             v = value[j]
             if k == TOUCH or k == PTE_WRITE or k == INVLPG:
-                is_global = v >= kernel_vpn_min
-                sp = np.int64(0) if is_global else space
-                page, new = _insert(pages, np.uint64(sp), v)
-                if new:
-                    page_info[page, 0] = _insert(vpns, v, zero)[0]
-                    page_info[page, 1] = _insert(tables, np.uint64(sp), (v >> shift) + np.uint64(1))[0]
-                    page_info[page, 2] = np.int64(v)
-                    page_info[page, 3] = np.int64(is_global)
-                ref[j] = page
+                ref[j] = _page(maps, found, rules, space, v)
             elif k == CR3_WRITE:
-                root_space = _insert(spaces, v, zero)[0]
-                ref[j] = _insert(tables, np.uint64(root_space), zero)[0]
+                root_space = _insert(maps.spaces, v, ZERO)[0]
+                ref[j] = _insert(maps.tables, np.uint64(root_space), ZERO)[0]
             else:
                 ref[j] = 0
+            # The source: (kind, asid, device: an I/O or MMIO event's port or address); the
+            # others' ids are cached per kind for the current asid.
             if k == IO or k == MMIO:
-                s = _insert(sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), v + np.uint64(1))[0]
+                s = _insert(maps.sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), v + np.uint64(1))[0]
             else:
                 s = plain_source[k]
                 if s < 0:
-                    s = _insert(sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), zero)[0]
+                    s = _insert(maps.sources, (np.uint64(k) << np.uint64(32)) | np.uint64(a), ZERO)[0]
                     plain_source[k] = s
             source[j] = s
-            source_events[s] += 1
+            found.source_events[s] += 1
         i = end
     return n
+
+
+@inner
+def _budget(maps, max_new):
+    """Events that surely fit: each adds at most max_new keys to a map."""
+    rooms = (_room(maps.spaces), _room(maps.tables), _room(maps.vpns), _room(maps.pages), _room(maps.sources))
+    return min(rooms) // max_new
+
+
+@inner
+def _page(maps, found, rules, space, v):
+    """The page id of vpn `v` in `space` (a global page's in GLOBAL_SPACE); a new page gets
+    its page_info: vpn id, table id, vpn, global."""
+    is_global = v >= rules.kernel_vpn_min
+    sp = np.int64(0) if is_global else space
+    page, new = _insert(maps.pages, np.uint64(sp), v)
+    if new:
+        found.page_info[page, 0] = _insert(maps.vpns, v, ZERO)[0]
+        found.page_info[page, 1] = _insert(maps.tables, np.uint64(sp), (v >> rules.table_shift) + np.uint64(1))[0]
+        found.page_info[page, 2] = np.int64(v)
+        found.page_info[page, 3] = np.int64(is_global)
+    return page
