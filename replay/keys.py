@@ -45,7 +45,7 @@ class Map(NamedTuple):
 
     slots: np.ndarray   # (capacity, 3) uint64: k1, k2, id + 1 (0 = an empty slot)
     pairs: np.ndarray   # (limit, 2) uint64: the key of each id
-    count: np.ndarray   # (1,) int64: ids handed out
+    issued: np.ndarray  # (1,) int64: ids handed out (not `count`: that is tuple's own method)
 
 
 class Maps(NamedTuple):
@@ -202,8 +202,8 @@ def _insert(m, k1, k2):
     s = _slot_of(m.slots, k1, k2)
     if m.slots[s, 2] != 0:
         return np.int64(m.slots[s, 2]) - 1, False
-    i = m.count[0]
-    m.count[0] = i + 1
+    i = m.issued[0]
+    m.issued[0] = i + 1
     m.slots[s, 0] = k1
     m.slots[s, 1] = k2
     m.slots[s, 2] = i + 1
@@ -223,7 +223,7 @@ def _rehash(slots, pairs, n):
 
 @inner
 def _room(m):
-    return len(m.pairs) - m.count[0]
+    return len(m.pairs) - m.issued[0]
 
 
 @njit(cache=True, _nrt=False)
