@@ -35,7 +35,7 @@ from pipeline.reports.terminal import category_table, cost_table, failures, pred
 from pipeline.run.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
 from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.run.shards import TraceFile, find_traces
-from pipeline.text import markup_safe, printable
+from pipeline.text import say
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -138,7 +138,11 @@ def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empt
 
 
 def _report_error(line: str) -> None:
-    err_console.print(f"[red]error:[/red] {markup_safe(line)}", highlight=False, soft_wrap=True)
+    say(err_console, line, "[red]error:[/red]")
+
+
+def _note(line: str) -> None:
+    say(err_console, line, "[yellow]note:[/yellow]")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -169,7 +173,7 @@ def replay(
     with _holding(out):
         summary, failed = _replay(traces, chosen, out, cost_profile, spec, cluster.chunking)
     out_console.print(seed_table(summary))
-    out_console.print(f"summary: {out / SUMMARY} ({len(summary)} rows)")
+    say(out_console, f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
 
 
@@ -178,7 +182,7 @@ def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
     explicitly fails here, before anything starts."""
     found = find_traces(paths, exclude=out)
     for line in found.skipped:
-        err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+        _note(line)
     missing = [p for p in paths if not p.exists()]
     if found.not_regular:
         _fail(found.not_regular[0])
@@ -202,7 +206,8 @@ def _replay(traces: list[TraceFile], modes: list, out: Path, cost_profile, spec:
             chunking: Chunking) -> tuple:
     """Replay `traces` under `modes`, write and return the summary (and failures)."""
     try:
-        output = run(traces, modes, out, spec, report=_report_error, note=err_console.print, chunking=chunking)
+        output = run(traces, modes, out, spec, report=_report_error, note=lambda line: say(err_console, line),
+                     chunking=chunking)
     except ClusterError as e:
         _fail(str(e))
     summary = summarise(output.rows, output.failures, cost_profile, [m.name for m in modes])
@@ -277,17 +282,17 @@ def report(
         except (ConfigError, rd.ReportInputError) as e:
             _fail(str(e))
         write_report(html, ReportInputs(str(results), summary, ref, attribution, cal_table, sweeps))
-        out_console.print(f"wrote {html}", highlight=False)
+        say(out_console, f"wrote {html}")
     for line in failures(summary):
-        err_console.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
+        say(err_console, line, "[red]failed:[/red]")
 
 
 def _print_top(summary, attribution) -> None:
     if attribution.top is None:
-        err_console.print(attribution.note, highlight=False, soft_wrap=True)
+        say(err_console, attribution.note)
         return
     if attribution.note:
-        err_console.print(f"[yellow]warning:[/yellow] {attribution.note}", highlight=False, soft_wrap=True)
+        say(err_console, attribution.note, "[yellow]warning:[/yellow]")
     for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
         for dimension, ranked in attribution.top.items():
             if len(ranked.filter(ranked["trace"] == trace)):
@@ -313,10 +318,10 @@ def diff(
     for trace in both["trace"].unique(maintain_order=True):
         out_console.print(diff_table(table, trace, (str(results_a), str(results_b))))
     for trace, mode, status in table.filter(table["status"] != "both").select("trace", "mode", "status").rows():
-        out_console.print(f"{trace} / {mode}: {status}", highlight=False)
+        say(out_console, f"{trace} / {mode}: {status}")
     if out:
         write_atomic(out, table.write_parquet)
-        out_console.print(f"wrote {out} ({len(table)} rows)", highlight=False)
+        say(out_console, f"wrote {out} ({len(table)} rows)")
 
 
 @app.command()
@@ -326,18 +331,17 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
     if not found.traces and not found.not_regular:
         _fail(f"{paths[0]}: no trace files (*.parquet) found")
     for line in found.skipped:
-        err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
+        _note(line)
     for line in found.not_regular:
-        err_console.print(f"[red]bad[/red] {line}", highlight=False, soft_wrap=True)
+        say(err_console, line, "[red]bad[/red]")
     bad = len(found.not_regular)
     for t in found.traces:
         try:
             meta = validate_trace(t.path)
-            out_console.print(printable(f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})"),
-                              highlight=False, markup=False)
+            say(out_console, f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})")
         except TraceError as e:
             bad += 1
-            err_console.print(f"[red]bad[/red] {markup_safe(str(e))}", highlight=False, soft_wrap=True)
+            say(err_console, str(e), "[red]bad[/red]")
     if bad:
         raise typer.Exit(1)
 
@@ -370,7 +374,7 @@ def sweep(
         table = sw.gains(summary, grid_points)
         write(out / "sweep.parquet", table.write_parquet)
     out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
-    out_console.print(f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / SUMMARY}")
+    say(out_console, f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / SUMMARY}")
     _exit_if_failed(failed)
 
 
@@ -404,7 +408,7 @@ def calibrate(
     _write_fit(out, start, costs, predictions, ref.name, fit_on, results)
     for kind, frame in tables.items():
         write_atomic(out.with_suffix(f".{kind}.parquet"), frame.write_parquet)
-    out_console.print(f"wrote {out} and its tables: {', '.join(str(out.with_suffix(f'.{k}.parquet')) for k in tables)}")
+    say(out_console, f"wrote {out} and its tables: {', '.join(str(out.with_suffix(f'.{k}.parquet')) for k in tables)}")
 
 
 def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str, fit_on: list[str],
@@ -472,7 +476,7 @@ def record(
             report = import_files([text], out, fmt="perf", workload=workload or out.stem)
         except (RecordError, ImportFailed) as e:
             _fail(str(e))
-    out_console.print(f"recorded {len(events)} tracepoints: {', '.join(events)}", highlight=False)
+    say(out_console, f"recorded {len(events)} tracepoints: {', '.join(events)}")
     print_import(report, out_console)
 
 
@@ -506,7 +510,7 @@ def kvm_stat(
             written = write_stats(stats, out)
         except OSError as e:
             _report_fail(f"--out {out}: the tables cannot be written ({e.filename}: {e.strerror or e})")
-        out_console.print(f"wrote {', '.join(map(str, written))}", highlight=False, soft_wrap=True)
+        say(out_console, f"wrote {', '.join(map(str, written))}")
     raise typer.Exit(1 if len(read) < len(stats.files) else 0)
 
 
@@ -547,8 +551,8 @@ def _profile(path: Path):
 
 def _write(out: Path, columns: dict, meta) -> None:
     write_trace(out, columns, meta)
-    out_console.print(f"wrote {out}: {len(columns['kind'])} events, {meta.workload}, "
-                      f"native {meta.native_ns / 1e9:.4g} s for {meta.ops} {meta.op_unit}", highlight=False)
+    say(out_console, f"wrote {out}: {len(columns['kind'])} events, {meta.workload}, "
+                     f"native {meta.native_ns / 1e9:.4g} s for {meta.ops} {meta.op_unit}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ any output (terminal or HTML); `markup_safe` for strings that rich parses as mar
 """
 from __future__ import annotations
 
+from typing import Any
+
 from rich.markup import escape
 
 
@@ -21,3 +23,9 @@ def printable(text: str) -> str:
 def markup_safe(text: str) -> str:
     """`printable(text)` with rich markup escaped: prints as itself inside a markup string."""
     return escape(printable(text))
+
+
+def say(console: Any, text: str, tag: str = "") -> None:
+    """Print one line: `text` is data (paths, names, trace lines), escaped and never read as
+    markup; `tag` is the line's own markup (`[red]error:[/red]`), put before it."""
+    console.print(f"{tag} {markup_safe(text)}" if tag else markup_safe(text), highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from pipeline.analysis.kvm_stat import Stats
-from pipeline.text import markup_safe, printable
+from pipeline.text import markup_safe, printable, say
 from pipeline.tracefile.importers import ImportReport
 
 PROGRESS_MIN_BYTES = 32 << 20   # inputs smaller than this import without a progress bar
@@ -23,7 +23,7 @@ _DISPLAY = {"ns": (1e3, "µs"), "cycles": (1.0, "cycles")}   # time unit -> (div
 
 
 def print_error(console: Console, line: str) -> None:
-    console.print(f"[red]error:[/red] {markup_safe(line)}", highlight=False, soft_wrap=True)
+    say(console, line, "[red]error:[/red]")
 
 
 # ---------------------------------------------------------------- pipeline import

@@ -225,3 +225,16 @@ def test_config_errors_with_markup_in_values_are_printed_as_text(tmp_path: Path)
     r = runner.invoke(app, ["replay", str(tmp_path), "--out", str(tmp_path / "o"), "--modes-dir", str(mine)])
     assert r.exit_code == 2
     assert "tlb_flush_on_exit: must be true or false, got '[/x]\\x1b'" in r.output and "\x1b" not in r.output
+
+
+def test_paths_with_markup_in_notes_and_summary_lines(tmp_path: Path) -> None:
+    """An --out named like a rich closing tag: the resume note and the summary line print it
+    as text (the note raised MarkupError)."""
+    good(tmp_path / "t.parquet")
+    out = tmp_path / "o[/x]"
+    args = ["replay", str(tmp_path / "t.parquet"), "--out", str(out), "--modes", "native", "--workers", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and r.exception is None, r.output
+    said = " ".join(r.output.split())
+    assert f"resumed: 1 of 1 shards already done in {out}" in said and f"summary: {out}/summary.parquet" in said

@@ -152,7 +152,7 @@ def clean(good_trace: Path, cluster: str, tmp_path_factory) -> pl.DataFrame:
 
 
 def files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
 def assert_one_clean_line(output: str, name: str) -> None:
