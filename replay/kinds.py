@@ -25,6 +25,8 @@ class Kind(IntEnum):
     CPUID = 10
     MSR = 11
     HYPERCALL = 12
+    TIMER_ARM = 13
+    IPI_SEND = 14
 
 
 KIND_FIELDS: dict[Kind, tuple[str, str]] = {
@@ -35,13 +37,22 @@ KIND_FIELDS: dict[Kind, tuple[str, str]] = {
     Kind.INVLPG: ("virtual page number invalidated", "unused (0)"),
     Kind.IO: ("I/O port", "0 = in, 1 = out"),
     Kind.MMIO: ("guest-physical address", "0 = read, 1 = write"),
-    Kind.IRQ: ("interrupt vector", "unused (0)"),
+    Kind.IRQ: ("interrupt vector (the guest IRQ number where the recording names no vector)",
+               "source: 0 = edge-triggered device (MSI/MSI-X, edge I/O APIC pin), 1 = level-triggered I/O APIC pin, 2 = local APIC timer, 3 = IPI"),
     Kind.HLT: ("native idle time in ns until the next event", "unused (0)"),
     Kind.SYSCALL: ("system call number", "unused (0)"),
     Kind.CPUID: ("leaf (EAX)", "unused (0)"),
     Kind.MSR: ("MSR index", "0 = rdmsr, 1 = wrmsr"),
     Kind.HYPERCALL: ("hypercall number", "unused (0)"),
+    Kind.TIMER_ARM: ("the programmed delay in ns (0 if not recorded)",
+                     "timer device: 0 = local APIC one-shot (TMICT), 1 = TSC-deadline MSR, 2 = PIT (i8254), 3 = HPET comparator"),
+    Kind.IPI_SEND: ("destination vCPUs of the IPI (0 if not recorded)", "unused (0)"),
 }
+
+# Kind.IRQ's arg: where the interrupt comes from (the model's APIC rules depend on it).
+IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, IRQ_IPI = 0, 1, 2, 3
+# Kind.TIMER_ARM's arg: which timer hardware the guest programs.
+TIMER_LAPIC, TIMER_TSC_DEADLINE, TIMER_PIT, TIMER_HPET = 0, 1, 2, 3
 
 KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
 MAX_KIND = max(Kind)

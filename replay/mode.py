@@ -201,3 +201,6 @@ class Guest:
     # Pages at or above this virtual page number are kernel mappings with the
     # global bit set, shared by every address space (32-bit 3G/1G split: 0xC0000).
     kernel_vpn_min: int = 0xC0000
+    # 1 if the guest runs its local APIC in x2APIC mode (APIC registers are MSRs 0x800-0x8FF),
+    # 0 for xAPIC (registers are MMIO at 0xFEE00000): decides which exit an APIC access is.
+    x2apic: int = 0

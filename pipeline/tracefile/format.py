@@ -61,6 +61,9 @@ class TraceMeta:
     source: dict[str, Any] = field(default_factory=dict)  # generator/recorder and arguments
     guest: Guest = Guest()
     cpus: tuple[int, ...] = (0,)
+    # What the recorder could not see and was estimated, by which rule: name -> description
+    # (free form, like source; the pipeline does not read it, reports may show it).
+    assumptions: dict[str, Any] = field(default_factory=dict)
     version: int = VERSION
 
     def to_json(self) -> bytes:
@@ -91,14 +94,14 @@ class TraceMeta:
 _FIELDS: dict[str, tuple[bool, type | tuple[type, ...]]] = {
     "version": (True, int), "workload": (True, str), "native_ns": (True, int), "ops": (True, int),
     "op_unit": (True, str), "headline": (False, str), "source": (False, dict),
-    "guest": (False, dict), "cpus": (False, list),
+    "guest": (False, dict), "cpus": (False, list), "assumptions": (False, dict),
 }
 INT64_MAX, UINT64_MAX = 2**63 - 1, 2**64 - 1
 # The values each integer may take. JSON integers are unbounded, the model's are not: times
 # are int64 ns like the t_ns column (and the results' counts), a page number is a u64 like
 # the value column, a vCPU a u16 like the cpu column.
 _RANGES: dict[str, tuple[int, int]] = {"native_ns": (1, INT64_MAX), "ops": (1, INT64_MAX),
-                                       "guest.kernel_vpn_min": (0, UINT64_MAX)}
+                                       "guest.kernel_vpn_min": (0, UINT64_MAX), "guest.x2apic": (0, 1)}
 CPU_MAX = 2**16 - 1
 
 

@@ -182,7 +182,7 @@ def test_native_has_no_exit_drivers(run):
 
 def test_kind_codes_are_fixed():
     # Codes are part of trace format v1 and never change (traces/README.md).
-    assert [int(k) for k in Kind] == list(range(13))
+    assert [int(k) for k in Kind] == list(range(15))
     assert [k.name.lower() for k in Kind] == [
         "cr3_write", "touch", "page_fault", "pte_write", "invlpg", "io", "mmio",
         "irq", "hlt", "syscall", "cpuid", "msr", "hypercall"]

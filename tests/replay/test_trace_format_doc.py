@@ -90,8 +90,8 @@ def test_readme_example_counts(example, modes):
 def test_validate_names_the_row_of_an_unknown_kind(example, tmp_path):
     table = pq.read_table(example)
     kinds = table.column("kind").to_pylist()
-    kinds[3] = 13
+    kinds[3] = 15
     bad = table.set_column(table.schema.get_field_index("kind"), "kind", pa.array(kinds, pa.uint8()))
     pq.write_table(bad, tmp_path / "bad.parquet")
-    with pytest.raises(TraceError, match=r"row 3: unknown event kind 13"):
+    with pytest.raises(TraceError, match=r"row 3: unknown event kind 15"):
         validate(tmp_path / "bad.parquet")
