@@ -25,6 +25,7 @@ from replay.counts import ALL_COUNTS, Counts
 from replay.events import Events, check_columns
 from replay.kernel_mode import COLUMNS, TO_ALL, compile_modes
 from replay.keys import TraceKeys
+from replay.lapic import NEVER_ARMED
 from replay.kinds import Kind
 from replay.mode import Guest, Mode
 from replay.shadow import TABLE_SHIFT
@@ -50,7 +51,7 @@ class KernelState:
 
 def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
     """Empty state for replaying one vCPU's events under each of `modes`."""
-    params = compile_modes(modes, TABLE_SHIFT)
+    params = compile_modes(modes, guest, TABLE_SHIFT)
     n = len(modes)
     tlb_entries = np.array([m.tlb_entries for m in modes], dtype=np.int64)
     pool_pages = np.array([m.shadow_pool_pages for m in modes], dtype=np.int64) * params.shadow
@@ -62,6 +63,7 @@ def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
         soft=core.Soft(epoch=np.zeros(n, np.int64), tag=_nones(n, soft_entries), filled=_nones(n, soft_entries)),
         cr3=core.Cr3Cache(slots=_nones(n, int(params.cr3_cache.max(initial=1))), next=np.zeros(n, np.int64)),
         roots=core.Roots(held=_nones(n, int(params.roots.max(initial=1))), n=np.zeros(n, np.int64)),
+        vcpu=core.Vcpu(halted=np.zeros(n, np.bool_), timer_delay=np.full(n, NEVER_ARMED, np.uint64)),
         tally=core.Tally(acc=np.zeros((n, 0, len(COLUMNS)), dtype=np.int64)),
     )
     state = KernelState(modes=tuple(modes), guest=guest, keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
@@ -242,6 +244,9 @@ def _order(lru: core.Lru, r: int) -> list[int]:
 def _mode_snapshot(state: KernelState, m: int) -> dict[str, Any]:
     k, mc, paging = state.keys, state.machine, state.modes[m].features
     snap: dict[str, Any] = {"tlb_native": [k.vpn_key(v) for v in _order(mc.tlb.native, m)]}
+    if state.modes[m].lapic:  # only the APIC rules read the vCPU's state
+        snap["halted"] = bool(mc.vcpu.halted[m])
+        snap["timer_delay"] = int(mc.vcpu.timer_delay[m])
     if paging.softmmu:
         n = int(mc.params.soft_mask[m]) + 1
         epoch = mc.soft.epoch[m]

@@ -10,6 +10,7 @@ mechanism, every array with a row per mode, so a handler names what it reads
 - Soft: the softmmu TLB: flush epoch, tags, the epoch each tag was filled in.
 - Cr3Cache: the CR3 target cache's slots and the next slot to fill.
 - Roots: the shadow roots KVM holds (space ids, the current root first: reference.PrevRoots).
+- Vcpu: the vCPU as KVM's local APIC sees it: halted after an hlt exit, the last timer delay.
 - Tally: the counts, acc[m, source, column] in the kernel's own columns: KERNEL_COUNTS (K_*,
   what the state machines count), then the drivers only a mode's on_event causes
   (kernel_mode.COLUMNS); kernel.py maps them to ALL_COUNTS once, when counts are read.
@@ -41,16 +42,22 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from replay.kinds import Kind
+from replay.kinds import IRQ_LEVEL, IRQ_TIMER, TIMER_HPET, TIMER_LAPIC, Kind
+from replay.lapic import APIC_EOI, APIC_OFFSET_MASK, APIC_PAGE_FIRST, APIC_PAGE_LAST, APIC_TPR
 
 # Every function but the entry point: compiled once (cached), without reference counting,
 # without Python or C entry points (only replay_events is called from Python), and inlined
 # into its caller by LLVM (see the Numba notes above).
 inlined = njit(cache=True, forceinline=True, _nrt=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
-# Kind codes are fixed by trace format v1, so they may be compiled in.
-CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO, HLT, SYSCALL = (np.int64(k) for k in (
-    Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.MMIO, Kind.HLT, Kind.SYSCALL))
+# Kind codes (and the codes of their args) are fixed by trace format v1, and the APIC page's
+# layout by the architecture, so they may be compiled in.
+CR3_WRITE, TOUCH, PTE_WRITE, INVLPG, IO, MMIO, IRQ, HLT, SYSCALL, MSR, TIMER_ARM, IPI_SEND = (np.int64(k) for k in (
+    Kind.CR3_WRITE, Kind.TOUCH, Kind.PTE_WRITE, Kind.INVLPG, Kind.IO, Kind.MMIO, Kind.IRQ, Kind.HLT, Kind.SYSCALL,
+    Kind.MSR, Kind.TIMER_ARM, Kind.IPI_SEND))
+SRC_LEVEL, SRC_TIMER, DEV_LAPIC, DEV_LAST = (np.int64(c) for c in (IRQ_LEVEL, IRQ_TIMER, TIMER_LAPIC, TIMER_HPET))
+PAGE_FIRST, PAGE_LAST, OFFSET_MASK = (np.uint64(a) for a in (APIC_PAGE_FIRST, APIC_PAGE_LAST, APIC_OFFSET_MASK))
+REG_EOI, REG_TPR = np.uint64(APIC_EOI), np.uint64(APIC_TPR)
 N_KINDS = 16  # width of Params.on_event
 
 # The counts the state machines produce themselves: the first columns of Tally.acc.
@@ -59,10 +66,12 @@ KERNEL_COUNTS = (
     "cr3_cache_miss", "shadow_root_hit", "shadow_root_alloc", "shadow_page_alloc",
     "shadow_page_zap", "tlb_miss", "tlb_miss_native", "native_io_avoided", "idle_ns",
     "syscalls", "exit_shadow_fault", "exit_pte_write", "exit_cr3_fast", "native_mmio_avoided",
+    "guest_halt_polls", "host_halt_poll_ns",
 )
 (K_CR3_WRITES, K_SOFT_FLUSH, K_SOFT_FILL, K_LOOKUP, K_CACHE_HIT, K_CACHE_MISS, K_ROOT_HIT,
  K_ROOT_ALLOC, K_PAGE_ALLOC, K_ZAP, K_TLB_MISS, K_TLB_MISS_NATIVE, K_IO_AVOIDED, K_IDLE,
- K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE, K_CR3_FAST, K_MMIO_AVOIDED) = (np.int64(k) for k in range(len(KERNEL_COUNTS)))
+ K_SYSCALLS, K_SHADOW_FAULT, K_PTE_WRITE, K_CR3_FAST, K_MMIO_AVOIDED, K_HALT_POLLS,
+ K_HOST_POLL_NS) = (np.int64(k) for k in range(len(KERNEL_COUNTS)))
 
 # Columns of keys.py's tables: Keys.pages[page] and Keys.tables[table].
 PAGE_VPN, PAGE_TABLE, PAGE_RAW, PAGE_GLOBAL = range(4)   # vpn id, table id, the vpn itself, global?
@@ -89,6 +98,28 @@ class Dropped(NamedTuple):
     mmio_writes: Listed  # ... no longer writes
 
 
+class Apic(NamedTuple):
+    """The local APIC's drivers (lapic.ApicDrivers of the mode and guest) as Tally columns,
+    NONE = none, one row per mode; the rules that pick one are the handlers below."""
+
+    on: np.ndarray           # (modes,) bool: Mode.lapic is set (else irq, msr, timer_arm, ipi_send: on_event)
+    kick: np.ndarray         # (modes,) int64: an interrupt arriving while the vCPU runs
+    eoi: np.ndarray          # int64: the EOI of an edge, timer or IPI vector
+    level_eoi: np.ndarray    # int64: the EOI of a level-triggered vector
+    timer: np.ndarray        # int64: the APIC timer firing while the vCPU runs
+    ipi: np.ndarray          # int64: an IPI sent
+    page: np.ndarray         # bool: xAPIC: MMIO to the APIC page is the APIC's
+    page_read: np.ndarray    # int64: a read of the APIC page
+    page_quiet: np.ndarray   # int64: an EOI or TPR write to it
+    page_write: np.ndarray   # int64: any other write to it
+    arm: np.ndarray          # (modes, devices) int64: programming each timer device (TIMER_*) ...
+    arm_n: np.ndarray        # (modes, devices) int64: ... that many times
+    expired_at_entry: np.ndarray  # (modes,) uint64: Mode.timer_expired_at_entry_ns
+    msr_read: np.ndarray     # (modes,) int64: exit_msr_read's column
+    msr_write: np.ndarray    # (modes,) int64: exit_msr_write's column
+    passthrough: Listed      # Mode.msr_passthrough
+
+
 class Params(NamedTuple):
     """Every mode as data (kernel_mode.compile_modes), one row per mode; never written."""
 
@@ -105,6 +136,9 @@ class Params(NamedTuple):
     on_event: np.ndarray     # (modes, N_KINDS) int64: Tally column of the kind's driver, or NONE
     flushes: np.ndarray      # (modes, columns) bool: counting the column flushes the own TLB
     dropped: Dropped
+    apic: Apic
+    guest_poll: np.ndarray   # (modes,) uint64: Mode.guest_halt_poll_ns
+    host_poll: np.ndarray    # (modes,) uint64: Mode.host_halt_poll_ns
 
 
 class Lru(NamedTuple):
@@ -163,6 +197,13 @@ class Roots(NamedTuple):
     n: np.ndarray         # (modes,) how many are held
 
 
+class Vcpu(NamedTuple):
+    """The vCPU as KVM's local APIC sees it (reference.Machine.halted, .timer_delay)."""
+
+    halted: np.ndarray       # (modes,) bool: blocked in the host after an hlt exit, until the next event
+    timer_delay: np.ndarray  # (modes,) uint64: the last timer arming's delay (lapic.NEVER_ARMED)
+
+
 class Tally(NamedTuple):
     """The counts, per mode, source (keys.py's source id) and kernel column."""
 
@@ -178,6 +219,7 @@ class State(NamedTuple):
     soft: Soft
     cr3: Cr3Cache
     roots: Roots
+    vcpu: Vcpu
     tally: Tally
 
 
@@ -332,10 +374,15 @@ def cause(st, m, src, col):
 
 
 @inlined
-def on_event(st, m, src, kind):
-    col = st.params.on_event[m, kind]
+def cause_if(st, m, src, col):
+    """cause, for a column that may be NONE (no driver)."""
     if col >= 0:
         cause(st, m, src, col)
+
+
+@inlined
+def on_event(st, m, src, kind):
+    cause_if(st, m, src, st.params.on_event[m, kind])
 
 
 @inlined
@@ -618,22 +665,94 @@ def io(st, m, src, port, direction):
 
 @inlined
 def mmio(st, m, src, address, direction):
-    """As for ports: a paravirt guest may no longer read or write some addresses."""
-    d = st.params.dropped
+    """As for ports: a paravirt guest may no longer read or write some addresses. An xAPIC
+    guest's access to the APIC page is the APIC's (reference.Machine.mmio)."""
+    p = st.params
+    d = p.dropped
     if listed(d.mmio_writes if direction else d.mmio_reads, m, address):
         count(st, m, src, K_MMIO_AVOIDED)
+    elif p.apic.page[m] and PAGE_FIRST <= address and address <= PAGE_LAST:
+        apic_page(st, m, src, address & OFFSET_MASK, direction)
     else:
         on_event(st, m, src, MMIO)
+
+
+@inlined
+def apic_page(st, m, src, offset, write):
+    """reference.Machine.apic_page: reads, EOI and TPR writes, other writes."""
+    a = st.params.apic
+    if not write:
+        col = a.page_read[m]
+    elif offset == REG_EOI or offset == REG_TPR:
+        col = a.page_quiet[m]
+    else:
+        col = a.page_write[m]
+    cause_if(st, m, src, col)
+
+
+@inlined
+def hlt(st, m, src, idle):
+    """reference.Machine.hlt: the guest polls a short idle period; an hlt that exits halts the
+    vCPU, which KVM polls for up to host_poll ns."""
+    p = st.params
+    st.tally.acc[m, src, K_IDLE] += np.int64(idle)
+    if idle < p.guest_poll[m]:
+        count(st, m, src, K_HALT_POLLS)
+    elif p.on_event[m, HLT] >= 0:
+        cause(st, m, src, p.on_event[m, HLT])
+        st.vcpu.halted[m] = True
+        st.tally.acc[m, src, K_HOST_POLL_NS] += np.int64(min(idle, p.host_poll[m]))
+
+
+# --- the local APIC (Params.apic; reference.Machine's irq, timer_arm, msr) -------------------
+
+@inlined
+def irq(st, m, src, source, woken):
+    """An interrupt: a delivery exit only while the vCPU runs (not for the one that wakes
+    it), the timer's only if armed long enough before; then its EOI's exit."""
+    a = st.params.apic
+    kind = np.int64(source)
+    if kind == SRC_TIMER:
+        if not woken and st.vcpu.timer_delay[m] >= a.expired_at_entry[m]:
+            cause_if(st, m, src, a.timer[m])
+        cause_if(st, m, src, a.eoi[m])
+        return
+    if not woken:
+        cause_if(st, m, src, a.kick[m])
+    cause_if(st, m, src, a.level_eoi[m] if kind == SRC_LEVEL else a.eoi[m])
+
+
+@inlined
+def timer_arm(st, m, src, delay, device):
+    """The timer's delay is kept; its device's register accesses exit (lapic.timer_device)."""
+    a = st.params.apic
+    st.vcpu.timer_delay[m] = delay
+    d = np.int64(device)
+    if d > DEV_LAST:
+        d = DEV_LAPIC
+    for _ in range(a.arm_n[m, d]):
+        cause(st, m, src, a.arm[m, d])
+
+
+@inlined
+def msr(st, m, src, index, write):
+    """rdmsr/wrmsr exit unless the MSR bitmap passes the index through."""
+    a = st.params.apic
+    if not listed(a.passthrough, m, index):
+        cause(st, m, src, a.msr_write[m] if write else a.msr_read[m])
 
 
 @njit(cache=True, _nrt=False)
 def replay_events(st, keys, ev):
     """Replay a batch under every mode: reference.Machine's dispatch, modes outer, events
     inner (faster than the other way round: one mode's state stays in cache)."""
+    apic = st.params.apic.on
     for m in range(len(st.tlb.pending)):
         for i in range(len(ev.kind)):
             k = np.int64(ev.kind[i])
             src = ev.source[i]
+            woken = st.vcpu.halted[m]  # any event ends a halt
+            st.vcpu.halted[m] = False
             if k == TOUCH:
                 touch(st, keys, m, src, ev.ref[i])
             elif k == CR3_WRITE:
@@ -647,11 +766,18 @@ def replay_events(st, keys, ev):
             elif k == MMIO:
                 mmio(st, m, src, ev.value[i], ev.arg[i])
             elif k == HLT:
-                st.tally.acc[m, src, K_IDLE] += np.int64(ev.value[i])
-                on_event(st, m, src, HLT)
+                hlt(st, m, src, ev.value[i])
             elif k == SYSCALL:
                 count(st, m, src, K_SYSCALLS)
                 on_event(st, m, src, SYSCALL)
+            elif apic[m] and k == IRQ:
+                irq(st, m, src, ev.arg[i], woken)
+            elif apic[m] and k == TIMER_ARM:
+                timer_arm(st, m, src, ev.value[i], ev.arg[i])
+            elif apic[m] and k == MSR:
+                msr(st, m, src, ev.value[i], ev.arg[i])
+            elif apic[m] and k == IPI_SEND:
+                cause_if(st, m, src, st.params.apic.ipi[m])
             else:
                 on_event(st, m, src, k)
         sync_tlb(st.tlb, m)

@@ -17,7 +17,8 @@ import numpy as np
 from replay import kernel_core as core
 from replay.counts import ALL_COUNTS, DRIVERS, EXITS
 from replay.kinds import Kind
-from replay.mode import Mode
+from replay.lapic import ApicDrivers, apic_drivers
+from replay.mode import Guest, Mode
 
 # The kernel's count columns (kernel_core.Tally): its own counts, then every other driver,
 # which only a mode's on_event causes; TO_ALL maps them to their ALL_COUNTS positions.
@@ -30,8 +31,8 @@ DROPPED = {"ports": "dropped_io_ports", "reads": "dropped_io_reads", "writes": "
            "mmio_reads": "dropped_mmio_reads", "mmio_writes": "dropped_mmio_writes"}
 
 
-def compile_modes(modes: Sequence[Mode], table_shift: int) -> core.Params:
-    """The kernel's Params for `modes` (row m: modes[m])."""
+def compile_modes(modes: Sequence[Mode], guest: Guest, table_shift: int) -> core.Params:
+    """The kernel's Params for `modes` (row m: modes[m]) replaying `guest`'s events."""
     def each(value: Callable[[Mode], Any], dtype: type = np.int64) -> np.ndarray:
         return np.array([value(m) for m in modes], dtype=dtype)
     flag = np.bool_
@@ -51,7 +52,37 @@ def compile_modes(modes: Sequence[Mode], table_shift: int) -> core.Params:
         # An exit flushes the mode's own TLB when the mode has no VPID (reference.Machine.cause).
         flushes=np.array([IS_EXIT & m.tlb_flush_on_exit for m in modes], dtype=np.bool_).reshape(len(modes), -1),
         dropped=core.Dropped(**{f: _listed([getattr(m, key) for m in modes]) for f, key in DROPPED.items()}),
+        apic=_apic(modes, guest),
+        guest_poll=each(lambda m: m.guest_halt_poll_ns, np.uint64),
+        host_poll=each(lambda m: m.host_halt_poll_ns, np.uint64),
     )
+
+
+def _apic(modes: Sequence[Mode], guest: Guest) -> core.Apic:
+    """kernel_core.Apic: each mode's lapic.ApicDrivers for the guest, as columns."""
+    drivers = [apic_drivers(m.lapic, m.preemption_timer, guest.x2apic) for m in modes]
+
+    def col(name: str) -> np.ndarray:
+        return np.array([_column(getattr(d, name)) for d in drivers], dtype=np.int64)
+
+    def table(value: Callable[[ApicDrivers], list[int]]) -> np.ndarray:
+        return np.array([value(d) for d in drivers], dtype=np.int64).reshape(len(modes), -1)
+    return core.Apic(
+        on=np.array([bool(m.lapic) for m in modes], dtype=np.bool_),
+        **{name: col(name) for name in ("kick", "eoi", "level_eoi", "timer", "ipi", "page_read", "page_quiet", "page_write")},
+        page=np.array([d.page for d in drivers], dtype=np.bool_),
+        arm=table(lambda d: [_column(t.driver) for t in d.arm]),
+        arm_n=table(lambda d: [t.n for t in d.arm]),
+        expired_at_entry=np.array([m.timer_expired_at_entry_ns for m in modes], dtype=np.uint64),
+        msr_read=np.full(len(modes), COLUMN["exit_msr_read"], dtype=np.int64),
+        msr_write=np.full(len(modes), COLUMN["exit_msr_write"], dtype=np.int64),
+        passthrough=_listed([frozenset(m.msr_passthrough) for m in modes]),
+    )
+
+
+def _column(driver: str) -> int:
+    """A driver's Tally column, NONE for "" (no driver)."""
+    return COLUMN[driver] if driver else core.NONE
 
 
 def _held_roots(mode: Mode) -> int:
@@ -63,8 +94,7 @@ def _on_event(mode: Mode) -> list[int]:
     """reference.Machine.on_event: a kind's driver is caused only when the name is non-empty."""
     row = [core.NONE] * core.N_KINDS
     for kind, driver in mode.on_event.items():
-        if driver:
-            row[int(kind)] = COLUMN[driver]
+        row[int(kind)] = _column(driver)
     return row
 
 

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from replay.counts import DRIVERS, Counts
 from replay.kinds import Kind
+from replay.lapic import LAPICS
 
 
 class Paging(str, Enum):
@@ -65,6 +66,9 @@ class ModeError(ValueError):
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,199}")
 
 
+NS_PER_S = 10**9
+
+
 class Size(NamedTuple):
     """The bounds of a state size, and why nothing smaller works (said when a value is below)."""
 
@@ -96,9 +100,21 @@ SIZES: dict[str, Size] = {
     # KVM holds 3 previous roots (KVM_MMU_NUM_PREV_ROOTS); 256 is 85x that, again more than
     # any shipped trace's address spaces; the held roots are scanned on every CR3 write.
     "prev_roots": Size(0, 256, "0 = no held roots, as in 2007"),
+    # The times and rates below are only compared and multiplied (never allocated), so their
+    # bounds are about meaning: far beyond any real setting, for sweeps, and well inside int64.
+    # A timer shorter than the arming exit's round trip (~1-1.5 us) has expired by VM entry;
+    # 1 ms is ~700x that.
+    "timer_expired_at_entry_ns": Size(0, 10**6, "0 = no timer expires during its arming exit"),
+    # cpuidle-haltpoll's guest_halt_poll_ns (default 200000, drivers/cpuidle/governors/
+    # haltpoll.c) and KVM's halt_poll_ns (default 200000 on x86, KVM_HALT_POLL_NS_DEFAULT):
+    # 1 s is 5000x either default and longer than any idle period worth polling.
+    "guest_halt_poll_ns": Size(0, 10**9, "0 = the guest never polls before hlt"),
+    "host_halt_poll_ns": Size(0, 10**9, "0 = KVM blocks the halted vCPU at once"),
+    # Host CONFIG_HZ is 100, 250 (Debian), 300 or 1000; 10**5 is 100x the largest.
+    "host_tick_hz": Size(0, 10**5, "0 = no host tick while the guest runs (nohz_full)"),
 }
 # The accesses a paravirt guest no longer makes (sets of ports or addresses): each set's top value.
-MAX_PORT, MAX_ADDRESS = 0xFFFF, 2**64 - 1
+MAX_PORT, MAX_ADDRESS, MAX_MSR = 0xFFFF, 2**64 - 1, 2**32 - 1  # rdmsr/wrmsr take the index in ECX
 DROPPED: dict[str, int] = {
     "dropped_io_ports": MAX_PORT, "dropped_io_reads": MAX_PORT, "dropped_io_writes": MAX_PORT,
     "dropped_mmio_reads": MAX_ADDRESS, "dropped_mmio_writes": MAX_ADDRESS,
@@ -139,6 +155,24 @@ class Mode:
     # Shadow roots KVM keeps besides the current one (KVM_MMU_NUM_PREV_ROOTS = 3 since 2018);
     # a CR3 write to one of them is a fast switch. 0 = no such LRU (2007).
     prev_roots: int = 0
+    # The local APIC (replay/lapic.py): "" = legacy, irq, msr, timer_arm and ipi_send cause
+    # their on_event drivers; "emulated" = KVM's in-kernel LAPIC without APICv; "apicv" = APIC-
+    # register virtualization, virtual-interrupt delivery and posted interrupts.
+    lapic: str = ""
+    # The guest's APIC timer runs on the VMX-preemption timer while the vCPU runs (kvm_intel's
+    # preemption_timer); False: on a host hrtimer, whose expiry is an external interrupt.
+    preemption_timer: bool = False
+    # A timer armed with a shorter delay has expired by the end of its arming exit and is
+    # injected at VM entry, without an exit of its own (lapic.c start_hv_timer).
+    timer_expired_at_entry_ns: int = 0
+    # MSRs the MSR bitmap passes through (rdmsr and wrmsr of them do not exit); lapic modes only.
+    msr_passthrough: tuple[int, ...] = ()
+    # An idle period shorter than this is polled by the guest's cpuidle-haltpoll: no hlt.
+    guest_halt_poll_ns: int = 0
+    # KVM polls a halted vCPU for up to this long before blocking it (halt_poll_ns).
+    host_halt_poll_ns: int = 0
+    # Host timer interrupts per second while the vCPU's CPU runs guest code (CONFIG_HZ).
+    host_tick_hz: int = 0
 
     def __post_init__(self) -> None:
         """Refuse a mode the model cannot replay (or whose name could leave --out), naming
@@ -153,6 +187,9 @@ class Mode:
             _check_values(key, getattr(self, key), top)
         for key, size in SIZES.items():
             _check_size(key, getattr(self, key), size)
+        if self.lapic not in LAPICS:
+            raise ModeError("lapic", f"must be one of {list(LAPICS)}, got {self.lapic!r}")
+        _check_msrs(self.msr_passthrough)
         if self.softmmu_tlb_entries & (self.softmmu_tlb_entries - 1):
             raise ModeError("softmmu_tlb_entries",
                             f"must be a power of two (direct mapped), got {self.softmmu_tlb_entries}")
@@ -167,9 +204,13 @@ class Mode:
     def busy_counts(self, span_ns: int, idle_ns: int) -> Counts:
         """The counts no single event causes, given the span and its idle part: QEMU runs the
         busy part (span less idle) through its translator (emulated_ns); every other mode runs
-        guest code natively. The oracle, the kernel and the merge of chunks all take it from here."""
-        busy = span_ns - idle_ns if self.features.softmmu else 0
-        return Counts({"emulated_ns": busy} if busy else {})
+        guest code natively, and the host's timer interrupts while it does exit (host_tick_hz
+        per second of busy time: exit_external_interrupt). Not tied to an event, so these exits
+        flush no replayed TLB. The oracle, the kernel and the merge of chunks all take it from here."""
+        busy = span_ns - idle_ns
+        values = {"emulated_ns": busy if self.features.softmmu else 0,
+                  "exit_external_interrupt": self.host_tick_hz * max(busy, 0) // NS_PER_S}
+        return Counts({name: n for name, n in values.items() if n})
 
 
 def _check_on_event(on_event: dict[Kind, str]) -> None:
@@ -186,6 +227,14 @@ def _check_values(key: str, values: frozenset[int], top: int) -> None:
     bad = sorted(v for v in values if not 0 <= v <= top)
     if bad:
         raise ModeError(key, f"{bad[0]:#x} is outside 0..{top:#x}")
+
+
+def _check_msrs(msrs: tuple[int, ...]) -> None:
+    if not isinstance(msrs, tuple) or not all(type(v) is int for v in msrs):
+        raise ModeError("msr_passthrough", "must be a list of integers (MSR indices)")
+    bad = sorted(v for v in msrs if not 0 <= v <= MAX_MSR)
+    if bad:
+        raise ModeError("msr_passthrough", f"{bad[0]:#x} is outside 0..{MAX_MSR:#x}")
 
 
 def _check_size(key: str, value: int, size: Size) -> None:

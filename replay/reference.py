@@ -7,13 +7,15 @@ in the small types of tlb.py, softmmu.py, cr3_cache.py, shadow.py and prev_roots
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from functools import reduce
 from operator import add
 
 from replay.counts import EXITS, Counts
 from replay.cr3_cache import Cr3TargetCache
 from replay.events import Events
-from replay.kinds import Kind
+from replay.kinds import IRQ_LEVEL, IRQ_TIMER, Kind
+from replay.lapic import APIC_EOI, APIC_OFFSET_MASK, APIC_PAGE_FIRST, APIC_PAGE_LAST, APIC_TPR, NEVER_ARMED, apic_drivers, timer_device
 from replay.mode import Guest, Mode
 from replay.prev_roots import PrevRoots
 from replay.shadow import GLOBAL_SPACE, ROOT, Key, ShadowPool, table_of
@@ -54,11 +56,19 @@ class Machine:
         self.pool = ShadowPool(mode.shadow_pool_pages) if self.paging.shadow else None
         self.cr3_cache = Cr3TargetCache(mode.cr3_cache_size)
         self.roots = PrevRoots(mode.prev_roots) if self.pool is not None and mode.prev_roots else None
-        handlers = {
+        # The vCPU as KVM's LAPIC sees it (mode.lapic): blocked in the host after an hlt exit
+        # (until the next event, which `woken` then marks), and the last timer arming's delay.
+        self.apic = apic_drivers(mode.lapic, mode.preemption_timer, guest.x2apic)
+        self.halted = self.woken = False
+        self.timer_delay = NEVER_ARMED
+        handlers: dict[Kind, Callable[[int, int, int], None]] = {
             Kind.CR3_WRITE: self.cr3_write, Kind.TOUCH: self.touch,
             Kind.PTE_WRITE: self.pte_write, Kind.INVLPG: self.invlpg,
             Kind.IO: self.io, Kind.MMIO: self.mmio, Kind.HLT: self.hlt, Kind.SYSCALL: self.syscall,
         }
+        if mode.lapic:  # else these four cause their on_event drivers, as in the 2007 modes
+            handlers.update({Kind.IRQ: self.irq, Kind.MSR: self.msr, Kind.TIMER_ARM: self.timer_arm,
+                             Kind.IPI_SEND: self.ipi_send})
         # Indexed by kind code: kinds without state of their own just cause their driver.
         self.dispatch = [handlers.get(k, self.plain(k)) for k in Kind]
 
@@ -67,16 +77,19 @@ class Machine:
         """Count `n` of `name` against the event being replayed."""
         self.c[(self.source, name)] += n
 
-    def cause(self, driver: str) -> None:
-        """Count a driver; a VM exit without VPID also flushes the whole TLB."""
-        self.add(driver)
+    def cause(self, driver: str, n: int = 1) -> None:
+        """Count a driver n times ("" = none); a VM exit without VPID also flushes the whole TLB."""
+        if not driver:
+            return
+        self.add(driver, n)
         if driver in EXITS and self.mode.tlb_flush_on_exit:
             self.tlb.flush(keep_global=False)
 
-    def on_event(self, kind: Kind) -> None:
-        driver = self.mode.on_event.get(kind)
-        if driver:
-            self.cause(driver)
+    def on_event(self, kind: Kind) -> bool:
+        """Cause the mode's driver for `kind`, if any; whether there was one."""
+        driver = self.mode.on_event.get(kind, "")
+        self.cause(driver)
+        return bool(driver)
 
     def plain(self, kind: Kind):
         """Handler for a kind with no state: the mode's driver for it, if any."""
@@ -208,15 +221,75 @@ class Machine:
             self.on_event(Kind.IO)
 
     def mmio(self, asid: int, address: int, arg: int) -> None:
-        """arg 0 = read, 1 = write; as for ports, a paravirt guest may not make the access."""
+        """arg 0 = read, 1 = write; as for ports, a paravirt guest may not make the access. An
+        xAPIC guest's access to the APIC page is the mode's APIC's (lapic.ApicDrivers.page)."""
         if address in (self.mode.dropped_mmio_writes if arg else self.mode.dropped_mmio_reads):
             self.add("native_mmio_avoided")
+        elif self.apic.page and APIC_PAGE_FIRST <= address <= APIC_PAGE_LAST:
+            self.apic_page(address & APIC_OFFSET_MASK, arg)
         else:
             self.on_event(Kind.MMIO)
 
+    def apic_page(self, offset: int, write: int) -> None:
+        """APICv reads the virtual-APIC page and completes EOI and TPR writes itself (SDM
+        29.4.2, 29.4.3.1); other writes trap after the fact (APIC-write exit, SDM 29.4.3.2).
+        The emulated LAPIC traps every access (APIC-access exit, SDM 29.4.1)."""
+        if not write:
+            self.cause(self.apic.page_read)
+        elif offset in (APIC_EOI, APIC_TPR):
+            self.cause(self.apic.page_quiet)
+        else:
+            self.cause(self.apic.page_write)
+
     def hlt(self, asid: int, idle_ns: int, arg: int) -> None:
+        """A guest with cpuidle-haltpoll polls instead of executing hlt when the idle period is
+        shorter than its window (drivers/cpuidle/cpuidle-haltpoll.c, governors/haltpoll.c
+        guest_halt_poll_ns). An hlt that exits leaves the vCPU halted, and KVM polls it before
+        blocking it: min(idle, halt_poll_ns) of host CPU (virt/kvm/kvm_main.c kvm_vcpu_halt)."""
         self.add("idle_ns", idle_ns)
-        self.on_event(Kind.HLT)
+        if idle_ns < self.mode.guest_halt_poll_ns:
+            self.add("guest_halt_polls")
+        elif self.on_event(Kind.HLT):
+            self.halted = True
+            self.add("host_halt_poll_ns", min(idle_ns, self.mode.host_halt_poll_ns))
+
+    # --- the local APIC (mode.lapic; the drivers: lapic.ApicDrivers) --------------------
+    def irq(self, asid: int, vector: int, source: int) -> None:
+        """An interrupt (arg: IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, IRQ_IPI; any other code is read
+        as edge). One that wakes the halted vCPU costs no delivery exit: KVM injects it as it
+        resumes the vCPU (x86.c vcpu_block, kvm_vcpu_has_events); its EOI costs as ever."""
+        running = not self.woken
+        if source == IRQ_TIMER:
+            self.timer_fired(running)
+            self.cause(self.apic.eoi)
+            return
+        if running:
+            self.cause(self.apic.kick)
+        self.cause(self.apic.level_eoi if source == IRQ_LEVEL else self.apic.eoi)
+
+    def timer_fired(self, running: bool) -> None:
+        """The APIC timer's interrupt exits only while the vCPU runs: while it is blocked KVM
+        runs the timer as a host hrtimer that just wakes it (x86.c vcpu_block ->
+        kvm_lapic_switch_to_sw_timer). Nor does one armed with a delay shorter than
+        timer_expired_at_entry_ns: it expired during its arming exit and is injected at entry
+        (lapic.c start_hv_timer: `expired`, from vmx_set_hv_timer)."""
+        if running and self.timer_delay >= self.mode.timer_expired_at_entry_ns:
+            self.cause(self.apic.timer)
+
+    def timer_arm(self, asid: int, delay_ns: int, device: int) -> None:
+        """The guest programs a timer (lapic.ApicDrivers.arm: its device's register accesses)."""
+        self.timer_delay = delay_ns
+        self.cause(*self.apic.arm[timer_device(device)])
+
+    def ipi_send(self, asid: int, destinations: int, arg: int) -> None:
+        """One ICR write sends the IPI, whatever its destinations (lapic.ApicDrivers.ipi)."""
+        self.cause(self.apic.ipi)
+
+    def msr(self, asid: int, index: int, write: int) -> None:
+        """rdmsr/wrmsr exit unless the MSR bitmap passes the index through (vmx.c
+        vmx_disable_intercept_for_msr; SDM Vol. 3C 25.6.9, MSR-bitmap address)."""
+        if index not in self.mode.msr_passthrough:
+            self.cause("exit_msr_write" if write else "exit_msr_read")
 
     def syscall(self, asid: int, number: int, arg: int) -> None:
         self.add("syscalls")
@@ -244,6 +317,7 @@ def replay_by_source(events: Events, guest: Guest, mode: Mode) -> dict[Source, C
     for kind, asid, value, arg in zip(*cols):
         m.source = source_of(kind, asid, value)
         m.add("events")
+        m.woken, m.halted = m.halted, False  # any event ends a halt
         dispatch[kind](asid, value, arg)
     return m.by_source(events)
 

@@ -123,6 +123,8 @@ def _build(path: Path, table: dict[str, Any]) -> Mode:
     values["on_event"] = _on_event(path, values.get("on_event", {}))
     for key in DROPPED:  # TOML lists of integers; Mode checks their values
         values[key] = frozenset(_int_list(path, key, values.get(key, [])))
+    if "msr_passthrough" in values:  # a list, kept in its order (a tuple: Mode is frozen)
+        values["msr_passthrough"] = tuple(_int_list(path, "msr_passthrough", values["msr_passthrough"]))
     try:
         return Mode(**values)
     except ModeError as e:  # Mode checks every value (replay/mode.py): here it gets its file
@@ -146,6 +148,8 @@ def _on_event(path: Path, table: Any) -> dict:
 
 
 def _int_list(path: Path, key: str, value: Any) -> list[int]:
+    if isinstance(value, tuple):
+        value = list(value)
     if isinstance(value, (set, frozenset)):
         value = sorted(value)
     if not isinstance(value, list) or not all(type(v) is int for v in value):

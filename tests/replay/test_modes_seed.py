@@ -185,4 +185,4 @@ def test_kind_codes_are_fixed():
     assert [int(k) for k in Kind] == list(range(15))
     assert [k.name.lower() for k in Kind] == [
         "cr3_write", "touch", "page_fault", "pte_write", "invlpg", "io", "mmio",
-        "irq", "hlt", "syscall", "cpuid", "msr", "hypercall"]
+        "irq", "hlt", "syscall", "cpuid", "msr", "hypercall", "timer_arm", "ipi_send"]
