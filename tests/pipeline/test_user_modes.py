@@ -62,7 +62,9 @@ def _documented_keys() -> dict[str, str]:
 def _as_documented(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, (frozenset, set, list)):
+    if value == "":
+        return '""'
+    if isinstance(value, (frozenset, set, list, tuple)):
         return "[]" if not value else repr(sorted(value))
     if isinstance(value, dict):
         return "{}" if not value else repr(value)

@@ -34,8 +34,10 @@ Row = tuple
 Spec = Iterable[Row]
 ModeLike = Union[str, Mode]
 
-# The guest of every test: 32-bit 3G/1G split, kernel pages (global) from vpn 0xC0000.
+# The guest of every test: 32-bit 3G/1G split, kernel pages (global) from vpn 0xC0000, xAPIC;
+# X2APIC is the same guest with its local APIC in x2APIC mode.
 GUEST = Guest()
+X2APIC = Guest(x2apic=1)
 K = GUEST.kernel_vpn_min
 
 
@@ -109,13 +111,13 @@ def by_source(request) -> Callable[[Events, Guest, Mode], dict[reference.Source,
 
 @pytest.fixture(scope="session", params=["reference", "kernel"])
 def run(modes, request) -> Callable[..., Counts]:
-    """run(mode, rows, span_ns=...): replay hand-made rows under a mode (name or Mode),
+    """run(mode, rows, span_ns=..., guest=...): replay hand-made rows under a mode (name or Mode),
     with the oracle and again with the compiled kernel: every hand-worked count holds for both."""
     replay = {"reference": reference.replay, "kernel": kernel.replay}[request.param]
 
-    def _run(mode: ModeLike, spec: Spec | Events, span_ns: int = 1_000_000) -> Counts:
+    def _run(mode: ModeLike, spec: Spec | Events, span_ns: int = 1_000_000, guest: Guest = GUEST) -> Counts:
         m = modes[mode] if isinstance(mode, str) else mode
         events = spec if isinstance(spec, Events) else make_events(spec, span_ns=span_ns)
-        return replay(events, GUEST, m)
+        return replay(events, guest, m)
 
     return _run

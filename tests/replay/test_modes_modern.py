@@ -26,8 +26,8 @@ traces = trace_rows(USER + KERNEL, max_size=80)
 # --- the mode files, as read by hand ----------------------------------------------------
 
 def test_modern_modes_follow_the_seed_in_report_order(modes):
-    # order keys 60, 70, 80, 90 after the seed's 10..50
-    assert list(modes)[5:] == MODERN
+    # order keys 60, 70, 80, 90 after the seed's 10..50 (then today's KVM, 100..130)
+    assert list(modes)[5:9] == MODERN
 
 
 def test_modern_mode_state(modes):
