@@ -24,7 +24,7 @@ from replay.mode import Paging
 from replay.reference import BUSY, replay_by_source
 from replay.reference import replay as oracle
 from tests.replay.conftest import GUEST, K, make_events
-from tests.replay.strategies import ADDRESSES, PORTS, examples, span_of, trace_rows, varied_modes
+from tests.replay.strategies import ADDRESSES, APIC_FIELDS, GUESTS, PORTS, examples, span_of, spans, trace_rows, varied_modes
 
 SETTINGS = examples(200)
 
@@ -54,6 +54,7 @@ def varied(modes):
         tlb_flush_on_exit=st.booleans(),
         shadow_keep_on_cr3=st.booleans(),
         shadow_update_on_pte_write=st.booleans(),
+        **APIC_FIELDS,
     )
 
 
@@ -70,10 +71,11 @@ def columns(events: Events, lo: int = 0, hi: int | None = None) -> tuple[np.ndar
 def test_kernel_equals_oracle_for_every_mode_in_one_pass(modes, data, rows):
     mix = list(modes.values()) + data.draw(st.lists(varied(modes), min_size=1, max_size=4))
     # rows before the first cr3 write run in an address space no cr3 write named
-    events = make_events(rows, span_ns=span_of(rows), start_asid=data.draw(st.integers(0, 5)))
-    got = kernel.replay_modes(events, GUEST, mix)
+    events = make_events(rows, span_ns=data.draw(spans(rows)), start_asid=data.draw(st.integers(0, 5)))
+    guest = data.draw(GUESTS)
+    got = kernel.replay_modes(events, guest, mix)
     for mode, counts in zip(mix, got):
-        assert counts == oracle(events, GUEST, mode), mode
+        assert counts == oracle(events, guest, mode), mode
 
 
 @SETTINGS
@@ -82,7 +84,8 @@ def test_batches_give_the_whole_trace_replay(modes, data, rows):
     mix = list(modes.values()) + data.draw(st.lists(varied(modes), max_size=2))
     events = make_events(rows, span_ns=span_of(rows))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(rows)), max_size=4)))
-    whole, split = kernel.new_state(mix, GUEST), kernel.new_state(mix, GUEST)
+    guest = data.draw(GUESTS)
+    whole, split = kernel.new_state(mix, guest), kernel.new_state(mix, guest)
     kernel.replay_batch(whole, *columns(events))
     for lo, hi in zip([0] + cuts, cuts + [len(rows)]):
         kernel.replay_batch(split, *columns(events, lo, hi))
@@ -96,14 +99,15 @@ def test_batches_give_the_whole_trace_replay(modes, data, rows):
 @given(data=st.data(), rows=traces)
 def test_attribution_sums_to_the_counts_and_counts_events_per_source(modes, data, rows):
     mode = data.draw(st.one_of(st.sampled_from(list(modes.values())), varied(modes)))
-    events = make_events(rows, span_ns=span_of(rows))
-    state = kernel.new_state([mode], GUEST)
+    events = make_events(rows, span_ns=data.draw(spans(rows)))
+    guest = data.draw(GUESTS)
+    state = kernel.new_state([mode], guest)
     kernel.replay_batch(state, *columns(events))
     table = kernel.attribution(state, 0, events.span_ns)
     summed = Counter()
     for driver, count in zip(table["driver"], table["count"]):
         summed[driver] += int(count)
-    assert Counts(dict(summed)) == oracle(events, GUEST, mode)
+    assert Counts(dict(summed)) == oracle(events, guest, mode)
     # events per source, counted here from the rows themselves
     mine = Counter()
     for k, v, a in zip(events.kind, events.value, events.asid):
@@ -124,7 +128,8 @@ def test_counts_after_a_reset_are_the_rest_of_the_trace(modes, data, rows):
     mix = list(modes.values())
     events = make_events(rows, span_ns=span_of(rows))
     cut = data.draw(st.integers(0, len(rows)))
-    whole, chunked = kernel.new_state(mix, GUEST), kernel.new_state(mix, GUEST)
+    guest = data.draw(GUESTS)
+    whole, chunked = kernel.new_state(mix, guest), kernel.new_state(mix, guest)
     kernel.replay_batch(whole, *columns(events))
     kernel.replay_batch(chunked, *columns(events, 0, cut))
     prefix = kernel.counts(chunked, 0)
@@ -141,13 +146,14 @@ def test_attribution_equals_the_oracles_per_source(modes, data, rows):
     # Every (source, count, n) of the oracle is a row of the kernel's table, and every row
     # of the table is one of the oracle's: compared as multisets, both ways.
     mix = list(modes.values()) + data.draw(st.lists(varied(modes), min_size=1, max_size=3))
-    events = make_events(rows, span_ns=span_of(rows), start_asid=data.draw(st.integers(0, 5)))
-    state = kernel.new_state(mix, GUEST)
+    events = make_events(rows, span_ns=data.draw(spans(rows)), start_asid=data.draw(st.integers(0, 5)))
+    guest = data.draw(GUESTS)
+    state = kernel.new_state(mix, guest)
     kernel.replay_batch(state, *columns(events))
     for m, mode in enumerate(mix):
         got = Counter(rows_of(kernel.attribution(state, m, events.span_ns)))
         want = Counter((kind_name(kind), asid, device, name, n)
-                       for (kind, asid, device), c in replay_by_source(events, GUEST, mode).items()
+                       for (kind, asid, device), c in replay_by_source(events, guest, mode).items()
                        for name, n in c.values.items())
         assert got - want == Counter(), (mode, "kernel rows the oracle lacks")
         assert want - got == Counter(), (mode, "oracle counts the kernel lacks")
