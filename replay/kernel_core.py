@@ -4,7 +4,9 @@ Layout. The state is a few records (typing.NamedTuple) of arrays, one record per
 mechanism, every array with a row per mode, so a handler names what it reads
 (`st.pool.lru.head[m]`, `st.soft.tag[m, slot]`):
 - Params: the mode as data (kernel_mode.py): flags and sizes, the event -> driver table,
-  which counted columns flush the mode's own TLB, the dropped ports and MMIO addresses.
+  which counted columns flush the mode's own TLB, the dropped ports and MMIO addresses, the
+  local APIC's drivers (Apic: replay/lapic.py's table for the mode and the guest) and the
+  halt-polling windows.
 - Tlb: native's TLB and the mode's own (an Lru each), and the exit flush pending on the own one.
 - Pool: the shadow pool (an Lru keyed by table id) and each slot's shadow PTE bitmap.
 - Soft: the softmmu TLB: flush epoch, tags, the epoch each tag was filled in.

@@ -279,7 +279,8 @@ class Machine:
     def timer_arm(self, asid: int, delay_ns: int, device: int) -> None:
         """The guest programs a timer (lapic.ApicDrivers.arm: its device's register accesses)."""
         self.timer_delay = delay_ns
-        self.cause(*self.apic.arm[timer_device(device)])
+        programming = self.apic.arm[timer_device(device)]
+        self.cause(programming.driver, programming.n)
 
     def ipi_send(self, asid: int, destinations: int, arg: int) -> None:
         """One ICR write sends the IPI, whatever its destinations (lapic.ApicDrivers.ipi)."""
