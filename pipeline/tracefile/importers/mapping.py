@@ -42,16 +42,22 @@ import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
-from pipeline.tracefile.importers.chunk import R_EXEC, R_FAULT, R_FORK, R_IRQ, R_SWITCH, R_SYSCALL, RECORDS, Chunk
+from pipeline.tracefile.importers import chunk as ck
+from pipeline.tracefile.importers.chunk import R_COBALT, R_EXEC, R_FORK, R_SWITCH, R_TLB, RECORDS, Chunk
+from pipeline.tracefile.importers.devices import DeviceRules
+from pipeline.tracefile.importers.plan import MSR_TSC_DEADLINE, MSR_X2APIC_EOI, Plan
+from pipeline.tracefile.importers.timers import TimerArmings
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import SCHEMA
-from replay.kinds import Kind
+from replay.kinds import IRQ_TIMER, Kind
 
 KTHREADD = 2
-_KIND_OF_ROLE = np.zeros(R_SYSCALL + 1, np.uint8)      # the kind of a one-row line, by role
-_KIND_OF_ROLE[[R_FAULT, R_IRQ, R_SYSCALL]] = Kind.PAGE_FAULT, Kind.IRQ, Kind.SYSCALL
 CR3_WRITE, TOUCH = int(Kind.CR3_WRITE), int(Kind.TOUCH)
 COLUMNS = {f.name: f.type.to_pandas_dtype() for f in SCHEMA}    # name -> numpy dtype, in order
+# One-row lines: role -> kind (value = a; arg = b for faults and MSRs, else 0 or the irq source)
+_ONE_ROW = {ck.R_FAULT: Kind.PAGE_FAULT, ck.R_SYSCALL: Kind.SYSCALL, ck.R_IDLE: Kind.HLT, ck.R_MSR: Kind.MSR,
+            ck.R_IPI_SEND: Kind.IPI_SEND}
+_ARG_FROM_B = (ck.R_FAULT, ck.R_MSR)
 
 
 @dataclass
@@ -76,66 +82,102 @@ class Tasks:
 
 
 @njit(cache=True)
-def _address_spaces(role, tgid, user, cpu, asids, loaded, next_asid, cr3, asid):
-    """The state machine, line by line: a user task's switch-in loads its process's asid
-    (allocated at its first switch-in), an exec allocates a fresh one and loads it. cr3[i] = 1
-    where CR3 changes; asid[i] = the asid loaded on the line's CPU once the line is done (0
-    before any). asids (tgid -> asid), loaded (per CPU, -1 before any) and next_asid[0] carry
-    over between chunks."""
+def _address_spaces(role, a, tgid, user, cpu, tlb_mode, cobalt, asids, loaded, next_asid, cr3, asid):
+    """The state machine, line by line: a user task's switch-in (sched_switch, and
+    cobalt_switch_context if `cobalt`) loads its process's asid (allocated at its first
+    switch-in), an exec allocates a fresh one and loads it. cr3[i] = 1 where CR3 is written:
+    there, or with `tlb_mode` at each task-switch tlb_flush instead (the switch then only
+    says which asid the flush loads). asid[i] = the asid loaded on the line's CPU once the
+    line is done (0 before any). asids (tgid -> asid), loaded (per CPU, -1 before any) and
+    next_asid[0] carry over between chunks."""
     for i in range(role.size):
-        c = cpu[i]
-        if user[i] and (role[i] == R_SWITCH or role[i] == R_EXEC):
+        c, r = cpu[i], role[i]
+        if user[i] and (r == R_SWITCH or r == R_EXEC or (r == R_COBALT and cobalt)):
             g = tgid[i]
-            if role[i] == R_EXEC or g not in asids:
+            if r == R_EXEC or g not in asids:
                 next_asid[0] += 1
                 asids[g] = next_asid[0]
             if loaded[c] != asids[g]:
                 loaded[c] = asids[g]
-                cr3[i] = 1
+                cr3[i] = 0 if tlb_mode else 1
+        elif r == R_TLB and tlb_mode and a[i] == 1:
+            cr3[i] = 1
         asid[i] = max(loaded[c], 0)
 
 
 @njit(cache=True)
-def _rows(role, a, b, pid, ts, cpu, asid, cr3, user, kind_of_role, vpn, write, n_user, t0, out):
+def _rows(role, a, pid, ts, cpu, asid, cr3, user, switch, one_kind, one_value, one_arg, one, extra, extra_at,
+          vpn, write, n_user, t0, out):
     """Each line's rows, in line order: a switch = CR3 write if any, then the working set's
-    touches (a kernel thread's: the kernel pages only); an exec = CR3 write if any; a fault,
-    irq or syscall = one row. out = t_ns, cpu, kind, value, asid, pid, arg columns."""
+    touches (a kernel thread's: the kernel pages only); an exec or tlb_flush = CR3 write if
+    any; other lines their one row if any; then the rules' rows of the line (extra[k] = kind,
+    value, arg; line i's are extra[extra_at[i]:extra_at[i + 1]]). out = t_ns, cpu, kind,
+    value, asid, pid, arg columns."""
     t_ns, ocpu, kind, value, oasid, opid, arg = out
     r = 0
     for i in range(role.size):
-        switch = role[i] == R_SWITCH
         first = r
-        if switch or role[i] == R_EXEC:
+        if switch[i] or role[i] == R_EXEC or role[i] == R_TLB:
             if cr3[i]:
                 kind[r], value[r], arg[r] = CR3_WRITE, asid[i], 0
                 r += 1
-            if switch:
+            if switch[i]:
                 for k in range(0 if user[i] else n_user, vpn.size):
                     kind[r], value[r], arg[r] = TOUCH, vpn[k], write[k]
                     r += 1
-        else:
-            kind[r], value[r], arg[r] = kind_of_role[role[i]], a[i], b[i] if role[i] == R_FAULT else 0
+        elif one[i]:
+            kind[r], value[r], arg[r] = one_kind[i], one_value[i], one_arg[i]
+            r += 1
+        for k in range(extra_at[i], extra_at[i + 1]):
+            kind[r], value[r], arg[r] = extra[k, 0], extra[k, 1], extra[k, 2]
             r += 1
         for j in range(first, r):
-            t_ns[j], ocpu[j], oasid[j], opid[j] = ts[i] - t0, cpu[i], asid[i], a[i] if switch else pid[i]
+            t_ns[j], ocpu[j], oasid[j], opid[j] = ts[i] - t0, cpu[i], asid[i], a[i] if switch[i] else pid[i]
+
+
+class _Spaces:
+    """One run of the address-space state machine (its own asids) with one CR3 source."""
+
+    def __init__(self, tlb_mode: bool, cobalt: bool) -> None:
+        self.tlb_mode, self.cobalt = tlb_mode, cobalt
+        self.asids = Dict.empty(types.int64, types.int64)     # tgid -> asid
+        self.loaded = np.full(1 << 16, -1, np.int64)           # cpu -> asid in CR3 (-1: none yet)
+        self.next_asid = np.zeros(1, np.int64)
+        self.cr3_writes = 0
+
+    def run(self, role, a, tgid, user, cpu) -> tuple[np.ndarray, np.ndarray]:
+        cr3, asid = np.zeros(len(role), np.int8), np.zeros(len(role), np.int64)
+        _address_spaces(role, a, tgid, user, cpu, self.tlb_mode, self.cobalt, self.asids, self.loaded,
+                        self.next_asid, cr3, asid)
+        self.cr3_writes += int(cr3.sum())
+        return cr3, asid
 
 
 class GuestMapper:
-    """Turns the mapped lines of chunks (in file order) into trace rows; see the module docstring."""
+    """Turns the spooled lines of chunks (in file order) into trace rows; see the module docstring."""
 
-    def __init__(self, tasks: Tasks, working_set: WorkingSet) -> None:
+    def __init__(self, tasks: Tasks, working_set: WorkingSet, plan: Plan, timers: TimerArmings,
+                 devices: DeviceRules, symbols: list[str]) -> None:
         user, kernel = working_set.user(), working_set.kernel()
         pages = np.array(user + kernel, np.uint64).reshape(-1, 2)
         self.page_vpn, self.page_write = pages[:, 0], pages[:, 1].astype(np.uint32)
         self.n_user, self.n_kernel = len(user), len(kernel)
+        self.plan, self.timers, self.devices, self.symbols = plan, timers, devices, symbols
         self.kinds: Counter[str] = Counter()
         self.tgid_keys = np.array(sorted(tasks.tgid), np.int64)
         self.tgid_values = np.array([tasks.tgid[k] for k in self.tgid_keys.tolist()], np.int64)
         self.kthreads = np.array(sorted(tasks.kthreads), np.int64)
-        self.asids = Dict.empty(types.int64, types.int64)     # tgid -> asid
-        self.loaded = np.full(1 << 16, -1, np.int64)           # cpu -> asid in CR3 (-1: none yet)
-        self.next_asid = np.zeros(1, np.int64)
-        self.switches = 0
+        self.spaces = _Spaces(plan.cr3_from_tlb, True)
+        # With tlb_flush as the source, what the switches alone would have said (the report compares).
+        self.alternatives = {"sched_switch alone": _Spaces(False, False),
+                             "sched_switch + cobalt_switch_context": _Spaces(False, True)} if plan.cr3_from_tlb else {}
+        self.linux_task = np.zeros((1 << 16, 2), np.int64)    # cpu -> (pid, kthread) of the last sched_switch
+        self.switches = self.cobalt_switches = 0
+        self.irq_rows: Counter[str] = Counter()              # irq rows per event source
+
+    @property
+    def asids(self):
+        return self.spaces.asids
 
     def tgid_of(self, pid: np.ndarray) -> np.ndarray:
         """The process of each task (Tasks.tgid, else the task is its own process)."""
@@ -144,22 +186,84 @@ class GuestMapper:
         return np.where(known, self.tgid_values[at] if len(self.tgid_keys) else pid, pid)
 
     def map(self, lines: np.ndarray, t0: int) -> dict[str, np.ndarray]:
-        """The rows of the lines of one chunk that make rows (chunk.SPOOLED records), in line
-        order (each line's rows together)."""
+        """The rows of one chunk's spooled lines (chunk.SPOOLED records), in line order (each
+        line's rows together)."""
         role, cpu = lines["role"], lines["cpu"].astype(np.int64)
-        switch = role == R_SWITCH
+        self._root_tasks(lines)
+        switch = (role == R_SWITCH) | (role == R_COBALT)
         pid = np.where(switch, lines["a"], lines["pid"])
         user = ~(np.isin(pid, self.kthreads) | lines["kthread"])
-        cr3, asid = np.zeros(len(lines), np.int8), np.zeros(len(lines), np.int64)
-        _address_spaces(role, self.tgid_of(pid), user, cpu, self.asids, self.loaded, self.next_asid, cr3, asid)
-        self.switches += int(switch.sum())
+        tgid = self.tgid_of(pid)
+        cr3, asid = self.spaces.run(role, lines["a"], tgid, user, cpu)
+        for alt in self.alternatives.values():
+            alt.run(role, lines["a"], tgid, user, cpu)
+        self.switches += int((role == R_SWITCH).sum())
+        self.cobalt_switches += int((role == R_COBALT).sum())
+        one_kind, one_value, one_arg, one = self._one_rows(lines)
+        irq_row = one & (one_kind == Kind.IRQ)
+        extra, extra_at = self._extras(lines, irq_row, irq_row & (one_arg == IRQ_TIMER))
         touches = np.where(user, self.n_user + self.n_kernel, self.n_kernel)
-        count = np.where(switch, cr3 + touches, np.where(role == R_EXEC, cr3, 1))
-        n = int(count.sum())
-        out = {name: np.empty(n, dtype) for name, dtype in COLUMNS.items()}
-        _rows(role, lines["a"], lines["b"].astype(np.int64), lines["pid"], lines["ts"], cpu, asid, cr3, user,
-              _KIND_OF_ROLE, self.page_vpn, self.page_write, self.n_user, t0, tuple(out.values()))
+        count = np.where(switch, cr3 + touches, np.where((role == R_EXEC) | (role == R_TLB), cr3, one)) + np.diff(extra_at)
+        out = {name: np.empty(int(count.sum()), dtype) for name, dtype in COLUMNS.items()}
+        _rows(role, lines["a"], lines["pid"], lines["ts"], cpu, asid, cr3, user, switch, one_kind, one_value, one_arg,
+              one, extra, extra_at, self.page_vpn, self.page_write, self.n_user, t0, tuple(out.values()))
         for kd, k in enumerate(np.bincount(out["kind"]).tolist()):
             if k:
                 self.kinds[Kind(kd).name.lower()] += k
         return out
+
+    def _root_tasks(self, lines: np.ndarray) -> None:
+        """cobalt_switch_context to ROOT (next_pid 0) returns to the Linux task current at the
+        last sched_switch on that CPU: its pid and kernel-thread flag replace the line's."""
+        role = lines["role"]
+        rows = np.flatnonzero((role == R_SWITCH) | (role == R_COBALT))
+        if not (role[rows] == R_COBALT).any():
+            sw = rows[::-1]
+            cpus, last = np.unique(lines["cpu"][sw], return_index=True)
+            self.linux_task[cpus] = np.stack([lines["a"][sw[last]], lines["kthread"][sw[last]]], axis=1)
+            return
+        for i in rows.tolist():
+            c = lines["cpu"][i]
+            if role[i] == R_SWITCH:
+                self.linux_task[c] = lines["a"][i], lines["kthread"][i]
+            elif lines["a"][i] == 0:
+                lines["a"][i], lines["kthread"][i] = self.linux_task[c]
+
+    def _one_rows(self, lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per line its one row, if any: kind, value, arg, whether."""
+        role, a, b = lines["role"], lines["a"], lines["b"]
+        kind = np.zeros(len(lines), np.uint8)
+        for r, k in _ONE_ROW.items():
+            kind[role == r] = k
+        one = kind > 0
+        one &= ~((role == ck.R_MSR) & ((a == MSR_X2APIC_EOI)
+                                       | (self.plan.tsc_deadline_msr & (a == MSR_TSC_DEADLINE) & (b == 1))))
+        value, arg = a.copy(), np.where(np.isin(role, _ARG_FROM_B), b, 0)
+        irq_roles = (ck.R_IRQ_PIPELINE,) if self.plan.pipeline else (ck.R_IRQ_HANDLER, ck.R_IRQ)
+        for r in irq_roles:
+            rows = np.flatnonzero(role == r)
+            self._irq_lines(rows, lines, one, kind, value, arg)
+        return kind, value, arg, one
+
+    def _irq_lines(self, rows: np.ndarray, lines: np.ndarray, one, kind, value, arg) -> None:
+        role = lines["role"]
+        for i in rows.tolist():
+            if role[i] == ck.R_IRQ:
+                event = self.symbols[lines["b"][i]]
+                row, v, source = True, lines["a"][i], self.plan.vector(event)
+            else:
+                row, v, source = self.plan.irq(int(lines["a"][i]))
+                event = "irq_pipeline_entry" if role[i] == ck.R_IRQ_PIPELINE else "irq_handler_entry"
+            if row:
+                one[i], kind[i], value[i], arg[i] = True, Kind.IRQ, v, source
+                self.irq_rows[event] += 1
+
+    def _extras(self, lines: np.ndarray, irq_row: np.ndarray, timer_irq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The timer and device rules' rows: (kind, value, arg) per row, grouped by line, and
+        where each line's start (len(lines) + 1 offsets)."""
+        rows = [(i, int(Kind.TIMER_ARM), v, g) for i, v, g in self.timers.rows(lines, timer_irq)]
+        rows += [(i, int(Kind.MMIO), address, w) for i, address, w in self.devices.rows(lines, irq_row)]
+        rows.sort(key=lambda row: row[0])
+        extra = np.array([row[1:] for row in rows], np.int64).reshape(-1, 3)
+        line = np.array([row[0] for row in rows], np.int64)
+        return extra, np.searchsorted(line, np.arange(len(lines) + 1)).astype(np.int64)
