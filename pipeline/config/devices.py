@@ -97,7 +97,7 @@ def load_device(path: Path) -> Device:
     present, irq = r.table(t, "present"), r.table(t, "irq")
     _known(r, present, "present", {"event", "function"})
     _known(r, irq, "irq", {"name", "queued_work", "level"})
-    event = r.str(present, "present.event")
+    event = r.text(present, "present.event")
     if event not in PRESENCE_EVENTS:
         raise ConfigError(path, "present.event", f"{event!r} is not read by the importer (known: {', '.join(PRESENCE_EVENTS)})")
     if sum(k in irq for k in ("name", "queued_work", "level")) > 1:
@@ -105,12 +105,12 @@ def load_device(path: Path) -> Device:
     rules = t.get("rule", [])
     if not isinstance(rules, list) or not rules:
         raise ConfigError(path, "rule", "at least one [[rule]] table is needed")
-    name = r.str(t, "name")
+    name = r.text(t, "name")
     if name != path.stem:
         raise ConfigError(path, "name", f"must be the file's stem {path.stem!r}")
-    return Device(name, r.str(t, "description"), r.int(t, "base"), r.str(t, "base_source"),
-                  r.str(t, "netdev", ""), event, r.str(present, "present.function", ""),
-                  r.str(irq, "irq.name", ""), r.str(irq, "irq.queued_work", ""), r.bool(irq, "irq.level", False),
+    return Device(name, r.text(t, "description"), r.integer(t, "base"), r.text(t, "base_source"),
+                  r.text(t, "netdev", ""), event, r.text(present, "present.function", ""),
+                  r.text(irq, "irq.name", ""), r.text(irq, "irq.queued_work", ""), r.flag(irq, "irq.level", False),
                   tuple(_rule(r, rule, f"rule[{k}]") for k, rule in enumerate(rules)), path)
 
 
@@ -118,10 +118,10 @@ def _rule(r: _Reader, t: Any, key: str) -> Rule:
     if not isinstance(t, dict):
         raise ConfigError(r.path, key, "must be a table")
     _known(r, t, key, {"name", "on", "function", "netdev", "min_work", "after", "suppress", "source", "access"})
-    on = r.str(t, f"{key}.on")
+    on = r.text(t, f"{key}.on")
     if on != "irq" and on not in EVENT_TRIGGERS:
         raise ConfigError(r.path, f"{key}.on", f"{on!r}: must be irq or one of {', '.join(EVENT_TRIGGERS)}")
-    after, suppress = r.str(t, f"{key}.after", ""), r.str(t, f"{key}.suppress", "")
+    after, suppress = r.text(t, f"{key}.after", ""), r.text(t, f"{key}.suppress", "")
     if after and after not in EVENT_TRIGGERS:
         raise ConfigError(r.path, f"{key}.after", f"{after!r}: must be one of {', '.join(EVENT_TRIGGERS)}")
     if suppress and suppress not in SUPPRESS:
@@ -129,8 +129,8 @@ def _rule(r: _Reader, t: Any, key: str) -> Rule:
     access = t.get("access")
     if not isinstance(access, list) or not access:
         raise ConfigError(r.path, f"{key}.access", "a non-empty list of accesses is needed")
-    return Rule(r.str(t, f"{key}.name"), on, r.str(t, f"{key}.function", ""), r.str(t, f"{key}.netdev", ""),
-                r.int(t, f"{key}.min_work", 0), after, suppress, r.str(t, f"{key}.source"),
+    return Rule(r.text(t, f"{key}.name"), on, r.text(t, f"{key}.function", ""), r.text(t, f"{key}.netdev", ""),
+                r.integer(t, f"{key}.min_work", 0), after, suppress, r.text(t, f"{key}.source"),
                 tuple(_access(r, a, f"{key}.access[{k}]") for k, a in enumerate(access)))
 
 
@@ -138,11 +138,11 @@ def _access(r: _Reader, t: Any, key: str) -> Access:
     if not isinstance(t, dict):
         raise ConfigError(r.path, key, "must be a table")
     _known(r, t, key, {"register", "offset", "reads", "writes", "stride", "source"})
-    reads, writes = r.int(t, f"{key}.reads", 0), r.int(t, f"{key}.writes", 0)
+    reads, writes = r.integer(t, f"{key}.reads", 0), r.integer(t, f"{key}.writes", 0)
     if (reads > 0) == (writes > 0):
         raise ConfigError(r.path, key, "give reads or writes (a count > 0), not both")
-    return Access(r.str(t, f"{key}.register"), r.int(t, f"{key}.offset"), reads, writes,
-                  r.int(t, f"{key}.stride", 0), r.str(t, f"{key}.source"))
+    return Access(r.text(t, f"{key}.register"), r.integer(t, f"{key}.offset"), reads, writes,
+                  r.integer(t, f"{key}.stride", 0), r.text(t, f"{key}.source"))
 
 
 def _known(r: _Reader, t: dict[str, Any], key: str, allowed: set[str]) -> None:
@@ -167,16 +167,16 @@ class _Reader:
             raise ConfigError(self.path, key, f"must be a {kind.__name__}, got {value!r}")
         return value
 
-    def str(self, t: dict[str, Any], key: str, default: str | None = None) -> str:
+    def text(self, t: dict[str, Any], key: str, default: str | None = None) -> str:
         return self._get(t, key, str, default)
 
-    def int(self, t: dict[str, Any], key: str, default: int | None = None) -> int:
+    def integer(self, t: dict[str, Any], key: str, default: int | None = None) -> int:
         value = self._get(t, key, int, default)
         if value < 0:
             raise ConfigError(self.path, key, f"must be >= 0, got {value}")
         return value
 
-    def bool(self, t: dict[str, Any], key: str, default: bool) -> bool:
+    def flag(self, t: dict[str, Any], key: str, default: bool) -> bool:
         return self._get(t, key, bool, default)
 
     def table(self, t: dict[str, Any], key: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pipeline.tracefile.importers import chunk as ck
 # Dovetail's synthetic interrupts (kernel/irq/pipeline.c: the in-band work and stage-escalation
 # sirqs, the proxy tick device): raised by software, no hardware, never an exit.
 SYNTHETIC_IRQS = frozenset({"in-band work", "Inband sirq", "proxy tick"})
-_A_OFFSET = ck.SPOOLED.fields["a"][1]
+_A_OFFSET: int = ck.SPOOLED.fields["a"][1]  # type: ignore[index]
 
 
 @dataclass

@@ -78,7 +78,7 @@ KERNEL.update({
     # include/trace/events/timer.h: `hrtimer=0xffff… function=tick_sched_timer/0x0 expires=414709209720 …`
     "hrtimer_start": re.compile(rf"{_ADDRESS} .*?\bexpires=(?P<expires>\d+)"),
     "hrtimer_cancel": re.compile(_ADDRESS),
-    "hrtimer_expire_entry": re.compile(rf"{_ADDRESS} now=(?P<now>\d+)"),
+    "hrtimer_expire_entry": re.compile(rf"{_ADDRESS} .*?\bnow=(?P<now>\d+)"),   # older kernels: function first
     # include/trace/events/workqueue.h: `work struct=0x… function=e1000_watchdog workqueue=events …`
     # and `work struct 0x…: function e1000_watchdog`
     "workqueue_queue_work": re.compile(r"\bfunction[= ](?P<function>[^\s/+]+)"),
