@@ -165,9 +165,11 @@ def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> Non
     role, event = chunk.role, chunk.event
     _count(report.unmapped, parser, event[role == ck.R_UNMAPPED], lambda nm: nm.event)
     _count(report.consumed, parser, event[np.isin(role, ck.STATE_ONLY)], lambda nm: nm.name)
-    for key, r in (("cpu_idle (exit)", ck.R_IDLE_EXIT), ("cpu_idle (poll state 0)", ck.R_IDLE_POLL)):
-        report.consumed[key] += int((role == r).sum())
-    del report.consumed["cpu_idle"]
+    del report.consumed["cpu_idle"]       # exits and polls, by kind:
+    for key, n in (("cpu_idle (exit)", int((role == ck.R_IDLE_EXIT).sum())),
+                   ("cpu_idle (poll state 0)", int((role == ck.R_IDLE_POLL).sum()))):
+        if n:
+            report.consumed[key] += n
     exits = int((role == ck.R_SYS_EXIT).sum())
     tlb = role == ck.R_TLB
     for key, n in (("sys_* (exit)", exits), ("tlb_flush (task switch)", int((chunk.a[tlb] == 1).sum())),

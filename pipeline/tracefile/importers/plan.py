@@ -92,6 +92,17 @@ class Plan:
         return IRQ_IPI if event in IPI_ENTRIES else IRQ_EDGE
 
 
+def parse_irqs(text: str) -> frozenset[int]:
+    """`5,9-11,16-23` -> those IRQ numbers; ValueError naming the bad part."""
+    irqs: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        low, _, high = part.partition("-")
+        if not (low.isdigit() and (not high or high.isdigit())) or int(high or low) < int(low):
+            raise ValueError(f"{part!r} is not an IRQ number or range (e.g. 5,9-11)")
+        irqs.update(range(int(low), int(high or low) + 1))
+    return frozenset(irqs)
+
+
 def make_plan(facts: Facts, names: ck.Names, options: Options) -> Plan:
     pipeline = facts.roles[ck.R_IRQ_PIPELINE] > 0
     x2_writes = sum(n for m, n in facts.msr_writes.items() if m in X2APIC_MSRS)
