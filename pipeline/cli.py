@@ -432,8 +432,10 @@ def import_(
                                                         "scheduled quantum (recorded in the trace metadata).")] = 6,
     kernel_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: global kernel pages any task touches per scheduled quantum.")] = 12,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none either when stderr is not a terminal).")] = False,
-    x2apic: Annotated[Optional[bool], typer.Option("--x2apic/--xapic", help="The guest's APIC mode (default: x2APIC iff write_msr to 0x800-0x8FF is recorded).")] = None,
-    timer_device: Annotated[Optional[str], typer.Option(help="Timer the guest arms: lapic, tsc-deadline, pit, hpet (default: from the recorded MSR writes, else lapic).")] = None,
+    x2apic: Annotated[Optional[bool], typer.Option("--x2apic/--xapic", help="The guest's APIC mode (default: x2APIC iff "
+                                                                            "write_msr to 0x800-0x8FF is recorded).")] = None,
+    timer_device: Annotated[Optional[str], typer.Option(help="Timer the guest arms: lapic, tsc-deadline, pit, hpet "
+                                                             "(default: from the recorded MSR writes, else lapic).")] = None,
     level_irqs: Annotated[Optional[str], typer.Option(help="Level-triggered I/O APIC IRQs, e.g. 5,9-11,16-23 (default QEMU's PCI INTx pins).")] = None,
     device: Annotated[Optional[list[str]], typer.Option(help="NETDEV=DEVICE: apply configs/devices/DEVICE.toml to that interface, e.g. eth0=e1000.")] = None,
     no_device: Annotated[Optional[list[str]], typer.Option(help="Switch one device's rules off (configs/devices/NAME.toml).")] = None,
