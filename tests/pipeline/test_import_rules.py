@@ -145,6 +145,20 @@ def test_cr3_sources(tmp_path: Path) -> None:
     assert [(k, v) for k, v, _ in rows] == [(Kind.CR3_WRITE, 1), (Kind.CR3_WRITE, 2), (Kind.CR3_WRITE, 1)]
 
 
+def test_touches_follow_the_tlb_flush(tmp_path: Path) -> None:
+    """With CR3 from tlb_flush a switch's working set waits for the CR3 write that starts its
+    quantum (the flush comes after the switch): rows cr3 then touches, in the new asid; the last
+    switch's touches, never followed by a row, come at the end."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.parquet"
+    src.write_text(SWITCHES)
+    import_files([src], out, working_set=WorkingSet(user_pages=1, kernel_pages=1))
+    t = pq.read_table(out).to_pydict()
+    assert list(zip(t["kind"], t["asid"])) == [(Kind.CR3_WRITE, 1), (Kind.TOUCH, 1), (Kind.TOUCH, 1),
+                                               (Kind.CR3_WRITE, 2), (Kind.TOUCH, 2), (Kind.TOUCH, 2),
+                                               (Kind.CR3_WRITE, 1), (Kind.TOUCH, 1), (Kind.TOUCH, 1)]
+    assert t["pid"][1] == 2000 and t["pid"][4] == 3000 and t["pid"][7] == 2000
+
+
 def test_idle_across_chunks(tmp_path: Path, monkeypatch) -> None:
     """An idle entry whose wake is chunks later is patched into the spool: same trace."""
     import pipeline.tracefile.importers as imp

@@ -189,6 +189,9 @@ def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: Trac
         writer.write(rows)
         if progress is not None:
             progress(size)
+    rest = mapper.finish(reading.t0 or 0)
+    cpus.update(np.unique(rest["cpu"]).tolist())
+    writer.write(rest)
     return cpus
 
 

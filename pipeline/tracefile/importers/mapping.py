@@ -106,25 +106,48 @@ def _address_spaces(role, a, tgid, user, cpu, tlb_mode, cobalt, asids, loaded, n
 
 
 @njit(cache=True)
+def _touches(kind, value, arg, r, vpn, write, first):
+    for k in range(first, vpn.size):
+        kind[r], value[r], arg[r] = TOUCH, vpn[k], write[k]
+        r += 1
+    return r
+
+
+@njit(cache=True)
 def _rows(role, a, pid, ts, cpu, asid, cr3, user, switch, one_kind, one_value, one_arg, one, extra, extra_at,
-          vpn, write, n_user, t0, out):
+          vpn, write, n_user, t0, defer, pending, pending_pid, out):
     """Each line's rows, in line order: a switch = CR3 write if any, then the working set's
     touches (a kernel thread's: the kernel pages only); an exec or tlb_flush = CR3 write if
     any; other lines their one row if any; then the rules' rows of the line (extra[k] = kind,
-    value, arg; line i's are extra[extra_at[i]:extra_at[i + 1]]). out = t_ns, cpu, kind,
-    value, asid, pid, arg columns."""
+    value, arg; line i's are extra[extra_at[i]:extra_at[i + 1]]). With `defer` (CR3 from
+    tlb_flush, which comes after the switch) a switch's touches wait for the CR3 write that
+    starts its quantum: they follow the next task-switch tlb_flush of that CPU, or come before
+    the next rows of that CPU otherwise (pending[cpu]: -1 none, 1 a user task's, 0 a kernel
+    thread's; pending_pid[cpu] its pid; both carry over between chunks). out = t_ns, cpu,
+    kind, value, asid, pid, arg columns (sized for the most rows); returns the rows written."""
     t_ns, ocpu, kind, value, oasid, opid, arg = out
     r = 0
     for i in range(role.size):
-        first = r
+        c, first = cpu[i], r
+        tlb_cr3 = role[i] == R_TLB and cr3[i] == 1
+        own = one[i] or cr3[i] == 1 or switch[i] or extra_at[i + 1] > extra_at[i]
+        d0 = d1 = r
+        dpid = pending_pid[c]
+        if defer and pending[c] >= 0 and own and not tlb_cr3:
+            r = _touches(kind, value, arg, r, vpn, write, 0 if pending[c] == 1 else n_user)
+            d1, pending[c] = r, -1
         if switch[i] or role[i] == R_EXEC or role[i] == R_TLB:
             if cr3[i]:
                 kind[r], value[r], arg[r] = CR3_WRITE, asid[i], 0
                 r += 1
-            if switch[i]:
-                for k in range(0 if user[i] else n_user, vpn.size):
-                    kind[r], value[r], arg[r] = TOUCH, vpn[k], write[k]
-                    r += 1
+            if switch[i] and defer:
+                pending[c], pending_pid[c] = 1 if user[i] else 0, a[i]
+            elif switch[i]:
+                r = _touches(kind, value, arg, r, vpn, write, 0 if user[i] else n_user)
+            elif tlb_cr3 and pending[c] >= 0:
+                d0 = r
+                r = _touches(kind, value, arg, r, vpn, write, 0 if pending[c] == 1 else n_user)
+                d1, pending[c] = r, -1
         elif one[i]:
             kind[r], value[r], arg[r] = one_kind[i], one_value[i], one_arg[i]
             r += 1
@@ -132,7 +155,9 @@ def _rows(role, a, pid, ts, cpu, asid, cr3, user, switch, one_kind, one_value, o
             kind[r], value[r], arg[r] = extra[k, 0], extra[k, 1], extra[k, 2]
             r += 1
         for j in range(first, r):
-            t_ns[j], ocpu[j], oasid[j], opid[j] = ts[i] - t0, cpu[i], asid[i], a[i] if switch[i] else pid[i]
+            t_ns[j], ocpu[j], oasid[j] = ts[i] - t0, cpu[i], asid[i]
+            opid[j] = dpid if d0 <= j < d1 else (a[i] if switch[i] else pid[i])
+    return r
 
 
 class _Spaces:
@@ -172,6 +197,9 @@ class GuestMapper:
         self.alternatives = {"sched_switch alone": _Spaces(False, False),
                              "sched_switch + cobalt_switch_context": _Spaces(False, True)} if plan.cr3_from_tlb else {}
         self.linux_task = np.zeros((1 << 16, 2), np.int64)    # cpu -> (pid, kthread) of the last sched_switch
+        self.pending_touches = np.full(1 << 16, -1, np.int64)  # see _rows' defer
+        self.pending_pid = np.zeros(1 << 16, np.int64)
+        self.last_ts = np.zeros(1 << 16, np.int64)
         self.switches = self.cobalt_switches = 0
         self.irq_rows: Counter[str] = Counter()              # irq rows per event source
 
@@ -204,12 +232,32 @@ class GuestMapper:
         extra, extra_at = self._extras(lines, irq_row, irq_row & (one_arg == IRQ_TIMER))
         touches = np.where(user, self.n_user + self.n_kernel, self.n_kernel)
         count = np.where(switch, cr3 + touches, np.where((role == R_EXEC) | (role == R_TLB), cr3, one)) + np.diff(extra_at)
-        out = {name: np.empty(int(count.sum()), dtype) for name, dtype in COLUMNS.items()}
-        _rows(role, lines["a"], lines["pid"], lines["ts"], cpu, asid, cr3, user, switch, one_kind, one_value, one_arg,
-              one, extra, extra_at, self.page_vpn, self.page_write, self.n_user, t0, tuple(out.values()))
+        waiting = self.pending_touches[self.pending_touches >= 0]      # touches carried in from the last chunk
+        most = int(count.sum()) + int(np.where(waiting == 1, self.n_user + self.n_kernel, self.n_kernel).sum())
+        out = {name: np.empty(most, dtype) for name, dtype in COLUMNS.items()}
+        n = _rows(role, lines["a"], lines["pid"], lines["ts"], cpu, asid, cr3, user, switch, one_kind, one_value, one_arg,
+                  one, extra, extra_at, self.page_vpn, self.page_write, self.n_user, t0, self.plan.cr3_from_tlb,
+                  self.pending_touches, self.pending_pid, tuple(out.values()))
+        out = {name: column[:n] for name, column in out.items()}
+        self.last_ts[cpu] = lines["ts"]          # the last line's, per CPU (fancy assignment: last wins)
         for kd, k in enumerate(np.bincount(out["kind"]).tolist()):
             if k:
                 self.kinds[Kind(kd).name.lower()] += k
+        return out
+
+    def finish(self, t0: int) -> dict[str, np.ndarray]:
+        """The touches still waiting for their quantum's CR3 write when the input ended: at the
+        last event of their CPU."""
+        cpus = np.flatnonzero(self.pending_touches >= 0)
+        sets = [(c, self.page_vpn[0 if self.pending_touches[c] == 1 else self.n_user:],
+                 self.page_write[0 if self.pending_touches[c] == 1 else self.n_user:]) for c in cpus.tolist()]
+        self.pending_touches[cpus] = -1
+        columns = {"t_ns": [np.full(len(v), self.last_ts[c] - t0) for c, v, _ in sets],
+                   "cpu": [np.full(len(v), c) for c, v, _ in sets], "kind": [np.full(len(v), TOUCH) for _, v, _ in sets],
+                   "value": [v for _, v, _ in sets], "asid": [np.full(len(v), max(self.spaces.loaded[c], 0)) for c, v, _ in sets],
+                   "pid": [np.full(len(v), self.pending_pid[c]) for c, v, _ in sets], "arg": [w for _, _, w in sets]}
+        out = {name: np.concatenate([np.zeros(0, dtype), *columns[name]]).astype(dtype) for name, dtype in COLUMNS.items()}
+        self.kinds["touch"] += len(out["kind"])
         return out
 
     def _root_tasks(self, lines: np.ndarray) -> None:
