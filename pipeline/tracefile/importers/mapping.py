@@ -45,7 +45,7 @@ from numba.typed import Dict
 from pipeline.tracefile.importers import chunk as ck
 from pipeline.tracefile.importers.chunk import R_COBALT, R_EXEC, R_FORK, R_SWITCH, R_TLB, RECORDS, Chunk
 from pipeline.tracefile.importers.devices import DeviceRules
-from pipeline.tracefile.importers.plan import MSR_TSC_DEADLINE, MSR_X2APIC_EOI, Plan
+from pipeline.tracefile.importers.plan import MSR_TSC_DEADLINE, MSR_X2APIC_EOI, IrqClass, Plan
 from pipeline.tracefile.importers.timers import TimerArmings
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import SCHEMA
@@ -58,6 +58,7 @@ COLUMNS = {f.name: f.type.to_pandas_dtype() for f in SCHEMA}    # name -> numpy 
 _ONE_ROW = {ck.R_FAULT: Kind.PAGE_FAULT, ck.R_SYSCALL: Kind.SYSCALL, ck.R_IDLE: Kind.HLT, ck.R_MSR: Kind.MSR,
             ck.R_IPI_SEND: Kind.IPI_SEND}
 _ARG_FROM_B = (ck.R_FAULT, ck.R_MSR)
+ROLE_EVENTS = {ck.R_IRQ_PIPELINE: "irq_pipeline_entry", ck.R_IRQ_HANDLER: "irq_handler_entry"}
 
 
 @dataclass
@@ -257,7 +258,8 @@ class GuestMapper:
                    "value": [v for _, v, _ in sets], "asid": [np.full(len(v), max(self.spaces.loaded[c], 0)) for c, v, _ in sets],
                    "pid": [np.full(len(v), self.pending_pid[c]) for c, v, _ in sets], "arg": [w for _, _, w in sets]}
         out = {name: np.concatenate([np.zeros(0, dtype), *columns[name]]).astype(dtype) for name, dtype in COLUMNS.items()}
-        self.kinds["touch"] += len(out["kind"])
+        if len(out["kind"]):
+            self.kinds["touch"] += len(out["kind"])
         return out
 
     def _root_tasks(self, lines: np.ndarray) -> None:
@@ -294,17 +296,26 @@ class GuestMapper:
         return kind, value, arg, one
 
     def _irq_lines(self, rows: np.ndarray, lines: np.ndarray, one, kind, value, arg) -> None:
-        role = lines["role"]
-        for i in rows.tolist():
-            if role[i] == ck.R_IRQ:
-                event = self.symbols[lines["b"][i]]
-                row, v, source = True, lines["a"][i], self.plan.vector(event)
-            else:
-                row, v, source = self.plan.irq(int(lines["a"][i]))
-                event = "irq_pipeline_entry" if role[i] == ck.R_IRQ_PIPELINE else "irq_handler_entry"
-            if row:
-                one[i], kind[i], value[i], arg[i] = True, Kind.IRQ, v, source
-                self.irq_rows[event] += 1
+        """The irq rows of one role's lines (rows), decided once per distinct irq number or
+        vector event: irq_vectors/ipi entries keep their vector, handler and pipeline entries
+        get the value `Plan.irq` gives."""
+        if not len(rows):
+            return
+        role = int(lines["role"][rows[0]])
+        vectors = role == ck.R_IRQ
+        keys, inverse = np.unique(lines["b" if vectors else "a"][rows], return_inverse=True)
+        names = [self.symbols[k] for k in keys.tolist()] if vectors else [ROLE_EVENTS[role]] * len(keys)
+        table = [IrqClass(True, -1, self.plan.vector(n)) if vectors else self.plan.irq(k)
+                 for k, n in zip(keys.tolist(), names)]
+        made = np.array([t.row for t in table], bool)[inverse]
+        mine = rows[made]
+        one[mine], kind[mine] = True, Kind.IRQ
+        arg[mine] = np.array([t.source for t in table], np.int64)[inverse][made]
+        if not vectors:
+            value[mine] = np.array([t.value for t in table], np.int64)[inverse][made]
+        for name, n in zip(names, np.bincount(inverse[made], minlength=len(keys)).tolist()):
+            if n:
+                self.irq_rows[name] += n
 
     def _extras(self, lines: np.ndarray, irq_row: np.ndarray, timer_irq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The timer and device rules' rows: (kind, value, arg) per row, grouped by line, and
