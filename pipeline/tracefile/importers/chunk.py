@@ -92,6 +92,7 @@ _FAST = {KERNEL["sched_switch"]: ls.P_SWITCH, COMPACT_SWITCH: ls.P_SWITCH_COMPAC
          KERNEL["page_fault_user"]: ls.P_FAULT, KERNEL["page_fault_kernel"]: ls.P_FAULT,
          KERNEL["irq_handler_entry"]: ls.P_IRQ, KERNEL["sys_enter"]: ls.P_SYS_NR, SYSCALL_ENTER: ls.P_SYS_ENTER,
          KERNEL["irq_pipeline_entry"]: ls.P_IRQ, KERNEL["irq_handler_exit"]: ls.P_IRQ,
+         KERNEL["cpu_idle"]: ls.P_STATE, KERNEL["cobalt_tick_shot"]: ls.P_DELTA,
          **{KERNEL[n]: ls.P_VECTOR for n in (*IRQ_VECTOR_ENTRIES, "local_timer_exit")}}
 _MASK64 = 2**64 - 1
 SYSCALL_TABLE = "x86_64 (Linux arch/x86/entry/syscalls/syscall_64.tbl)"
@@ -286,6 +287,11 @@ class ChunkParser:
         chunk.a[unnumbered] = np.array([nm.syscall for nm in names] + [0], np.int64)[chunk.event[unnumbered]]
         chunk.b[unnumbered] = 0
         chunk.role[rows] = role
+        idle = rows[(role == R_IDLE) & (result[rows] == ls.OK)]
+        chunk.role[idle] = idle_role(chunk.a[idle])
+        chunk.b[idle] = 0
+        tick = rows[(role == R_TICK) & (result[rows] == ls.OK)]
+        chunk.b[tick] = 0
         for sel, spans_of in (((role == R_SWITCH) & (result[rows] == ls.OK), comm),
                               ((role == R_EXEC) & ~np.isin(rows, list(slow)), spans)):
             kflags = np.zeros(int(sel.sum()), bool)
@@ -367,9 +373,8 @@ class ChunkParser:
         """The fields of the events behind the hlt, msr, timer, IPI and device rules."""
         role, sym = chunk.role[row], self.strings.intern
         if role == R_IDLE:
-            state = int(f["state"])
-            chunk.role[row] = R_IDLE_EXIT if state == IDLE_EXIT_STATE else R_IDLE_POLL if state == 0 else R_IDLE
-            chunk.a[row] = state
+            chunk.a[row] = int(f["state"])
+            chunk.role[row] = idle_role(chunk.a[row:row + 1])[0]
         elif role == R_MSR:
             chunk.a[row], chunk.b[row] = int(f["msr"]), int(name == "write_msr")
         elif role == R_TICK:
@@ -402,6 +407,11 @@ class ChunkParser:
                 chunk.problems.append((row, f"{self.file}:{chunk.first_line + row}: not an event line: {text.strip()[:60]!r}"))
         if len(event_rows):
             self.continuation = bool(free[-1])
+
+
+def idle_role(state: np.ndarray) -> np.ndarray:
+    """cpu_idle lines by state: an idle entry, the exit (-1 as u32), or cpuidle's poll state 0."""
+    return np.where(state == IDLE_EXIT_STATE, R_IDLE_EXIT, np.where(state == 0, R_IDLE_POLL, R_IDLE)).astype(np.int8)
 
 
 def _targets(f: dict[str, int | str]) -> int:

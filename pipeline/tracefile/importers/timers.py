@@ -46,15 +46,16 @@ class TimerArmings:
     def rows(self, lines: np.ndarray, timer_irq: np.ndarray) -> list[Extra]:
         """timer_irq: mask of the lines that make an IRQ_TIMER row."""
         role = lines["role"]
+        device = self.plan.timer_device
+        if self.plan.tick_shots and not self.plan.tsc_deadline_msr:      # stateless: one per shot
+            shots = np.flatnonzero(role == ck.R_TICK)
+            return [(i, max(d, 0), device) for i, d in zip(shots.tolist(), lines["a"][shots].tolist())]
         if self.plan.tsc_deadline_msr:
             wanted = ((role == ck.R_MSR) & (lines["a"] == MSR_TSC_DEADLINE) & (lines["b"] == 1)) | (role == ck.R_TICK)
-        elif self.plan.tick_shots:
-            wanted = role == ck.R_TICK
         else:
             wanted = timer_irq | np.isin(role, (ck.R_HRTIMER_START, ck.R_HRTIMER_CANCEL, ck.R_HRTIMER_EXPIRE,
                                                 ck.R_TIMER_EXIT))
         out: list[Extra] = []
-        device = self.plan.timer_device
         for i in np.flatnonzero(wanted).tolist():
             line = lines[i]
             delay = self._line(int(line["role"]), int(line["cpu"]), int(line["a"]), int(line["b"]),
@@ -66,11 +67,9 @@ class TimerArmings:
     def _line(self, role: int, cpu: int, a: int, b: int, ts: int, timer_irq: bool) -> int | None:
         """The delay of the arming this line makes, None if it makes none."""
         st = self.cpus.setdefault(cpu, _Cpu())
-        if role == ck.R_TICK:
-            if self.plan.tsc_deadline_msr:
-                st.shot = a
-                return None
-            return a
+        if role == ck.R_TICK:        # with TSC-deadline writes: the delay of the next one
+            st.shot = a
+            return None
         if role == ck.R_MSR:
             delay, st.shot = st.shot, 0
             return delay
