@@ -193,3 +193,42 @@ def test_dovetail_sample(tmp_path: Path) -> None:
                             "mmio: virtio-vsock.kick": 65}
     meta = validate(tmp_path / "g.parquet")
     assert meta.guest.x2apic == 0 and meta.source["clock_start_ns"] == 22149948193000
+
+
+def test_device_config_errors(tmp_path: Path) -> None:
+    """A bad device file is one line naming the file and the key."""
+    import pytest
+
+    from pipeline.config.devices import load_device
+    from pipeline.config.errors import ConfigError
+    good = (Path(__file__).resolve().parents[2] / "configs" / "devices" / "virtio-9p.toml").read_text()
+    cases = {"on = \"9p_client_req\"": ("on = \"nothing\"", r"rule\[0\]\.on: 'nothing': must be irq or one of"),
+             "writes = 1": ("writes = -1", r"rule\[0\]\.access\[0\]\.writes: must be >= 0"),
+             "event = \"9p_client_req\"": ("event = \"x\"", r"present\.event: 'x' is not read by the importer")}
+    for old, (new, message) in cases.items():
+        path = tmp_path / "virtio-9p.toml"
+        path.write_text(good.replace(old, new, 1))
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: {message}"):
+            load_device(path)
+
+
+def test_cli_rule_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    src = tmp_path / "in.txt"
+    src.write_text(DOVETAIL)
+
+    def run(*options: str):
+        return CliRunner().invoke(app, ["import", str(src), "-o", str(tmp_path / "o.parquet"), *options])
+
+    assert run("--timer-device", "apic").exit_code == 2
+    assert run("--device", "eth0").exit_code == 2
+    assert run("--level-irqs", "9-5").exit_code == 2
+    done = run("--timer-device", "hpet", "--xapic", "--level-irqs", "33", "--no-device-rules")
+    assert done.exit_code == 0, done.output
+    assert "rule: timer_arm from cobalt_tick_shot: 1 rows" in done.output
+    meta = validate(tmp_path / "o.parquet")
+    assert meta.guest.x2apic == 0 and meta.assumptions["timer_arm"]["device"] == {"device": "hpet", "evidence": "--timer-device"}
+    t = pq.read_table(tmp_path / "o.parquet").to_pydict()
+    assert [a for k, v, a in zip(t["kind"], t["value"], t["arg"]) if k == Kind.IRQ and v == 33] == [IRQ_LEVEL]

@@ -1,4 +1,5 @@
-"""Guest events from recorded events: the mapping rules every format shares.
+"""Guest events from recorded events: the mapping rules every format shares (traces/README.md,
+"Imported traces", says the same with each rule's source).
 
 Rules (a recording shows tasks, the model wants address spaces):
 
@@ -12,26 +13,46 @@ Rules (a recording shows tasks, the model wants address spaces):
 * **Kernel threads** run in the borrowed address space of the previous task (lazy TLB):
   a task is a kernel thread if its pid is 0 (idle/swapper) or 2 (kthreadd), it was forked
   by a kernel thread, or its comm starts with one of `chunk.KTHREAD_PREFIXES`.
-* **sched_switch** → `cr3_write` (value = asid) when the next task is a user task whose
-  process differs from the one loaded on that CPU (a switch between threads of one process
-  or to a kernel thread emits none; the first user task of each CPU emits one). Each
-  switch-in is followed by the `WorkingSet` touches. Rows before any user task has run on
-  a CPU carry asid 0.
-* **tlb_flush** with reason "flush on task switch" (code 0) is corroboration only: counted.
+* **CR3.** With `tlb_flush` "flush on task switch" recorded (arch/x86/mm/tlb.c
+  switch_mm_irqs_off traces every CR3 load of a switch: pages=-1 with a flush, 0 without),
+  each one is a `cr3_write` (value = the asid of the task switched to) and switches write
+  none. Else **sched_switch** and Xenomai's **cobalt_switch_context** (next_pid 0 = ROOT: back
+  to the Linux task current at the last sched_switch of that CPU) → `cr3_write` when the next
+  task is a user task whose process differs from the one loaded on that CPU (a switch between
+  threads of one process or to a kernel thread emits none; the first user task of each CPU
+  emits one). The report says what the other sources would have given. Rows before any user
+  task has run on a CPU carry asid 0.
+* **Touches.** Each switch-in (sched_switch or cobalt_switch_context) is followed by the
+  `WorkingSet` touches; with CR3 from tlb_flush they follow the CR3 write that starts the
+  quantum (the flush comes after the switch), or come before the CPU's next rows if none does.
 * **page_fault_user/kernel** → `page_fault` (value = address >> 12, arg = 1 if error_code
   has the write bit 0x2).
-* **irq_vectors:*_entry** → `irq` (value = vector); **irq:irq_handler_entry** → `irq`
-  (value = the irq number as printed: Linux irq numbers are not vectors).
+* **Interrupts** → `irq`, one per hardware interrupt, value = vector (236 for the LAPIC
+  timer) or IRQ number, arg = its source (`plan.py`: Dovetail's irq_pipeline_entry when
+  recorded, else irq_handler_entry of non-synthetic IRQs, irq_vectors entries, ipi_entry).
+* **cpu_idle** (power:cpu_idle) with state ≥ 1 → `hlt` (kernel/sched/idle.c default_idle_call:
+  trace_cpu_idle(1) then hlt; include/trace/events/power.h), value = ns from the idle entry to
+  the first hardware interrupt after it, else the idle exit, else the next event
+  (`facts.IdleWakes`); the row stays at the entry. State 4294967295 (-1) is the exit and
+  state 0 cpuidle's poll_idle (no hlt): no row, counted.
+* **write_msr / read_msr** (arch/x86/lib/msr.c do_trace_write_msr / do_trace_read_msr) →
+  `msr` (value = index, arg 1/0), except the x2APIC EOI (0x80B: the model derives EOIs from the
+  irq rows) and, when they are the timer armings, writes to IA32_TSC_DEADLINE (0x6E0).
+* **Timer armings** → `timer_arm` (`timers.py`: TSC-deadline writes, cobalt_tick_shot, else an
+  estimate from local timer interrupts and hrtimer_start).
+* **ipi:ipi_raise / ipi_send_cpu / ipi_send_cpumask** → `ipi_send` (value = destinations).
+* **Device MMIO** → `mmio` estimated by the device rules (`devices.py`, configs/devices/*.toml).
 * **raw_syscalls:sys_enter**, **syscalls:sys_enter_*** and the ftrace syscall tracer's
   `sys_x(…)` → `syscall` (value = the number where printed, else the x86_64 number of the
   name, from the kernel's syscall_64.tbl (`syscalls_x86_64.tsv`), else 0; metadata
   `source.syscall_numbers` says so).
 * Everything else is unmapped: counted per event name and listed, never dropped silently.
 
-Streaming: the tasks are learned from the whole input first (`Tasks.learn`, chunk by chunk),
-then `GuestMapper.map` turns the lines of each chunk that make rows (spooled meanwhile, see
-`pipeline.tracefile.importers`) into rows; only the state between chunks (tasks, address spaces, the
-asid loaded on each CPU) is kept, never the rows.
+Streaming: the tasks and the recording-wide evidence are learned from the whole input first
+(`Tasks.learn`, `facts.Facts`, chunk by chunk), then `GuestMapper.map` turns the spooled lines
+of each chunk (see `pipeline.tracefile.importers`) into rows; only the state between chunks
+(tasks, address spaces, the asid loaded on each CPU, touches waiting for their CR3 write, the
+rules' state) is kept, never the rows.
 """
 from __future__ import annotations
 
