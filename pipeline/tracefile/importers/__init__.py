@@ -12,7 +12,7 @@ and read once, in chunks of whole lines (`CHUNK_BYTES`) parsed by `chunk.ChunkPa
 tgid, kernel threads: a switch-in may come before the line that tells its process) and the
 time span, the recording-wide evidence the rules need (`facts.Facts`: see `plan.py`) and each
 idle entry's length (`facts.IdleWakes`), and spools the fields of the lines the mapping reads
-(`chunk.SPOOLED`, 30 bytes a line) to a temporary file; then each spooled chunk is mapped
+(`chunk.SPOOLED`, 34 bytes a line) to a temporary file; then each spooled chunk is mapped
 (`mapping.py`, with the timer armings of `timers.py` and the MMIO of the device rules,
 `devices.py` and configs/devices/*.toml) and written to the Parquet file as row groups
 (`format.TraceWriter`). Memory is bounded by a chunk and a row group,
@@ -253,6 +253,7 @@ def _mapper(reading: _Reading, working_set: WorkingSet, options: Options) -> Gue
 def _rules_and_notes(mapper: GuestMapper, report: ImportReport) -> None:
     """The rows each estimate rule wrote, and where two sources of one kind disagree."""
     report.rules.update({f"irq from {event}": n for event, n in sorted(mapper.irq_rows.items())})
+    report.consumed.update(mapper.irq_skipped)       # Dovetail's handler entries, synthetic IRQs
     report.rules[f"timer_arm from {mapper.timers.source}"] = report.kinds["timer_arm"]
     report.rules.update({f"mmio: {label}": n for label, n in mapper.devices.counts().items()})
     if mapper.cobalt_switches:

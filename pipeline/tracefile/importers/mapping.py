@@ -224,6 +224,7 @@ class GuestMapper:
         self.last_ts = np.zeros(1 << 16, np.int64)
         self.switches = self.cobalt_switches = 0
         self.irq_rows: Counter[str] = Counter()              # irq rows per event source
+        self.irq_skipped: Counter[str] = Counter()           # interrupt lines without a row (synthetic, Dovetail)
 
     @property
     def asids(self):
@@ -314,6 +315,10 @@ class GuestMapper:
         for r in irq_roles:
             rows = np.flatnonzero(role == r)
             self._irq_lines(rows, lines, one, kind, value, arg)
+        skipped = np.isin(role, (ck.R_IRQ_PIPELINE, ck.R_IRQ_HANDLER, ck.R_IRQ)) & ~one
+        keys, n = np.unique(np.where(role == ck.R_IRQ, b, -role.astype(np.int64))[skipped], return_counts=True)
+        for key, count in zip(keys.tolist(), n.tolist()):
+            self.irq_skipped[self.symbols[key] if key >= 0 else ROLE_EVENTS[-key]] += count
         return kind, value, arg, one
 
     def _irq_lines(self, rows: np.ndarray, lines: np.ndarray, one, kind, value, arg) -> None:
