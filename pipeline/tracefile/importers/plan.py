@@ -133,7 +133,8 @@ def _timer_device(facts: Facts, options: Options) -> tuple[str, str]:
         return options.timer_device, "--timer-device"
     if facts.msr_writes[MSR_TSC_DEADLINE]:
         return "tsc-deadline", f"{facts.msr_writes[MSR_TSC_DEADLINE]} write_msr to 0x6E0 (IA32_TSC_DEADLINE)"
-    if facts.roles[ck.R_MSR]:
-        return "lapic", (f"{facts.roles[ck.R_MSR]} msr events recorded, no write to 0x6E0 (IA32_TSC_DEADLINE): "
+    writes = sum(facts.msr_writes.values())
+    if writes:
+        return "lapic", (f"{writes} write_msr recorded, none to 0x6E0 (IA32_TSC_DEADLINE): "
                          "the local APIC one-shot timer (TMICT)")
-    return "lapic", "no msr events recorded: the default (--timer-device)"
+    return "lapic", "no write_msr recorded: the default (--timer-device)"
