@@ -17,7 +17,6 @@ from pipeline.tracefile.importers.facts import Facts
 from pipeline.tracefile.importers.plan import Options, Plan
 
 
-
 @dataclass
 class _Active:
     """One rule of a present device, with its parameters resolved."""
@@ -62,7 +61,7 @@ class DeviceRules:
 def _masks(r: _Active, lines: np.ndarray, irq_row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per line: the rule fires, the device interrupts, the rule's `after` event."""
     role, a, b = lines["role"], lines["a"], lines["b"]
-    device_irq = irq_row & np.isin(a, list(r.irqs))
+    device_irq = irq_row & (role != ck.R_IRQ) & np.isin(a, list(r.irqs))    # IRQ numbers, not vectors
     on = r.rule.on
     if on == "irq":
         fire = device_irq
