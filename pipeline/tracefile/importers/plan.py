@@ -66,7 +66,7 @@ class Plan:
     cr3_from_tlb: bool
     x2apic: int
     timer_device: int
-    tsc_deadline_msr: bool           # 0x6E0 writes are the armings
+    tsc_deadline_msr: bool           # 0x6E0 writes are recorded and are the armings
     tick_shots: bool                  # cobalt_tick_shot recorded
     level_irqs: frozenset[int]
     irq_names: dict[int, str]
@@ -110,7 +110,7 @@ def make_plan(facts: Facts, names: ck.Names, options: Options) -> Plan:
     device, device_why = _timer_device(facts, options)
     level = options.level_irqs if options.level_irqs is not None else DEFAULT_LEVEL_IRQS
     plan = Plan(pipeline, facts.tlb_switches > 0, x2apic, TIMER_DEVICES[device],
-                facts.msr_writes[MSR_TSC_DEADLINE] > 0 and options.timer_device is None,
+                facts.msr_writes[MSR_TSC_DEADLINE] > 0 and device == "tsc-deadline",
                 facts.roles[ck.R_TICK] > 0, level, dict(names.irqs), frozenset(facts.timer_irqs))
     plan.assumptions.update({
         "interrupts": ("one per irq_pipeline_entry (Dovetail's interrupt pipeline: every hardware interrupt; "
