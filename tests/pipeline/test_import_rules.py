@@ -232,3 +232,24 @@ def test_cli_rule_options(tmp_path: Path) -> None:
     assert meta.guest.x2apic == 0 and meta.assumptions["timer_arm"]["device"] == {"device": "hpet", "evidence": "--timer-device"}
     t = pq.read_table(tmp_path / "o.parquet").to_pydict()
     assert [a for k, v, a in zip(t["kind"], t["value"], t["arg"]) if k == Kind.IRQ and v == 33] == [IRQ_LEVEL]
+
+
+# perf script: power:cpu_idle state 0 is cpuidle's poll (no hlt), state 2 a hlt woken by the
+# local timer 5 µs later; a read_msr; an IPI to CPUs 0-3 and 5.
+PERF_IDLE = """\
+# perf version : 6.1
+swapper     0 [000] 5.000000000: power:cpu_idle: state=0 cpu_id=0
+swapper     0 [000] 5.000001000: power:cpu_idle: state=4294967295 cpu_id=0
+swapper     0 [000] 5.000002000: power:cpu_idle: state=2 cpu_id=0
+swapper     0 [000] 5.000007000: irq_vectors:local_timer_entry: vector=236
+swapper     0 [000] 5.000008000: power:cpu_idle: state=4294967295 cpu_id=0
+swapper     0 [000] 5.000009000: msr:read_msr: 1b, value fee00900
+swapper     0 [000] 5.000010000: ipi:ipi_send_cpumask: cpumask=0-3,5 callsite=smp_call_function_many_cond callback=x
+"""
+
+
+def test_perf_idle_msr_ipi(tmp_path: Path) -> None:
+    report, _, rows = _rows(tmp_path, PERF_IDLE)
+    assert [(k, v, a) for k, v, a in rows if k != Kind.TIMER_ARM] == [
+        (Kind.HLT, 5000, 0), (Kind.IRQ, 236, IRQ_TIMER), (Kind.MSR, 0x1B, 0), (Kind.IPI_SEND, 5, 0)]
+    assert report.consumed["cpu_idle (poll state 0)"] == 1 and report.consumed["cpu_idle (exit)"] == 2
