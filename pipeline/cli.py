@@ -432,17 +432,39 @@ def import_(
                                                         "scheduled quantum (recorded in the trace metadata).")] = 6,
     kernel_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: global kernel pages any task touches per scheduled quantum.")] = 12,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (there is none either when stderr is not a terminal).")] = False,
+    x2apic: Annotated[Optional[bool], typer.Option("--x2apic/--xapic", help="The guest's APIC mode (default: x2APIC iff "
+                                                                            "write_msr to 0x800-0x8FF is recorded).")] = None,
+    timer_device: Annotated[Optional[str], typer.Option(help="Timer the guest arms: lapic, tsc-deadline, pit, hpet "
+                                                             "(default: from the recorded MSR writes, else lapic).")] = None,
+    level_irqs: Annotated[Optional[str], typer.Option(help="Level-triggered I/O APIC IRQs, e.g. 5,9-11,16-23 (default QEMU's PCI INTx pins).")] = None,
+    device: Annotated[Optional[list[str]], typer.Option(help="NETDEV=DEVICE: apply configs/devices/DEVICE.toml to that interface, e.g. eth0=e1000.")] = None,
+    no_device: Annotated[Optional[list[str]], typer.Option(help="Switch one device's rules off (configs/devices/NAME.toml).")] = None,
+    no_device_rules: Annotated[bool, typer.Option("--no-device-rules", help="No MMIO estimates from device rules.")] = False,
 ) -> None:
-    """Import guest-side recordings into a trace (switches, faults, IRQs, syscalls; estimated touches)."""
+    """Import guest-side recordings into a trace (switches, faults, IRQs, idle, timers, MSRs, syscalls; estimated touches and device MMIO)."""
     from pipeline.reports.text_traces import import_progress, print_import
     from pipeline.tracefile.importers import ImportFailed, import_files
+    from pipeline.tracefile.importers.plan import Options, TIMER_DEVICES, parse_irqs
     from pipeline.tracefile.importers.working_set import WorkingSet
+
+    if timer_device is not None and timer_device not in TIMER_DEVICES:
+        _report_fail(f"--timer-device {timer_device!r}: one of {', '.join(TIMER_DEVICES)}")
+    pairs = [d.split("=", 1) for d in device or []]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        _report_fail("--device takes NETDEV=DEVICE, e.g. eth0=e1000")
+    try:
+        levels = None if level_irqs is None else parse_irqs(level_irqs)
+    except ValueError as e:
+        _report_fail(f"--level-irqs: {e}")
+    options = Options(x2apic, timer_device, levels, not no_device_rules, frozenset(no_device or ()),
+                      {netdev: dev for netdev, dev in pairs})
 
     total = 2 * sum(p.stat().st_size for p in files if p.is_file())   # the bytes of both passes: read, then written
     try:
         with import_progress(total, quiet) as progress:
             report = import_files(files, out, fmt=format, strict=strict,
-                                  working_set=WorkingSet(user_pages, kernel_pages), progress=progress)
+                                  working_set=WorkingSet(user_pages, kernel_pages), progress=progress,
+                                  options=options)
     except ImportFailed as e:
         _report_fail(str(e))
     print_import(report, out_console)

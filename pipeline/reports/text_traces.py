@@ -57,6 +57,8 @@ def print_import(report: ImportReport, console: Console) -> None:
         console.print(f"[yellow]{report.malformed} malformed lines skipped[/], first:", highlight=False)
         for example in report.malformed_examples:
             console.print(f"  {printable(example)}", highlight=False, markup=False)
+    for rule, n in report.rules.items():
+        console.print(f"rule: {markup_safe(rule)}: {n} rows", highlight=False)
     for note in report.notes:
         console.print(f"note: {markup_safe(note)}", highlight=False)
 

@@ -10,9 +10,12 @@ working-set estimate (`working_set.py`). Files are opened only through `pipeline
 and read once, in chunks of whole lines (`CHUNK_BYTES`) parsed by `chunk.ChunkParser`
 (compiled, `linescan.py`). Reading counts what the report lists, learns the tasks (pid ->
 tgid, kernel threads: a switch-in may come before the line that tells its process) and the
-time span, and spools the fields of the lines that make rows (`chunk.SPOOLED`, 25 bytes a
-line) to a temporary file; then each spooled chunk is mapped and written to the Parquet file
-as row groups (`format.TraceWriter`). Memory is bounded by a chunk and a row group,
+time span, the recording-wide evidence the rules need (`facts.Facts`: see `plan.py`) and each
+idle entry's length (`facts.IdleWakes`), and spools the fields of the lines the mapping reads
+(`chunk.SPOOLED`, 34 bytes a line) to a temporary file; then each spooled chunk is mapped
+(`mapping.py`, with the timer armings of `timers.py` and the MMIO of the device rules,
+`devices.py` and configs/devices/*.toml) and written to the Parquet file as row groups
+(`format.TraceWriter`). Memory is bounded by a chunk and a row group,
 whatever the size of the input; the metadata is written last.
 
 Timestamps printed as seconds become ns; integer counts of the trace clock are taken as ns
@@ -29,14 +32,21 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 
 from pipeline.atomic import write_atomic
+from pipeline.config.devices import load_devices
+from pipeline.config.errors import ConfigError
 from pipeline.tracefile.importers import ftrace, perf, tracecmd
 from pipeline.tracefile.importers import chunk as ck
+from pipeline.tracefile.importers.devices import device_rules
+from pipeline.tracefile.importers.facts import Facts, IdleWakes
 from pipeline.tracefile.importers.formats import Format, read_head
 from pipeline.tracefile.importers.linescan import COUNT_UNIT
 from pipeline.tracefile.importers.mapping import GuestMapper, Tasks
+from pipeline.tracefile.importers.plan import Options, make_plan
+from pipeline.tracefile.importers.timers import TimerArmings
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import TraceMeta, TraceWriter
 from pipeline.tracefile.textlines import TraceFileError, open_lines, read_chunks
+from replay.mode import Guest
 
 FORMATS: dict[str, Format] = {f.name: f for f in (perf.FORMAT, ftrace.FORMAT, *tracecmd.FORMATS)}
 MAX_EXAMPLES = 5
@@ -62,6 +72,7 @@ class ImportReport:
     processes: int = 0
     timestamps: str = "ns"
     notes: list[str] = field(default_factory=list)
+    rules: dict[str, int] = field(default_factory=dict)         # estimate rule -> rows it wrote
 
     @property
     def rows(self) -> int:
@@ -79,11 +90,11 @@ def detect(path: Path) -> Format:
     raise ImportFailed(f"{path}: format not recognised")   # pragma: no cover - trace-cmd matches all
 
 
-def _chunks(paths: list[Path], fmts: list[Format], progress: Callable[[int], None]
+def _chunks(paths: list[Path], fmts: list[Format], names: ck.Names, progress: Callable[[int], None]
             ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk]]:
     clock: dict[int, int] = {}
     for path, fmt in zip(paths, fmts):
-        parser = ck.ChunkParser(fmt, str(path), clock)
+        parser = ck.ChunkParser(fmt, str(path), clock, names)
         for data in read_chunks(path, CHUNK_BYTES, progress):
             yield parser, parser.parse(data)
 
@@ -97,6 +108,8 @@ class _Reading:
     units: set[int] = field(default_factory=set)
     no_cpu: int = 0
     sizes: list[int] = field(default_factory=list)   # input bytes behind each spooled chunk
+    names: ck.Names = field(default_factory=ck.Names)
+    facts: Facts = field(default_factory=Facts)
 
     def see(self, chunk: ck.Chunk) -> None:
         valid = chunk.event_lines()
@@ -107,24 +120,30 @@ class _Reading:
             self.units.update(np.unique(chunk.unit[valid]).tolist())
             self.no_cpu += int((cpu < 0).sum())
         self.tasks.learn(chunk)
+        self.facts.learn(chunk, self.names)
 
 
 def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, progress) -> _Reading:
     reading, done = _Reading(), [0]
+    wakes = IdleWakes(spool)
 
     def told(n: int) -> None:
         done[0] += n
         if progress is not None:
             progress(n)
 
-    for parser, chunk in _chunks(paths, fmts, told):
+    for parser, chunk in _chunks(paths, fmts, reading.names, told):
         if strict and chunk.problems:
             raise ImportFailed(chunk.problems[0][1])
         _tally(parser, chunk, report)
         reading.see(chunk)
-        np.save(spool, chunk.spooled())
+        wakes.resolve(chunk, reading.names.irqs)
+        lines = chunk.spooled()
+        np.save(spool, lines)
+        wakes.spooled(chunk, spool.tell() - lines.nbytes)
         reading.sizes.append(done[0])
         done[0] = 0
+    wakes.finish()
     if len(reading.units) > 1:
         raise ImportFailed("files mix second timestamps and clock counts; import them separately")
     report.timestamps = "counts" if reading.units == {COUNT_UNIT} else "ns"
@@ -145,8 +164,12 @@ def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> Non
     report.malformed_examples += [p for _, p in chunk.problems[:MAX_EXAMPLES - len(report.malformed_examples)]]
     role, event = chunk.role, chunk.event
     _count(report.unmapped, parser, event[role == ck.R_UNMAPPED], lambda nm: nm.event)
-    _count(report.consumed, parser, event[(role == ck.R_FORK) | (role == ck.R_CONSUMED) | (role == ck.R_EXEC)],
-           lambda nm: nm.name)
+    _count(report.consumed, parser, event[np.isin(role, ck.STATE_ONLY)], lambda nm: nm.name)
+    del report.consumed["cpu_idle"]       # exits and polls, by kind:
+    for key, n in (("cpu_idle (exit)", int((role == ck.R_IDLE_EXIT).sum())),
+                   ("cpu_idle (poll state 0)", int((role == ck.R_IDLE_POLL).sum()))):
+        if n:
+            report.consumed[key] += n
     exits = int((role == ck.R_SYS_EXIT).sum())
     tlb = role == ck.R_TLB
     for key, n in (("sys_* (exit)", exits), ("tlb_flush (task switch)", int((chunk.a[tlb] == 1).sum())),
@@ -166,6 +189,9 @@ def _write(spool: BinaryIO, reading: _Reading, mapper: GuestMapper, writer: Trac
         writer.write(rows)
         if progress is not None:
             progress(size)
+    rest = mapper.finish(reading.t0 or 0)
+    cpus.update(np.unique(rest["cpu"]).tolist())
+    writer.write(rest)
     return cpus
 
 
@@ -180,7 +206,7 @@ def _nothing_to_replay(paths: list[Path], report: ImportReport) -> ImportFailed:
 
 def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
                  working_set: WorkingSet = WorkingSet(), workload: str | None = None,
-                 progress: Callable[[int], None] | None = None) -> ImportReport:
+                 progress: Callable[[int], None] | None = None, options: Options = Options()) -> ImportReport:
     """Import text recordings into one trace file at `out` (written atomically, only on success).
 
     `progress`, if given, is told the input bytes done, twice over: as they are read, then as
@@ -193,7 +219,7 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
         report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})
         with tempfile.TemporaryFile(prefix="hvreplay-import-") as spool:
             reading = _read(paths, fmts, strict, report, spool, progress)
-            mapper = GuestMapper(reading.tasks, working_set)
+            mapper = _mapper(reading, working_set, options)
 
             def write(tmp: str) -> None:
                 writer = TraceWriter(tmp)
@@ -202,23 +228,58 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
                     raise _nothing_to_replay(paths, report)
                 report.kinds, report.switches = mapper.kinds, mapper.switches
                 report.cpus, report.processes = tuple(sorted(cpus)), len(mapper.asids)
-                span = (reading.t1 or 0) - (reading.t0 or 0) + 1
-                writer.close(_meta(paths, out, report, working_set, workload, span))
+                _rules_and_notes(mapper, report)
+                writer.close(_meta(paths, out, report, working_set, workload, reading, mapper))
 
             write_atomic(out, write)
-    except TraceFileError as e:
+    except (TraceFileError, ConfigError) as e:
         raise ImportFailed(str(e)) from None
     except OSError as e:      # writing the spool or the trace: reading errors are TraceFileErrors
         raise ImportFailed(f"-o {out}: the trace cannot be written ({e.strerror or e})") from None
     return report
 
 
-def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str | None, span: int) -> TraceMeta:
+def _mapper(reading: _Reading, working_set: WorkingSet, options: Options) -> GuestMapper:
+    """The mapping with the decisions reading's evidence and the options make."""
+    facts = reading.facts
+    plan = make_plan(facts, reading.names, options)
+    devices = device_rules(load_devices(), facts, reading.names, plan, options)
+    timers = TimerArmings(plan, exits_recorded=facts.roles[ck.R_TIMER_EXIT] > 0)
+    plan.assumptions["timer_arm"] = {"source": timers.source, "device": plan.assumptions.pop("timer_device")}
+    plan.assumptions.update(devices.assumptions)
+    return GuestMapper(reading.tasks, working_set, plan, timers, devices, reading.names.symbols)
+
+
+def _rules_and_notes(mapper: GuestMapper, report: ImportReport) -> None:
+    """The rows each estimate rule wrote, and where two sources of one kind disagree."""
+    report.rules.update({f"irq from {event}": n for event, n in sorted(mapper.irq_rows.items())})
+    report.consumed.update(mapper.irq_skipped)       # Dovetail's handler entries, synthetic IRQs
+    report.rules[f"timer_arm from {mapper.timers.source}"] = report.kinds["timer_arm"]
+    report.rules.update({f"mmio: {label}": n for label, n in mapper.devices.counts().items()})
+    if mapper.cobalt_switches:
+        report.notes.append(f"{mapper.cobalt_switches} cobalt_switch_context (Xenomai) switches besides "
+                            f"{mapper.switches} sched_switch")
+    if mapper.alternatives:
+        others = "; ".join(f"{name} would give {alt.cr3_writes}" for name, alt in mapper.alternatives.items()
+                           if alt.cr3_writes != mapper.spaces.cr3_writes)
+        if others:
+            report.notes.append(f"CR3 writes: {mapper.spaces.cr3_writes} from tlb_flush task switch; {others}")
+
+
+def _meta(paths, out: Path, report: ImportReport, ws: WorkingSet, workload: str | None, reading: _Reading,
+          mapper: GuestMapper) -> TraceMeta:
+    t0 = reading.t0 or 0
     source = {"tool": "pipeline import", "format": sorted(set(report.formats.values())),
               "files": [str(p) for p in paths], "working_set": ws.describe(),
-              "timestamps": report.timestamps, "syscall_numbers": ck.SYSCALL_TABLE}
+              "timestamps": report.timestamps, "syscall_numbers": ck.SYSCALL_TABLE,
+              "clock_start_ns": t0}
     per_switch = report.switches > 0
-    return TraceMeta(workload=workload or out.stem, native_ns=max(span, 1),
+    assumptions = {"working_set": ws.describe(), **mapper.plan.assumptions,
+                   "hlt": "per cpu_idle entry with state >= 1 (kernel/sched/idle.c default_idle_call: "
+                          "trace_cpu_idle(1) before hlt; cpuidle's state 0 is poll_idle): ns to the first "
+                          "hardware interrupt after it, else the idle exit, else the next event"}
+    return TraceMeta(workload=workload or out.stem, native_ns=max((reading.t1 or 0) - t0 + 1, 1),
                      ops=report.switches if per_switch else 1,
                      op_unit="context switch" if per_switch else "recording",
-                     headline="per_op" if per_switch else "total", source=source, cpus=report.cpus)
+                     headline="per_op" if per_switch else "total", source=source, cpus=report.cpus,
+                     guest=Guest(x2apic=mapper.plan.x2apic), assumptions=assumptions)

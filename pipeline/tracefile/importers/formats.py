@@ -51,13 +51,53 @@ IRQ_VECTOR_ENTRIES = ("local_timer_entry", "spurious_apic_entry", "error_apic_en
                       "x86_platform_ipi_entry", "irq_work_entry", "reschedule_entry",
                       "call_function_entry", "call_function_single_entry",
                       "threshold_apic_entry", "deferred_error_apic_entry", "thermal_apic_entry")
-KERNEL.update({name: re.compile(r"vector=(?P<vector>\d+)") for name in IRQ_VECTOR_ENTRIES})
+KERNEL.update({name: re.compile(r"vector=(?P<vector>\d+)") for name in IRQ_VECTOR_ENTRIES + ("local_timer_exit",)})
+_HEX = r"(?:0x)?[0-9a-fA-F]+"
+_ADDRESS = r"hrtimer=(?P<hrtimer>(?:0x)?[0-9a-fA-F]+)"
+KERNEL.update({
+    # power:cpu_idle (include/trace/events/power.h): `state=1 cpu_id=0`; exit: state=4294967295 (-1)
+    "cpu_idle": re.compile(r"state=(?P<state>\d+)"),
+    # msr:write_msr/read_msr (arch/x86/include/asm/trace/msr.h, "%x, value %llx"): `c0000100, value 7fbde20ebc40`
+    # (-R: `msr=0xc0000100 val=…`)
+    "write_msr": re.compile(rf"^(?:msr=)?(?P<msr>{_HEX})\b"),
+    "read_msr": re.compile(rf"^(?:msr=)?(?P<msr>{_HEX})\b"),
+    # Xenomai cobalt_tick_shot, as trace-cmd prints it without a plugin:
+    # `[FAILED TO PARSE] secs=414 nsecs=773254996 delta=1359928` (delta: ns to the shot)
+    "cobalt_tick_shot": re.compile(r"delta=(?P<delta>-?\d+)"),
+    # Dovetail's interrupt pipeline and the irq handler's exit: `irq=33`
+    "irq_pipeline_entry": re.compile(r"irq=(?P<vector>\d+)"),
+    "irq_handler_exit": re.compile(r"irq=(?P<vector>\d+)"),
+    # ipi:ipi_entry `(Rescheduling interrupts)`; ipi_raise `target_mask=00000000,00000005 (…)`;
+    # ipi_send_cpu `cpu=1 callsite=… callback=…`; ipi_send_cpumask `cpumask=0-3 callsite=…`
+    "ipi_entry": re.compile(r"(?P<reason>.*)"),
+    "ipi_raise": re.compile(r"target_mask=(?P<mask>[0-9a-fA-F,]+)"),
+    "ipi_send_cpu": re.compile(r"cpu=(?P<cpu>\d+)"),
+    "ipi_send_cpumask": re.compile(r"cpumask=(?P<cpulist>[0-9,-]*)"),
+    # `prev_name=ROOT/0 prev_pid=0 … ==> next_name=LRT-Main next_pid=413 next_prio=1`
+    "cobalt_switch_context": re.compile(r"next_name=(?P<next_comm>.*?) next_pid=(?P<next_pid>\d+)"),
+    # include/trace/events/timer.h: `hrtimer=0xffff… function=tick_sched_timer/0x0 expires=414709209720 …`
+    "hrtimer_start": re.compile(rf"{_ADDRESS} .*?\bexpires=(?P<expires>\d+)"),
+    "hrtimer_cancel": re.compile(_ADDRESS),
+    "hrtimer_expire_entry": re.compile(rf"{_ADDRESS} .*?\bnow=(?P<now>\d+)"),   # older kernels: function first
+    # include/trace/events/workqueue.h: `work struct=0x… function=e1000_watchdog workqueue=events …`
+    # and `work struct 0x…: function e1000_watchdog`
+    "workqueue_queue_work": re.compile(r"\bfunction[= ](?P<function>[^\s/+]+)"),
+    "workqueue_execute_start": re.compile(r"\bfunction[= ](?P<function>[^\s/+]+)"),
+    # include/trace/events/napi.h: `napi poll on napi struct 0x… for device eth0 work 2 budget 64`
+    "napi_poll": re.compile(r"(?:for device |dev_name=)(?P<device>\S+) (?:work |work=)(?P<work>\d+)"),
+})
+# Events the device rules (configs/devices/*.toml) count by name, whatever their payload.
+MARKED = ("virtio_transport_alloc_pkt", "9p_client_req")
+KERNEL.update({name: re.compile("") for name in MARKED})
 # syscalls:sys_enter_<name> (`fd: 0x3, buf: …`; -R may print `__syscall_nr=3`) and the
 # ftrace syscall tracer's `sys_read(fd: 3, …)`: the number only where it is printed.
 SYSCALL_ENTER = re.compile(r"(?:__syscall_nr[=:]\s*(?P<id>-?\d+))?")
 
 INT_FIELDS = frozenset({"prev_pid", "next_pid", "parent_pid", "child_pid", "pid", "code",
-                        "address", "error_code", "vector", "id"})
+                        "address", "error_code", "vector", "id", "state", "delta", "expires", "now",
+                        "work", "cpu"})
+# Hexadecimal with or without `0x` (the msr tracepoints print `%x`), kept as the 64 bits in int64.
+HEX_FIELDS = frozenset({"msr", "hrtimer"})
 # Events whose payload is free text that may run over several lines (trace-cmd wraps them);
 # 9p_protocol_dump's own format prints a hex dump on two more lines (include/trace/events/9p.h:
 # TP_printk("clnt %lu %s(tag = %d)\n%.3x: %16ph\n%.3x: %16ph\n", …)).
@@ -87,8 +127,14 @@ class Format:
 
 
 def fields_of(m: re.Match[str]) -> dict[str, int | str]:
-    return {k: (int(v, 0) if k in INT_FIELDS else v.strip())
+    return {k: (int(v, 0) if k in INT_FIELDS else _signed64(int(v, 16)) if k in HEX_FIELDS else v.strip())
             for k, v in m.groupdict().items() if v is not None}
+
+
+def _signed64(v: int) -> int:
+    """A 64-bit value (a kernel address) as the int64 the columns hold."""
+    v &= 2**64 - 1
+    return v - 2**64 if v >= 2**63 else v
 
 
 def read_head(lines: Iterable[str], max_events: int = 200) -> Head:

@@ -12,7 +12,8 @@ Python path rather than guess:
   ASCII and tab (UTF-8 text, control characters) or a number too long for int64 is marked
   PYTHON and parsed by `parse_line`.
 * `scan_payloads` extracts the fields of the payload patterns that occur by the million
-  (sched_switch in both forms, tlb_flush, page faults, irq/vector numbers, syscall numbers).
+  (sched_switch in both forms, tlb_flush, page faults, irq/vector numbers, syscall numbers, and
+  in Dovetail/Xenomai guests cpu_idle's state and cobalt_tick_shot's delta).
   Its result is OK (fields found as the regex `search` would find them), FAIL (the regex
   cannot match: a literal it needs is absent) or PYTHON (an unusual payload: let the regex
   decide). Rare events (fork, exec) always go to Python.
@@ -28,7 +29,8 @@ from numba import njit
 # scan_lines status per line
 IGNORE, OTHER, EVENT, PYTHON = 0, 1, 2, 3       # IGNORE: '#', tab or blank; OTHER: not an event line
 # scan_payloads codes (which payload pattern a line's event uses) and results
-P_NONE, P_SWITCH, P_SWITCH_COMPACT, P_PYTHON, P_TLB, P_FAULT, P_IRQ, P_VECTOR, P_SYS_NR, P_SYS_ENTER = range(10)
+(P_NONE, P_SWITCH, P_SWITCH_COMPACT, P_PYTHON, P_TLB, P_FAULT, P_IRQ, P_VECTOR, P_SYS_NR, P_SYS_ENTER, P_STATE,
+ P_DELTA) = range(12)
 FAIL, OK = 0, 1                                 # and PYTHON (3), as above
 NS_UNIT, COUNT_UNIT = 0, 1
 MAX_DIGITS = 18                                 # decimal digits that always fit in int64
@@ -335,6 +337,8 @@ _L_VECTOR = np.frombuffer(b"vector=", np.uint8)
 _L_NR = np.frombuffer(b"NR ", np.uint8)
 _L_ID = np.frombuffer(b"id=", np.uint8)
 _L_SYSCALL_NR = np.frombuffer(b"__syscall_nr", np.uint8)
+_L_STATE = np.frombuffer(b"state=", np.uint8)
+_L_DELTA = np.frombuffer(b"delta=", np.uint8)
 
 
 @njit(cache=True, inline="always")
@@ -553,6 +557,10 @@ def scan_payloads(buf, spans, codes, result, a, b, comm):
             r = _first_number(buf, s, e, _L_VECTOR, False, False, res)
         elif code == P_SYS_NR:
             r = _sys_nr(buf, s, e, res)
+        elif code == P_STATE:
+            r = _first_number(buf, s, e, _L_STATE, False, False, res)
+        elif code == P_DELTA:
+            r = _first_number(buf, s, e, _L_DELTA, True, False, res)
         else:
             r = _sys_enter(buf, s, e, res)
         result[n] = r
