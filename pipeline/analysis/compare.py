@@ -251,7 +251,10 @@ def choose_thread(guest: GuestRows, host: Host, wanted: str, slack: int) -> tupl
     scores = sorted((score(guest, t, slack) for t in host.threads), key=lambda s: (-s.value, -s.exits, s.thread.pid))
     if wanted != "auto":
         return find_thread(host, wanted), scores
-    if not scores or scores[0].value == 0:
+    if all(overlap(guest, t, slack) is None for t in host.threads):
+        raise CompareError(f"no overlap in time: guest {_span(guest.t)}, no host thread's exits fall in it (host "
+                           f"{_span(np.sort(np.concatenate([t.ts for t in host.threads])))} on the recording clock)")
+    if scores[0].value == 0:
         raise CompareError(f"--vcpu-thread auto: no thread's exits follow the guest's rows within {slack / NS_PER_US:g} µs "
                            f"(threads: {', '.join(t.thread.name for t in host.threads)}); name the thread")
     best = scores[0].thread
