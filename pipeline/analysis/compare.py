@@ -22,7 +22,7 @@ Everything here is pure (inputs -> records); pipeline/reports/compare.py prints 
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -34,7 +34,7 @@ from pipeline.config.cost_profile import Profile, UnitCost
 from pipeline.tracefile.format import TraceError, TraceMeta, read_rows
 from pipeline.tracefile.importers import linescan as ls
 from pipeline.tracefile.importers.exit_reasons import SVM, VMX
-from pipeline.tracefile.importers.kvm_exits import CHUNK_BYTES, FileScan, scan_file
+from pipeline.tracefile.importers.kvm_exits import CHUNK_BYTES, scan_file
 from pipeline.tracefile.importers.prefixes import scan_prefixes
 from pipeline.tracefile.textlines import read_chunks
 from replay import reference
@@ -102,15 +102,18 @@ def load_host(paths: Sequence[Path]) -> Host:
         if s.clock == "count":
             raise CompareError(f"{s.source}: timestamps are raw clock counts; compare needs the recording clock in seconds "
                                "(trace-cmd report without -t on a counter clock)")
-    names = thread_names(paths, {r.pid for s in scans for r in s.exits})
-    threads = [_thread_exits(Thread(pid, names.get(pid, "")), scans) for pid in sorted(names)]
+    rows: dict[int, list[tuple[int, float, str]]] = {}
+    for r in (r for s in scans for r in s.exits):
+        rows.setdefault(r.pid, []).append((r.ts, np.nan if r.time is None else r.time, r.reason))
+    names = thread_names(paths, set(rows))
+    threads = [_thread_exits(Thread(pid, names[pid]), mine) for pid, mine in rows.items()]
     warnings = [f"{s.source}: {p.count} {p.what}" for s in scans for p in s.problems if p.count]
     return Host(tuple(map(str, paths)), sorted(threads, key=lambda t: (-len(t.ts), t.thread.pid)), warnings)
 
 
-def _thread_exits(thread: Thread, scans: Iterable[FileScan]) -> ThreadExits:
-    rows = sorted(((r.ts, np.nan if r.time is None else r.time, r.reason)
-                   for s in scans for r in s.exits if r.pid == thread.pid), key=lambda r: r[0])
+def _thread_exits(thread: Thread, rows: list[tuple[int, float, str]]) -> ThreadExits:
+    """A thread's (ts, time, reason) rows as columns, in time order (files may overlap)."""
+    rows.sort(key=lambda r: r[0])
     return ThreadExits(thread, np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float64),
                        np.array([r[2] for r in rows], dtype=object))
 

@@ -66,6 +66,8 @@ def lines(c: Comparison) -> list[str]:
            f"measured = the exits of {c.thread.name} in the host trace; counts, times in µs; "
            "exit→entry = kvm_exit to the thread's next kvm_entry; predicted host = predicted × that mean; "
            "error = (predicted − measured) ÷ measured"]
+    if c.drivers:
+        out.append("exit drivers by reason: " + "; ".join(f"{r} ← {', '.join(d)}" for r, d in sorted(c.drivers.items())))
     if c.not_produced:
         out.append(f"not produced by {c.mode}: {', '.join(c.not_produced)}"
                    + (f" (no exit driver models {', '.join(c.not_modelled)})" if c.not_modelled else ""))

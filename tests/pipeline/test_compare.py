@@ -135,6 +135,8 @@ def test_per_reason_window_and_thread(pair: tuple[Path, Path], tmp_path: Path) -
     assert "not produced by kvm-ept: EPT_VIOLATION, EXTERNAL_INTERRUPT (no exit driver models EPT_VIOLATION)" in output
     assert "predicted, never on the host: VMCALL: no measured mean, so no predicted host time (—)" in output
     assert "exit driver exit_msr (1): no VMX exit reason, left out of the table" in output
+    assert ("exit drivers by reason: CPUID ← exit_cpuid; EPT_MISCONFIG ← exit_mmio; HLT ← exit_hlt; "
+            "IO_INSTRUCTION ← exit_io; VMCALL ← exit_hypercall") in output
     assert "MSR_WRITE" not in output   # the decoy's exits are never counted
     table = pl.read_parquet(out)
     got = {r["reason"]: (r["predicted"], r["measured"], r["error_pct"], r["mean_exit_us"], r["predicted_host_us"],
