@@ -515,7 +515,7 @@ def kvm_stat(
 
 
 VcpuThreadOpt = Annotated[str, typer.Option(help="The host thread that runs the guest's vCPU, as the trace prints it "
-                                                  "(comm-pid, e.g. qemu-system-x86-483882, or the pid)")]
+                                                  "(comm-pid, e.g. qemu-system-x86-483882, or the pid kvm-stat lists).")]
 
 
 @app.command()
@@ -525,7 +525,7 @@ def compare(
     mode: Annotated[str, typer.Option(help="The mode whose predicted exits are compared with the measured ones.")],
     modes_dir: ModesDirOpt = None,
     vcpu_thread: Annotated[str, typer.Option(help="'auto' (the thread whose exits follow the guest's events) or the "
-                                                  "thread, as the trace prints it (comm-pid or pid).")] = "auto",
+                                                  "thread, as the trace prints it (comm-pid, or the pid kvm-stat lists).")] = "auto",
     window_slack_us: Annotated[float, typer.Option(min=0, help="Host exits count up to this long after the window's end "
                                                               "(and after a guest row when choosing the thread).")] = 20.0,
     out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet, one row per reason).")] = None,

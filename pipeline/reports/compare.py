@@ -86,8 +86,11 @@ def compare_table(c: Comparison) -> Table:
                   caption="total: counts and host time over every reason (predicted: of the reasons with a measured mean)")
     for name in HEADER:
         table.add_column(name, justify="left" if name == "reason" else "right")
-    for row in grid(c):
-        table.add_row(*map(markup_safe, row), end_section=row[0] == c.rows[-1].reason if c.rows else False)
+    *reasons, total = grid(c)
+    for row in reasons:
+        table.add_row(*map(markup_safe, row))
+    table.add_section()
+    table.add_row(*total)
     return table
 
 

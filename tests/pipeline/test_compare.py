@@ -180,6 +180,13 @@ def test_thread_by_pid_and_the_decoy_named(pair: tuple[Path, Path], tmp_path: Pa
         "HLT": 3, "MSR_WRITE": 3, "EPT_MISCONFIG": 0, "IO_INSTRUCTION": 0, "CPUID": 0}   # VMCALL's row is at 660
 
 
+def test_kvm_stat_lists_the_threads_by_pid(pair: tuple[Path, Path]) -> None:
+    r = runner.invoke(app, ["kvm-stat", str(pair[1])])
+    assert r.exit_code == 0, r.output
+    rows = re.findall(r"│\s+(\d+) │\s+(\d) │\s+(\d+) │\s+([\d.]+) │", r.output.split("KVM exits by vCPU thread")[1])
+    assert rows == [("1111", "0", "11", "64.71"), ("2222", "1", "6", "35.29")]
+
+
 def test_html_has_both_series_and_the_table(pair: tuple[Path, Path], tmp_path: Path) -> None:
     guest, host = pair
     page = tmp_path / "site" / "cmp.html"
