@@ -48,7 +48,7 @@ VMX_ONLY = frozenset(VMX.values()) - {name for name, _ in SVM.values()}
 SVM_ONLY = frozenset(name for name, _ in SVM.values()) - frozenset(VMX.values())
 # HLT's exit-to-entry time is the halt itself (KVM blocks the vCPU until its wake-up), not
 # the cost of the exit: host-costs never takes exit_hlt from it.
-NOT_A_COST = {"exit_hlt": "HLT"}
+NOT_A_COST = frozenset({"exit_hlt"})
 
 
 class CompareError(Exception):
@@ -100,8 +100,8 @@ def load_host(paths: Sequence[Path]) -> Host:
         if s.error:
             raise CompareError(s.error)
         if s.clock == "count":
-            raise CompareError(f"{s.source}: timestamps are raw clock counts; compare needs the recording clock in seconds "
-                               "(trace-cmd report without -t on a counter clock)")
+            raise CompareError(f"{s.source}: timestamps are raw clock counts (a counter clock such as x86-tsc); compare "
+                               "needs seconds on the clock the guest was recorded with")
     rows: dict[int, list[tuple[int, float, str]]] = {}
     for r in (r for s in scans for r in s.exits):
         rows.setdefault(r.pid, []).append((r.ts, np.nan if r.time is None else r.time, r.reason))
@@ -413,7 +413,7 @@ class CostChoice(NamedTuple):
     reason: str | None
     times: ReasonTimes | None
     cost: UnitCost
-    taken: bool
+    origin: str     # "measured", or why the base's figure was kept
 
 
 def measured_profile(host: Host, name: str, base: Profile, profile_name: str) -> tuple[Profile, list[CostChoice]]:
@@ -435,13 +435,13 @@ def _choice(driver: str, reason: str | None, times: dict[str, ReasonTimes], base
             base_name: str) -> CostChoice:
     t = times.get(reason) if reason else None
     if t is None or t.mean_ns is None:
-        return CostChoice(driver, reason, t, base, False)
+        return CostChoice(driver, reason, t, base, f"{base_name}: no {'timed ' if t else ''}{reason or 'such'} exits")
     if driver in NOT_A_COST:
         kept = (f"{base.source} (kept from {base_name}, not measured: the exit-to-entry time of the {t.exits} "
                 f"{reason} exits of {where}, mean {t.mean_ns / NS_PER_US:.4g} µs, includes the halt itself)")
-        return CostChoice(driver, reason, t, replace(base, source=kept), False)
+        return CostChoice(driver, reason, t, replace(base, source=kept), f"{base_name}: {reason}'s time is the halt")
     mean = round(t.mean_ns, 3)
     low, high = (t.p10_ns, t.p90_ns) if t.p10_ns is not None and t.p90_ns is not None and t.p10_ns < t.p90_ns \
         else (base.low, base.high)
     source = f"measured: mean exit-to-entry of {t.timed} {reason} exits of {where}"
-    return CostChoice(driver, reason, t, UnitCost(mean, min(low, mean), max(high, mean), base.category, source), True)
+    return CostChoice(driver, reason, t, UnitCost(mean, min(low, mean), max(high, mean), base.category, source), "measured")

@@ -100,9 +100,8 @@ def host_cost_table(choices: list[CostChoice], base: str) -> Table:
     for name in ("driver", "reason", "exits", "ns", "low", "high", "from"):
         table.add_column(name, justify="left" if name in ("driver", "reason", "from") else "right")
     for ch in choices:
-        origin = "measured" if ch.taken else (f"{base}: HLT's time is the halt" if ch.times else f"{base}: no such exits")
         table.add_row(ch.driver, ch.reason or "—", str(ch.times.exits) if ch.times else "0",
-                      f"{ch.cost.ns:.4g}", f"{ch.cost.low:.4g}", f"{ch.cost.high:.4g}", markup_safe(origin))
+                      f"{ch.cost.ns:.4g}", f"{ch.cost.low:.4g}", f"{ch.cost.high:.4g}", markup_safe(ch.origin))
     return table
 
 

@@ -250,7 +250,11 @@ def test_host_costs(pair: tuple[Path, Path], tmp_path: Path) -> None:
     assert hlt.ns == base.costs["exit_hlt"].ns and "includes the halt itself" in hlt.source and "mean 89.33 µs" in hlt.source
     for driver in ("exit_msr_write", "exit_apic_write", "exit_cr3", "tdp_walk_extra"):
         assert profile.costs[driver] == base.costs[driver]   # the decoy's MSR_WRITEs are not ours
-    assert profile.name == "measured" and "measured" in r.output and f"wrote {out}" in r.output
+    assert profile.name == "measured" and f"wrote {out}" in r.output
+    printed = {m[0]: m[1:] for m in re.findall(r"│ (exit_\w+)\s+│ (\w+)\s+│\s+(\d+) │.*│ ([^│]+?)\s+│", r.output)}
+    assert printed["exit_mmio"] == ("EPT_MISCONFIG", "3", "measured")
+    assert printed["exit_hlt"] == ("HLT", "3", "modern-2020s: HLT's time is the halt")
+    assert printed["exit_msr_write"] == ("MSR_WRITE", "0", "modern-2020s: no MSR_WRITE exits")
 
 
 def test_errors_are_one_line_and_write_nothing(pair: tuple[Path, Path], tmp_path: Path) -> None:
