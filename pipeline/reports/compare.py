@@ -125,7 +125,7 @@ def _figure(page: _Page, c: Comparison) -> str:
         values = [getattr(r, side) for r in c.rows]
         name = f"predicted ({c.mode})" if side == "predicted" else "measured (host trace)"
         fig.add_bar(name=name, x=reasons, y=values, marker_color=COLOURS[side], text=values, textposition="outside",
-                    hovertemplate=f"%{{x}}: %{{y}} exits<extra>{html.escape(name)}</extra>")
+                    cliponaxis=False, hovertemplate=f"%{{x}}: %{{y}} exits<extra>{html.escape(name)}</extra>")
     fig.update_layout(barmode="group")
     fig.update_yaxes(type="log", title_text="exits in the window (log scale)",
                      range=_log_range([float(v) for r in c.rows for v in (r.predicted, r.measured)]))
