@@ -187,8 +187,8 @@ def load_guest(path: Path) -> GuestRows:
     if type(start) is not int:
         raise CompareError(f"{path}: no recording clock (source.clock_start_ns): import it again with this version")
     if len(meta.cpus) != 1:
-        raise CompareError(f"{path}: {len(meta.cpus)} vCPUs (cpus {list(meta.cpus)}); compare matches one guest vCPU "
-                           "to one host thread so far: compare a one-vCPU guest")
+        raise CompareError(f"{path}: {len(meta.cpus)} vCPUs (cpus {list(meta.cpus)}): compare matches a one-vCPU guest "
+                           "to one host thread (several vCPUs are not matched to threads yet)")
     return GuestRows(str(path), meta, cols["t_ns"] + start, cols)
 
 

@@ -81,14 +81,15 @@ EXPECTED = {"HLT": (2, 2, 0.0, 84.0, 168.0, 168.0), "EPT_MISCONFIG": (3, 2, 50.0
 runner = CliRunner()
 
 
-def write_guest(path: Path, clock_start: int | None = CLOCK_START) -> Path:
+def write_guest(path: Path, clock_start: int | None = CLOCK_START, cpus: tuple[int, ...] = (0,)) -> Path:
     n = len(GUEST_ROWS)
-    cols = {"t_ns": np.array([t * US for t, _, _ in GUEST_ROWS], np.int64), "cpu": np.zeros(n, np.uint16),
+    cpu = np.array([cpus[i % len(cpus)] for i in range(n)], np.uint16)
+    cols = {"t_ns": np.array([t * US for t, _, _ in GUEST_ROWS], np.int64), "cpu": cpu,
             "kind": np.array([int(k) for _, k, _ in GUEST_ROWS], np.uint8),
             "value": np.array([v for *_, v in GUEST_ROWS], np.uint64), "asid": np.ones(n, np.uint32),
             "pid": np.ones(n, np.int32), "arg": np.zeros(n, np.uint32)}
     source = {"tool": "tests"} | ({} if clock_start is None else {"clock_start_ns": clock_start})
-    write_trace(path, cols, TraceMeta(workload="pair", native_ns=700 * US, ops=1, op_unit="run", source=source))
+    write_trace(path, cols, TraceMeta(workload="pair", native_ns=700 * US, ops=1, op_unit="run", source=source, cpus=cpus))
     return path
 
 
@@ -263,10 +264,12 @@ def test_errors_are_one_line_and_write_nothing(pair: tuple[Path, Path], tmp_path
     later = write_guest(tmp_path / "later.parquet", clock_start=CLOCK_START + 10**9)
     # 60 µs later: every hlt row comes after the HLT exits near it (ours 102, 501; decoy 150, 350, 550)
     shifted = write_guest(tmp_path / "shifted.parquet", clock_start=CLOCK_START + 60 * US)
+    smp = write_guest(tmp_path / "smp.parquet", cpus=(0, 1))
     empty = tmp_path / "empty.txt"
     empty.write_text("cpus=1\n" + _line(10, OURS, "sched_switch", "prev_comm=a prev_pid=1") + "\n")
     out, page = tmp_path / "o.parquet", tmp_path / "o.html"
     cases = [((no_clock, host), f"{no_clock}: no recording clock (source.clock_start_ns): import it again with this version"),
+             ((smp, host), f"{smp}: 2 vCPUs (cpus [0, 1]): compare matches a one-vCPU guest to one host thread"),
              ((tmp_path / "missing.parquet", host), f"{tmp_path / 'missing.parquet'}: not a readable Parquet file"),
              ((guest, tmp_path / "missing.txt"), f"{tmp_path / 'missing.txt'}"),
              ((guest, empty), f"{empty}: no kvm_exit events in 1 event lines"),
