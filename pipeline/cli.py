@@ -524,8 +524,9 @@ def compare(
     hosts: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text of the same recording (as for kvm-stat).")],
     mode: Annotated[str, typer.Option(help="The mode whose predicted exits are compared with the measured ones.")],
     modes_dir: ModesDirOpt = None,
-    vcpu_thread: Annotated[str, typer.Option(help="'auto' (the thread whose exits follow the guest's events) or the "
-                                                  "thread, as the trace prints it (comm-pid, or the pid kvm-stat lists).")] = "auto",
+    vcpu_thread: Annotated[str, typer.Option(help="'auto' (per guest vCPU, the thread whose exits follow its events) or "
+                                                  "the thread, as the trace prints it (comm-pid, or the pid kvm-stat lists); "
+                                                  "one per guest vCPU, comma-separated, in the order of its cpus.")] = "auto",
     window_slack_us: Annotated[float, typer.Option(min=0, help="Host exits count up to this long after the window's end "
                                                               "(and after a guest row when choosing the thread).")] = 20.0,
     out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet, one row per reason).")] = None,
@@ -533,7 +534,7 @@ def compare(
 ) -> None:
     """Per exit reason: the exits mode M predicts for the guest trace beside those the host trace measured."""
     from pipeline.analysis import compare as cmp
-    from pipeline.reports.compare import compare_table, lines, render_html
+    from pipeline.reports.compare import compare_table, heading, lines, render_html
     from pipeline.reports.html_page import write_page
 
     try:
@@ -544,9 +545,12 @@ def compare(
                              round(window_slack_us * cmp.NS_PER_US))
     except (ConfigError, cmp.CompareError) as e:
         _fail(str(e))
-    for line in lines(result):
-        say(out_console, line)
-    out_console.print(compare_table(result))
+    for c in result:
+        if len(result) > 1:
+            say(out_console, heading(c), "\n")
+        for line in lines(c):
+            say(out_console, line)
+        out_console.print(compare_table(c))
     page = render_html(result) if html else ""
     _write_outputs([(out, lambda p: write_atomic(p, cmp.frame(result).write_parquet)), (html, lambda p: write_page(p, page))])
 

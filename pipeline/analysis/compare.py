@@ -1,14 +1,16 @@
 """`compare` and `host-costs`: a mode's predicted VM exits beside a host trace's measured ones.
 
-Inputs: a guest trace (hvreplay Parquet, one vCPU) whose metadata says where its t_ns = 0
-lies on the recording clock (`source.clock_start_ns`), and host-side KVM traces of the same
-recording on the same clock, read by `importers/kvm_exits` exactly as `kvm-stat` reads them
-(each kvm_exit timed to its thread's next kvm_entry). The steps, each a function below:
+Inputs: a guest trace (hvreplay Parquet) whose metadata says where its t_ns = 0 lies on the
+recording clock (`source.clock_start_ns`), and host-side KVM traces of the same recording on
+the same clock, read by `importers/kvm_exits` exactly as `kvm-stat` reads them (each kvm_exit
+timed to its thread's next kvm_entry). Each guest vCPU is compared on its own; the steps, each
+a function below:
 
-  vCPU thread  the host thread that runs the guest's vCPU, named (comm-pid or pid), or found
+  vCPU thread  the host thread that runs the vCPU, named (comm-pid or pid), or found
                (`score`): a guest event that exits is traced 0-3 µs before the kvm_exit it
-               causes, so the right thread's exits follow the guest's rows within the slack,
-               and another VM's exits do not. Only that thread's exits are ever counted.
+               causes, so the right thread's exits follow the vCPU's rows within the slack,
+               and another VM's (or vCPU's) exits do not; each thread goes to one vCPU, and
+               only a vCPU's own thread's exits are ever counted for it.
   window       the time both sides cover, [max(firsts), min(lasts)] on the recording clock;
                the guest's rows in it are replayed under the mode (the oracle, in-process),
                the thread's exits counted in [start, end + slack]: the exit of the window's
@@ -162,11 +164,12 @@ def find_thread(host: Host, name: str) -> ThreadExits:
 # ---------------------------------------------------------------- the guest side
 @dataclass(frozen=True)
 class GuestRows:
-    """A one-vCPU guest trace's rows with their times on the recording clock."""
+    """One guest vCPU's rows with their times on the recording clock."""
     path: str
     meta: TraceMeta
+    cpu: int
     t: np.ndarray           # int64 ns on the recording clock (clock_start_ns + t_ns)
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray]   # kind, value, asid, arg
 
     def between(self, start: int, end: int) -> dict[str, np.ndarray]:
         keep = (self.t >= start) & (self.t <= end)
@@ -177,8 +180,9 @@ class GuestRows:
         return self.t[self.columns["kind"] == Kind.HLT]
 
 
-def load_guest(path: Path) -> GuestRows:
-    """The guest trace, checked as `validate` checks it, on the recording clock."""
+def load_guest(path: Path) -> list[GuestRows]:
+    """The guest trace, checked as `validate` checks it, on the recording clock: one GuestRows
+    per vCPU, in the order of the metadata's cpus."""
     try:
         meta, cols = read_rows(path)
     except TraceError as e:
@@ -186,10 +190,13 @@ def load_guest(path: Path) -> GuestRows:
     start = meta.source.get("clock_start_ns")
     if type(start) is not int:
         raise CompareError(f"{path}: no recording clock (source.clock_start_ns): import it again with this version")
-    if len(meta.cpus) != 1:
-        raise CompareError(f"{path}: {len(meta.cpus)} vCPUs (cpus {list(meta.cpus)}): compare matches a one-vCPU guest "
-                           "to one host thread (several vCPUs are not matched to threads yet)")
-    return GuestRows(str(path), meta, cols["t_ns"] + start, cols)
+    return [_vcpu_rows(path, meta, cols, cols["cpu"] == cpu, cpu, start) for cpu in meta.cpus]
+
+
+def _vcpu_rows(path: Path, meta: TraceMeta, cols: dict[str, np.ndarray], mine: np.ndarray, cpu: int,
+               start: int) -> GuestRows:
+    return GuestRows(str(path), meta, cpu, cols["t_ns"][mine] + start,
+                     {name: cols[name][mine] for name in ("kind", "value", "asid", "arg")})
 
 
 # ---------------------------------------------------------------- thread and window
@@ -249,19 +256,44 @@ def _following(rows: np.ndarray, ts: np.ndarray, slack: int) -> int:
     return int(np.count_nonzero(np.searchsorted(ts, rows + slack, "right") > np.searchsorted(ts, rows, "left")))
 
 
-def choose_thread(guest: GuestRows, host: Host, wanted: str, slack: int) -> tuple[ThreadExits, list[Score]]:
-    """The vCPU thread (named, or `auto`: the best score) and every thread's score, best first."""
-    scores = sorted((score(guest, t, slack) for t in host.threads), key=lambda s: (-s.value, -s.exits, s.thread.pid))
+class Choice(NamedTuple):
+    """A guest vCPU's host thread, and every thread's score for that vCPU, best first."""
+    exits: ThreadExits
+    scores: list[Score]
+
+
+def choose_threads(vcpus: Sequence[GuestRows], host: Host, wanted: str, slack: int) -> list[Choice]:
+    """Each guest vCPU's thread: named (one name per vCPU, comma-separated, in the order of
+    the trace's cpus), or `auto`: the best-scoring (vCPU, thread) pairs first, each thread
+    to one vCPU, every vCPU to a thread whose exits follow its rows."""
+    scores = [sorted((score(g, t, slack) for t in host.threads), key=lambda s: (-s.value, -s.exits, s.thread.pid))
+              for g in vcpus]
     if wanted != "auto":
-        return find_thread(host, wanted), scores
-    if all(overlap(guest, t, slack) is None for t in host.threads):
-        raise CompareError(f"no overlap in time: guest {_span(guest.t)}, no host thread's exits fall in it (host "
-                           f"{_span(np.sort(np.concatenate([t.ts for t in host.threads])))} on the recording clock)")
-    if scores[0].value == 0:
-        raise CompareError(f"--vcpu-thread auto: no thread's exits follow the guest's rows within {slack / NS_PER_US:g} µs "
-                           f"(threads: {', '.join(t.thread.name for t in host.threads)}); name the thread")
-    best = scores[0].thread
-    return next(t for t in host.threads if t.thread == best), scores
+        return [Choice(find_thread(host, name), mine) for name, mine in zip(_names(wanted, vcpus), scores)]
+    if all(overlap(g, t, slack) is None for g in vcpus for t in host.threads):
+        raise CompareError(f"no overlap in time: guest {_span(np.sort(np.concatenate([g.t for g in vcpus])))}, no host "
+                           f"thread's exits fall in it (host {_span(np.sort(np.concatenate([t.ts for t in host.threads])))} "
+                           "on the recording clock)")
+    chosen: dict[int, Thread] = {}
+    for i, s in sorted(((i, s) for i, mine in enumerate(scores) for s in mine), key=lambda p: -p[1].value):
+        if s.value > 0 and i not in chosen and s.thread not in chosen.values():
+            chosen[i] = s.thread
+    for i, g in enumerate(vcpus):
+        if i not in chosen:
+            whose = "the guest's rows" if len(vcpus) == 1 else f"the rows of guest vCPU {g.cpu}"
+            raise CompareError(f"--vcpu-thread auto: no {'free ' if chosen else ''}thread's exits follow {whose} within "
+                               f"{slack / NS_PER_US:g} µs (threads: {', '.join(t.thread.name for t in host.threads)}); "
+                               "name the thread")
+    by_thread = {t.thread: t for t in host.threads}
+    return [Choice(by_thread[chosen[i]], mine) for i, mine in enumerate(scores)]
+
+
+def _names(wanted: str, vcpus: Sequence[GuestRows]) -> list[str]:
+    names = [n.strip() for n in wanted.split(",")]
+    if len(names) != len(vcpus):
+        raise CompareError(f"--vcpu-thread {wanted}: {len(names)} thread(s) for {len(vcpus)} guest vCPU(s) "
+                           f"(cpus {[g.cpu for g in vcpus]}): name one per vCPU, comma-separated, in that order")
+    return names
 
 
 # ---------------------------------------------------------------- per reason
@@ -335,8 +367,9 @@ def predicted_by_reason(counts: Counts, isa: str) -> tuple[dict[str, int], dict[
 
 @dataclass(frozen=True)
 class Comparison:
-    """Everything `pipeline compare` reports."""
+    """Everything `pipeline compare` reports of one guest vCPU."""
     guest: str
+    cpu: int
     hosts: tuple[str, ...]
     mode: str
     isa: str
@@ -369,9 +402,15 @@ class Comparison:
         return [r.reason for r in self.rows if r.predicted and not r.measured]
 
 
-def compare(guest: GuestRows, host: Host, mode: Mode, wanted: str, slack: int) -> Comparison:
-    """The comparison of `guest` replayed under `mode` with the host's vCPU thread."""
-    exits, scores = choose_thread(guest, host, wanted, slack)
+def compare(vcpus: Sequence[GuestRows], host: Host, mode: Mode, wanted: str, slack: int) -> list[Comparison]:
+    """Each guest vCPU replayed under `mode`, compared with its host thread."""
+    return [compare_vcpu(g, choice, host, mode, wanted != "auto", slack)
+            for g, choice in zip(vcpus, choose_threads(vcpus, host, wanted, slack))]
+
+
+def compare_vcpu(guest: GuestRows, choice: Choice, host: Host, mode: Mode, named: bool, slack: int) -> Comparison:
+    """One vCPU's rows in its window, replayed, beside its thread's exits per reason."""
+    exits = choice.exits
     window = overlap(guest, exits, slack)
     if window is None:
         raise CompareError(f"no overlap in time: guest {_span(guest.t)}, host thread {exits.thread.name} "
@@ -386,7 +425,7 @@ def compare(guest: GuestRows, host: Host, mode: Mode, wanted: str, slack: int) -
     reasons = sorted(set(predicted) | set(times), key=lambda r: (-(times[r].exits if r in times else 0),
                                                                   -predicted.get(r, 0), r))
     table = [reason_row(r, predicted.get(r, 0), times.get(r)) for r in reasons]
-    return Comparison(guest.path, host.files, mode.name, isa, exits.thread, wanted != "auto", scores, window,
+    return Comparison(guest.path, guest.cpu, host.files, mode.name, isa, exits.thread, named, choice.scores, window,
                       len(events), table, total_row(table), drivers, unmapped,
                       int(np.isnan(measured.time).sum()), host.warnings)
 
@@ -395,12 +434,16 @@ def _span(ts: np.ndarray) -> str:
     return f"{ts[0] / 1e9:.6f}–{ts[-1] / 1e9:.6f} s"
 
 
-def frame(c: Comparison) -> pl.DataFrame:
-    """One row per reason (ReasonRow's columns), with what was compared in every row."""
+def frame(comparisons: Sequence[Comparison]) -> pl.DataFrame:
+    """One row per (guest vCPU, reason): ReasonRow's columns, with what was compared in every row."""
+    return pl.concat([_frame(c) for c in comparisons])
+
+
+def _frame(c: Comparison) -> pl.DataFrame:
     df = pl.DataFrame([r._asdict() for r in c.rows], schema={
         "reason": pl.String, "predicted": pl.Int64, "measured": pl.Int64, "error_pct": pl.Float64,
         "mean_exit_us": pl.Float64, "predicted_host_us": pl.Float64, "measured_host_us": pl.Float64})
-    return df.with_columns(window_start_ns=pl.lit(c.window.start, pl.Int64), window_end_ns=pl.lit(c.window.end, pl.Int64),
+    return df.with_columns(vcpu=pl.lit(c.cpu, pl.Int64), window_start_ns=pl.lit(c.window.start, pl.Int64), window_end_ns=pl.lit(c.window.end, pl.Int64),
                            window_slack_ns=pl.lit(c.window.slack, pl.Int64), vcpu_thread=pl.lit(c.thread.name),
                            mode=pl.lit(c.mode), isa=pl.lit(c.isa), guest=pl.lit(c.guest),
                            hosts=pl.lit(", ".join(c.hosts)))

@@ -43,7 +43,8 @@ def thread_line(c: Comparison) -> str:
     """Which host thread, and why: its score beside the runner-up's."""
     if c.named:
         return f"vcpu thread: {c.thread.name} (named)"
-    best, *rest = c.scores
+    best = next(s for s in c.scores if s.thread == c.thread)
+    rest = [s for s in c.scores if s.thread != c.thread]
     slack = f"{c.window.slack / NS_PER_US:g} µs"
     what = ("HLT exits", "guest hlt row", "hlt rows") if best.basis == "HLT" else ("exits", "guest row", "rows")
     nxt = f"next: {rest[0].thread.name}, {_of(rest[0])}" if rest else "no other thread"
@@ -105,15 +106,24 @@ def host_cost_table(choices: list[CostChoice], base: str) -> Table:
     return table
 
 
+def heading(c: Comparison) -> str:
+    return f"guest vCPU {c.cpu}: exits by reason"
+
+
 # ---------------------------------------------------------------- HTML
-def render_html(c: Comparison) -> str:
-    page = _Page([c.mode], "")
-    lede = "".join(f"<p>{html.escape(line)}</p>" for line in lines(c))
-    caption = f"{c.mode} predicted vs measured exits of {c.thread.name}, per exit reason"
-    body = _figure(page, c) + _table(HEADER, grid(c), caption, error_column=3)
-    return document(f"hvreplay compare: {Path(c.guest).name}", lede, [Section("exits", "Exits by reason", body)],
-                    f"Written by <code>pipeline compare</code> from {html.escape(c.guest)} and "
-                    f"{html.escape(', '.join(c.hosts))}.")
+def render_html(comparisons: list[Comparison]) -> str:
+    """The page: per guest vCPU its sentences, the figure and the table."""
+    first = comparisons[0]
+    page = _Page([first.mode], "")
+    sections = [Section(f"vcpu-{c.cpu}", heading(c), "".join(f"<p>{html.escape(line)}</p>" for line in lines(c))
+                        + _figure(page, c) + _table(HEADER, grid(c), f"{c.mode} predicted vs measured exits of "
+                                                    f"{c.thread.name}, per exit reason", error_column=3))
+                for c in comparisons]
+    lede = (f"<p>Mode {html.escape(first.mode)} (predicted, modelled) against the host trace (measured), per exit "
+            f"reason of each guest vCPU's host thread.</p>")
+    return document(f"hvreplay compare: {Path(first.guest).name}", lede, sections,
+                    f"Written by <code>pipeline compare</code> from {html.escape(first.guest)} and "
+                    f"{html.escape(', '.join(first.hosts))}.")
 
 
 def _figure(page: _Page, c: Comparison) -> str:

@@ -78,17 +78,21 @@ EXPECTED = {"HLT": (2, 2, 0.0, 84.0, 168.0, 168.0), "EPT_MISCONFIG": (3, 2, 50.0
             "IO_INSTRUCTION": (3, 2, 50.0, 8.0, 24.0, 16.0), "CPUID": (1, 1, 0.0, 1.0, 1.0, 1.0),
             "EXTERNAL_INTERRUPT": (0, 1, -100.0, 4.0, 0.0, 4.0), "EPT_VIOLATION": (0, 1, -100.0, 4.0, 0.0, 4.0),
             "VMCALL": (1, 0, None, None, None, 0.0)}
+SECOND = "qemu-system-x86-1112"   # our guest's second vCPU, in the two-vCPU test
+VCPU_IDS = {OURS: 0, DECOY: 1, SECOND: 1}
 runner = CliRunner()
 
 
-def write_guest(path: Path, clock_start: int | None = CLOCK_START, cpus: tuple[int, ...] = (0,)) -> Path:
-    n = len(GUEST_ROWS)
-    cpu = np.array([cpus[i % len(cpus)] for i in range(n)], np.uint16)
-    cols = {"t_ns": np.array([t * US for t, _, _ in GUEST_ROWS], np.int64), "cpu": cpu,
-            "kind": np.array([int(k) for _, k, _ in GUEST_ROWS], np.uint8),
-            "value": np.array([v for *_, v in GUEST_ROWS], np.uint64), "asid": np.ones(n, np.uint32),
+def write_guest(path: Path, clock_start: int | None = CLOCK_START,
+                rows: tuple[tuple[int, int, Kind, int], ...] = tuple((t, 0, k, v) for t, k, v in GUEST_ROWS)) -> Path:
+    """The guest trace of (µs, cpu, kind, value) rows (default: GUEST_ROWS, all on vCPU 0)."""
+    n = len(rows)
+    cols = {"t_ns": np.array([t * US for t, *_ in rows], np.int64), "cpu": np.array([c for _, c, *_ in rows], np.uint16),
+            "kind": np.array([int(k) for _, _, k, _ in rows], np.uint8),
+            "value": np.array([v for *_, v in rows], np.uint64), "asid": np.ones(n, np.uint32),
             "pid": np.ones(n, np.int32), "arg": np.zeros(n, np.uint32)}
     source = {"tool": "tests"} | ({} if clock_start is None else {"clock_start_ns": clock_start})
+    cpus = tuple(sorted({c for _, c, *_ in rows}))
     write_trace(path, cols, TraceMeta(workload="pair", native_ns=700 * US, ops=1, op_unit="run", source=source, cpus=cpus))
     return path
 
@@ -101,7 +105,7 @@ def host_text(exits: list[tuple[int, str, str, int]] = HOST_EXITS) -> str:
     """trace-cmd report text: each exit and its entry, both threads interleaved in time order."""
     lines = []
     for us, thread, reason, took in exits:
-        vcpu = 0 if thread == OURS else 1
+        vcpu = VCPU_IDS[thread]
         lines += [(us, _line(us, thread, "kvm_exit", f"reason {reason} rip 0xffffffff81001000 info 0 0")),
                   (us + took, _line(us + took, thread, "kvm_entry", f"vcpu {vcpu} rip 0xffffffff81001000"))]
     return "cpus=4\n" + "".join(f"{text}\n" for _, text in sorted(lines, key=lambda x: x[0]))
@@ -264,12 +268,10 @@ def test_errors_are_one_line_and_write_nothing(pair: tuple[Path, Path], tmp_path
     later = write_guest(tmp_path / "later.parquet", clock_start=CLOCK_START + 10**9)
     # 60 µs later: every hlt row comes after the HLT exits near it (ours 102, 501; decoy 150, 350, 550)
     shifted = write_guest(tmp_path / "shifted.parquet", clock_start=CLOCK_START + 60 * US)
-    smp = write_guest(tmp_path / "smp.parquet", cpus=(0, 1))
     empty = tmp_path / "empty.txt"
     empty.write_text("cpus=1\n" + _line(10, OURS, "sched_switch", "prev_comm=a prev_pid=1") + "\n")
     out, page = tmp_path / "o.parquet", tmp_path / "o.html"
     cases = [((no_clock, host), f"{no_clock}: no recording clock (source.clock_start_ns): import it again with this version"),
-             ((smp, host), f"{smp}: 2 vCPUs (cpus [0, 1]): compare matches a one-vCPU guest to one host thread"),
              ((tmp_path / "missing.parquet", host), f"{tmp_path / 'missing.parquet'}: not a readable Parquet file"),
              ((guest, tmp_path / "missing.txt"), f"{tmp_path / 'missing.txt'}"),
              ((guest, empty), f"{empty}: no kvm_exit events in 1 event lines"),
@@ -287,6 +289,46 @@ def test_errors_are_one_line_and_write_nothing(pair: tuple[Path, Path], tmp_path
     r = runner.invoke(app, ["host-costs", str(host), "--vcpu-thread", "qemu-9", "-o", str(tmp_path / "p.toml")])
     assert r.exit_code == 2 and r.output.startswith("error: --vcpu-thread qemu-9: no thread")
     assert not out.exists() and not page.exists() and not (tmp_path / "p.toml").exists()
+
+
+# ---------------------------------------------------------------- two guest vCPUs
+# vCPU 1's rows and its thread's exits, beside the pair above (µs):
+#   120 hlt (before its window)        125 HLT → 225 (100)
+#   320 hlt                            321 HLT → 471 (150)
+#   520 mmio (its last row)            522 EPT_MISCONFIG → 524 (2)  (in the slack)
+# vCPU 1's window: [max(120, 125), min(520, 522)] = [125, 520]: predicted HLT 1, EPT_MISCONFIG 1;
+# measured HLT 2 (mean 125 µs), EPT_MISCONFIG 1 (2 µs). Its thread scores 1 of 2 HLT exits after
+# an hlt row in its window (the 125 one follows the row at 120, outside it); every other
+# (vCPU, thread) pair scores 0, so vCPU 0 keeps ours and vCPU 1 gets 1112.
+SECOND_ROWS = [(120, 1, Kind.HLT, 5 * US), (320, 1, Kind.HLT, 5 * US), (520, 1, Kind.MMIO, 0xFEBF0000)]
+SECOND_EXITS = [(125, SECOND, "HLT", 100), (321, SECOND, "HLT", 150), (522, SECOND, "EPT_MISCONFIG", 2)]
+
+
+def test_two_vcpus_each_with_its_thread(tmp_path: Path) -> None:
+    rows = sorted([(t, 0, k, v) for t, k, v in GUEST_ROWS] + SECOND_ROWS, key=lambda r: r[0])
+    guest = write_guest(tmp_path / "smp.parquet", rows=tuple(rows))
+    host = tmp_path / "host.txt"
+    host.write_text(host_text(HOST_EXITS + SECOND_EXITS))
+    out, page = tmp_path / "smp.cmp.parquet", tmp_path / "smp.html"
+    code, output = compare(guest, host, "--mode", "kvm-ept", "--out", out, "--html", page)
+    assert code == 0, output
+    assert f"vcpu thread: {OURS} (2 of its 2 HLT exits" in output.split("guest vCPU 1")[0]
+    assert (f"vcpu thread: {SECOND} (1 of its 2 HLT exits within 20 µs after a guest hlt row, 1 of the guest's 1 hlt "
+            f"rows followed by one; next: {DECOY}, 0 of 2)") in output
+    assert "window: 1000.000125–1000.000520 s" in output
+    table = pl.read_parquet(out)
+    first = {r["reason"]: (r["predicted"], r["measured"], r["error_pct"], r["mean_exit_us"], r["predicted_host_us"],
+                           r["measured_host_us"]) for r in table.filter(pl.col("vcpu") == 0).iter_rows(named=True)}
+    assert first == EXPECTED   # vCPU 1's thread's exits are not vCPU 0's
+    second = table.filter(pl.col("vcpu") == 1).select("reason", "predicted", "measured", "mean_exit_us", "vcpu_thread")
+    assert second.rows() == [("HLT", 1, 2, 125.0, SECOND), ("EPT_MISCONFIG", 1, 1, 2.0, SECOND)]
+    doc = page.read_text(encoding="utf-8")
+    assert '<section id="vcpu-0"><h2>guest vCPU 0: exits by reason</h2>' in doc and '<section id="vcpu-1">' in doc
+    code, output = compare(guest, host, "--mode", "kvm-ept", "--vcpu-thread", f"{OURS}, 1112")
+    assert code == 0 and f"vcpu thread: {SECOND} (named)" in output
+    code, output = compare(guest, host, "--mode", "kvm-ept", "--vcpu-thread", "1111")
+    assert code == 2 and output == ("error: --vcpu-thread 1111: 1 thread(s) for 2 guest vCPU(s) (cpus [0, 1]): "
+                                    "name one per vCPU, comma-separated, in that order\n")
 
 
 # ---------------------------------------------------------------- the real pair
