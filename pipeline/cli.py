@@ -529,7 +529,7 @@ def compare(
                                                   "one per guest vCPU, comma-separated, in the order of its cpus.")] = "auto",
     window_slack_us: Annotated[float, typer.Option(min=0, help="Host exits count up to this long after the window's end "
                                                               "(and after a guest row when choosing the thread).")] = 20.0,
-    out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet, one row per reason).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet, one row per guest vCPU and reason).")] = None,
     html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML page of it here.")] = None,
 ) -> None:
     """Per exit reason: the exits mode M predicts for the guest trace beside those the host trace measured."""
@@ -547,7 +547,7 @@ def compare(
         _fail(str(e))
     for c in result:
         if len(result) > 1:
-            say(out_console, heading(c), "\n")
+            say(out_console, heading(c))
         for line in lines(c):
             say(out_console, line)
         out_console.print(compare_table(c))

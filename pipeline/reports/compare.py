@@ -26,8 +26,9 @@ def _num(value: float | None, fmt: str = ".4g") -> str:
 
 
 def _cells(r: ReasonRow) -> list[str]:
-    return [r.reason, str(r.predicted), str(r.measured), _num(r.error_pct, "+.1f") + ("%" if r.error_pct is not None else ""),
-            _num(r.mean_exit_us), _num(r.predicted_host_us, ",.1f"), _num(r.measured_host_us, ",.1f")]
+    error = "—" if r.error_pct is None else f"{r.error_pct:+.1f}%"
+    return [r.reason, str(r.predicted), str(r.measured), error, _num(r.mean_exit_us), _num(r.predicted_host_us, ",.1f"),
+            _num(r.measured_host_us, ",.1f")]
 
 
 def grid(c: Comparison) -> list[list[str]]:
@@ -91,7 +92,7 @@ def compare_table(c: Comparison) -> Table:
     for row in reasons:
         table.add_row(*map(markup_safe, row))
     table.add_section()
-    table.add_row(*total)
+    table.add_row(*map(markup_safe, total))
     return table
 
 
