@@ -28,7 +28,7 @@ from pipeline.analysis import calibrate as cal
 from pipeline.analysis import sweep as sw
 from pipeline.atomic import write_atomic
 from pipeline.run.outdir import OutError, held, remove, write
-from pipeline.config.cost_profile import DEFAULT_PROFILE, START_PROFILE, load_profile, write_profile
+from pipeline.config.cost_profile import DEFAULT_PROFILE, MODERN_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.config.measurements import DEFAULT_REFERENCE, load_reference
 from pipeline.generate.registry import GENERATORS, Generator
 from pipeline.reports.terminal import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
@@ -534,6 +534,81 @@ def kvm_stat(
             _report_fail(f"--out {out}: the tables cannot be written ({e.filename}: {e.strerror or e})")
         say(out_console, f"wrote {', '.join(map(str, written))}")
     raise typer.Exit(1 if len(read) < len(stats.files) else 0)
+
+
+VcpuThreadOpt = Annotated[str, typer.Option(help="The host thread that runs the guest's vCPU, as the trace prints it "
+                                                  "(comm-pid, e.g. qemu-system-x86-483882, or the pid kvm-stat lists).")]
+
+
+@app.command()
+def compare(
+    guest: Annotated[Path, typer.Argument(help="Guest trace (.parquet) with its recording clock (`pipeline import`).")],
+    hosts: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text of the same recording (as for kvm-stat).")],
+    mode: Annotated[str, typer.Option(help="The mode whose predicted exits are compared with the measured ones.")],
+    modes_dir: ModesDirOpt = None,
+    vcpu_thread: Annotated[str, typer.Option(help="'auto' (per guest vCPU, the thread whose exits follow its events) or "
+                                                  "the thread, as the trace prints it (comm-pid, or the pid kvm-stat lists); "
+                                                  "one per guest vCPU, comma-separated, in the order of its cpus.")] = "auto",
+    window_slack_us: Annotated[float, typer.Option(min=0, help="Host exits count up to this long after the window's end "
+                                                              "(and after a guest row when choosing the thread).")] = 20.0,
+    out: Annotated[Optional[Path], typer.Option(help="Write the comparison here (.parquet, one row per guest vCPU and reason).")] = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write a self-contained HTML page of it here.")] = None,
+) -> None:
+    """Per exit reason: the exits mode M predicts for the guest trace beside those the host trace measured."""
+    from pipeline.analysis import compare as cmp
+    from pipeline.reports.compare import compare_table, heading, lines, render_html
+    from pipeline.reports.html_page import write_page
+
+    try:
+        available = load_modes(extra=modes_dir or [])
+        if mode not in available:
+            _fail(f"--mode {mode}: unknown mode; known: {', '.join(available)}")
+        result = cmp.compare(cmp.load_guest(guest), cmp.load_host(hosts), available[mode], vcpu_thread,
+                             round(window_slack_us * cmp.NS_PER_US))
+    except (ConfigError, cmp.CompareError) as e:
+        _fail(str(e))
+    for c in result:
+        if len(result) > 1:
+            say(out_console, heading(c))
+        for line in lines(c):
+            say(out_console, line)
+        out_console.print(compare_table(c))
+    page = render_html(result) if html else ""
+    _write_outputs([(out, lambda p: write_atomic(p, cmp.frame(result).write_parquet)), (html, lambda p: write_page(p, page))])
+
+
+def _write_outputs(outputs: list[tuple[Optional[Path], Callable[[Path], None]]]) -> None:
+    """Write each output that was asked for (its path given), saying so; one that cannot be
+    written is an error line."""
+    for path, writer in outputs:
+        if path is None:
+            continue
+        try:
+            writer(path)
+        except OSError as e:
+            _fail(f"{path}: cannot be written ({e.strerror or e})")
+        say(out_console, f"wrote {path}")
+
+
+@app.command("host-costs")
+def host_costs(
+    hosts: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text (as for kvm-stat).")],
+    vcpu_thread: VcpuThreadOpt,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Cost profile to write (.toml).")],
+    base: Annotated[Path, typer.Option(help="Profile whose figures the drivers without measured exits keep.",
+                                       show_default=_in_repo(MODERN_PROFILE))] = MODERN_PROFILE,
+) -> None:
+    """A cost profile whose exit costs are the thread's measured mean exit-to-entry times."""
+    from pipeline.analysis import compare as cmp
+    from pipeline.reports.compare import host_cost_table
+
+    try:
+        base_profile = load_profile(base)
+        profile, choices = cmp.measured_profile(cmp.load_host(hosts), vcpu_thread, base_profile, out.stem)
+    except (ConfigError, cmp.CompareError) as e:
+        _fail(str(e))
+    out_console.print(host_cost_table(choices, base_profile.name))
+    _write_outputs([(out, lambda p: write_profile(p, profile, {d: c.ns for d, c in profile.costs.items()}, {}, {}))])
 
 
 OutOpt = Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")]

@@ -31,6 +31,8 @@ START_PROFILE = CONFIG_DIR / "core2-2007.toml"
 # What replay prices with: the starting profile fitted to the seed's table and its idle-guest
 # figures (pipeline calibrate results --fit lat-ctx-2,hackbench-1,hackbench-5,idle-hz1000).
 DEFAULT_PROFILE = CONFIG_DIR / "core2-2007-fitted.toml"
+# Today's hardware: the base a measured profile (`pipeline host-costs`) starts from.
+MODERN_PROFILE = CONFIG_DIR / "modern-2020s.toml"
 SAVINGS = frozenset(d for d in DRIVERS if d.endswith("_avoided"))
 
 

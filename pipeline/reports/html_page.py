@@ -54,7 +54,11 @@ class ReportInputs:
 
 
 def write_report(path: Path, inputs: ReportInputs) -> None:
-    page = render(inputs)
+    write_page(path, render(inputs))
+
+
+def write_page(path: Path, page: str) -> None:
+    """Write a page (atomically)."""
     write_atomic(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
 
 
@@ -331,7 +335,7 @@ def _table(header: list[str], rows: list[list[str]], caption: str, error_column:
 
 
 def _td(text: str, is_error: bool) -> str:
-    if not is_error:
+    if not is_error or text == "—":   # no error without a measurement
         return f"<td>{html.escape(text)}</td>"
     size = abs(float(text.rstrip("%")))
     level = "good" if size <= 10 else "fair" if size <= 20 else "poor"
@@ -339,20 +343,28 @@ def _td(text: str, is_error: bool) -> str:
 
 
 def _document(name: str, page: _Page, sections: list[Section]) -> str:
+    lede = (f"<p class=\"lede\">Cost profile: <b>{html.escape(page.profile)}</b>. Modes: {html.escape(', '.join(page.modes))}.\n"
+            f"{html.escape(MODELLED)}. Measured values come only from the reference measurements, marked as such.</p>")
+    return document(f"hvreplay report: {name}", lede, sections,
+                    f"Written by <code>pipeline report {html.escape(name)} --html</code>.")
+
+
+def document(title: str, lede: str, sections: list[Section], footer: str) -> str:
+    """A whole page: `title`, the `lede` and `footer` (HTML), a nav bar of the sections, the
+    sections; plotly.js inlined, so it opens offline (every page of this project is one)."""
     nav = "".join(f'<a href="#{html.escape(s.anchor)}">{html.escape(s.heading)}</a>' for s in sections)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>hvreplay report: {html.escape(name)}</title>
+<title>{html.escape(title)}</title>
 <link rel="icon" href="data:,">
 <style>{CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script>
 </head><body>
-<h1>hvreplay report: {html.escape(name)}</h1>
-<p class="lede">Cost profile: <b>{html.escape(page.profile)}</b>. Modes: {html.escape(", ".join(page.modes))}.
-{html.escape(MODELLED)}. Measured values come only from the reference measurements, marked as such.</p>
+<h1>{html.escape(title)}</h1>
+{lede}
 <nav>{nav}</nav>
 {"".join(s.to_html() for s in sections)}
-<footer>Written by <code>pipeline report {html.escape(name)} --html</code>. Self-contained: plotly.js is embedded, nothing is fetched.</footer>
+<footer>{footer} Self-contained: plotly.js is embedded, nothing is fetched.</footer>
 </body></html>
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
@@ -80,6 +81,19 @@ def reason_table(stats: Stats) -> Table:
     return table
 
 
+def thread_table(stats: Stats) -> Table:
+    """Per host thread with exits: its pid (what `compare` and `host-costs --vcpu-thread`
+    take), its vCPU id where printed, its exits and their share."""
+    per = (stats.by_vcpu.group_by(["pid", "vcpu"]).agg(pl.col("count").sum(), pl.col("share").sum())
+           .sort(["count", "pid"], descending=[True, False]))
+    table = Table(title="KVM exits by vCPU thread", caption="pid: --vcpu-thread of compare, host-costs")
+    for name in ("pid", "vcpu", "exits", "%"):
+        table.add_column(name, justify="right")
+    for r in per.iter_rows(named=True):
+        table.add_row(str(r["pid"]), "—" if r["vcpu"] is None else str(r["vcpu"]), str(r["count"]), f"{100 * r['share']:.2f}")
+    return table
+
+
 def io_table(stats: Stats) -> Table:
     """Per port (kvm_pio) / MMIO address (kvm_mmio): count and the enclosing exits' time."""
     unit = stats.time_unit
@@ -114,7 +128,8 @@ def print_files(stats: Stats, console: Console) -> None:
 
 
 def print_tables(stats: Stats, console: Console) -> None:
-    """The per-reason table, and the I/O table when there were accesses."""
+    """The per-reason and per-thread tables, and the I/O table when there were accesses."""
     console.print(reason_table(stats))
+    console.print(thread_table(stats))
     if not stats.io.is_empty():
         console.print(io_table(stats))

@@ -260,6 +260,18 @@ def read_events(path: Path, cpu: int, meta: TraceMeta) -> Events:
     return Events(**columns, span_ns=meta.native_ns)
 
 
+def read_rows(path: Path) -> tuple[TraceMeta, dict[str, np.ndarray]]:
+    """The metadata and every column of a trace, in memory, after `validate`'s checks: for
+    what needs the rows' times as well as their events (`pipeline compare` windows a guest's
+    rows on the recording clock), on traces short enough to hold."""
+    meta = read_meta(path)
+    checker = RowChecker(path, meta)
+    batches = [checker.check(b) for b in _batches(_open(path), path, SCHEMA.names, None, BATCH_ROWS)]
+    checker.finish()
+    return meta, {f.name: np.concatenate([np.zeros(0, f.type.to_pandas_dtype()), *(b[f.name] for b in batches)])
+                  for f in SCHEMA}
+
+
 def count_events(path: Path, cpu: int, meta: TraceMeta) -> int:
     """How many events `cpu` has: the row count for a one-CPU trace, else a scan of `cpu`."""
     pf = _open(path)
@@ -371,4 +383,4 @@ def _first_line(e: BaseException) -> str:
 
 
 __all__ = ["SCHEMA", "Kind", "TraceError", "TraceMeta", "TraceWriter", "count_events", "iter_events", "read_events",
-           "read_meta", "validate", "write_trace"]
+           "read_meta", "read_rows", "validate", "write_trace"]
