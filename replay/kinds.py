@@ -44,7 +44,7 @@ KIND_FIELDS: dict[Kind, tuple[str, str]] = {
     Kind.CPUID: ("leaf (EAX)", "unused (0)"),
     Kind.MSR: ("MSR index", "0 = rdmsr, 1 = wrmsr"),
     Kind.HYPERCALL: ("hypercall number", "unused (0)"),
-    Kind.TIMER_ARM: ("the programmed delay in ns (0 if not recorded)",
+    Kind.TIMER_ARM: ("the programmed delay in ns (2^64-1 if not recorded)",
                      "timer device: 0 = local APIC one-shot (TMICT), 1 = TSC-deadline MSR, 2 = PIT (i8254), 3 = HPET comparator"),
     Kind.IPI_SEND: ("destination vCPUs of the IPI (0 if not recorded)", "unused (0)"),
 }
@@ -53,6 +53,10 @@ KIND_FIELDS: dict[Kind, tuple[str, str]] = {
 IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, IRQ_IPI = 0, 1, 2, 3
 # Kind.TIMER_ARM's arg: which timer hardware the guest programs.
 TIMER_LAPIC, TIMER_TSC_DEADLINE, TIMER_PIT, TIMER_HPET = 0, 1, 2, 3
+# Kind.TIMER_ARM's value when the recording does not say the delay: larger than any threshold,
+# so an arming of unknown delay never counts as expired on arrival (0 is a real delay: a shot
+# that is due at once).
+DELAY_UNKNOWN = 2**64 - 1
 
 KIND_NAMES: dict[str, Kind] = {k.name.lower(): k for k in Kind}
 MAX_KIND = max(Kind)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from replay.kinds import TIMER_HPET, TIMER_LAPIC, TIMER_PIT, TIMER_TSC_DEADLINE
+from replay.kinds import DELAY_UNKNOWN, TIMER_HPET, TIMER_LAPIC, TIMER_PIT, TIMER_TSC_DEADLINE
 
 LAPICS = ("", "emulated", "apicv")
 # The xAPIC's registers: a 4 KiB MMIO page at the default APIC base (IA32_APIC_BASE, SDM
@@ -24,7 +24,7 @@ APIC_PAGE_FIRST, APIC_PAGE_LAST = 0xFEE00000, 0xFEE00FFF
 APIC_EOI, APIC_TPR = 0xB0, 0x80
 APIC_OFFSET_MASK = 0xFFF
 # No timer_arm seen yet: the timer counts as armed long ago (it cannot have expired at entry).
-NEVER_ARMED = 2**64 - 1
+NEVER_ARMED = DELAY_UNKNOWN
 
 
 class TimerExit(NamedTuple):

@@ -349,6 +349,6 @@ class GuestMapper:
         rows = [(i, int(Kind.TIMER_ARM), v, g) for i, v, g in self.timers.rows(lines, timer_irq)]
         rows += [(i, int(Kind.MMIO), address, w) for i, address, w in self.devices.rows(lines, irq_row)]
         rows.sort(key=lambda row: row[0])
-        extra = np.array([row[1:] for row in rows], np.int64).reshape(-1, 3)
+        extra = np.array([row[1:] for row in rows], np.uint64).reshape(-1, 3)   # values up to DELAY_UNKNOWN (2^64 - 1)
         line = np.array([row[0] for row in rows], np.int64)
         return extra, np.searchsorted(line, np.arange(len(lines) + 1)).astype(np.int64)

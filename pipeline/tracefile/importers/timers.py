@@ -1,18 +1,18 @@
 """Timer armings (`timer_arm` rows: value = delay ns, arg = the timer device), by source:
 
 * **TSC-deadline MSR writes** (write_msr 0x6E0, when recorded): each is an arming; its delay is
-  that of the cobalt_tick_shot before it on its CPU since the last arming, else 0 (the
-  deadline is a TSC value; the TSC rate is not in the recording).
+  that of the cobalt_tick_shot before it on its CPU since the last arming, else unknown
+  (`DELAY_UNKNOWN`: the deadline is a TSC value; the TSC rate is not in the recording).
 * **cobalt_tick_shot** (Xenomai's core programming the one-shot tick device through Dovetail's
   proxy: kernel/cobalt/clock.c xnclock_core_local_shot, `delta` = ns to the shot): one arming each.
 * Otherwise an **estimate**, as the kernel's clockevent reprogramming is not traced: one arming
   per local timer interrupt (hrtimer_interrupt reprograms the next event at its end,
-  kernel/time/hrtimer.c; delay not recorded: 0) and one per `hrtimer_start` whose expiry is
+  kernel/time/hrtimer.c; delay not recorded: `DELAY_UNKNOWN`) and one per `hrtimer_start` whose expiry is
   earlier than every pending hrtimer's on its CPU (hrtimer_reprogram), not while the local timer
   interrupt runs (its in_hrtirq: the interrupt's own reprogram covers it, when local_timer_exit
   is recorded). Pending hrtimers: started by hrtimer_start, gone at hrtimer_cancel /
   hrtimer_expire_entry. The delay is expires - now, with the hrtimer clock's now estimated from
-  the latest hrtimer_expire_entry's `now` on that CPU (0 before one).
+  the latest hrtimer_expire_entry's `now` on that CPU (unknown before one).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from pipeline.tracefile.importers import chunk as ck
 from pipeline.tracefile.importers.plan import MSR_TSC_DEADLINE, Plan
+from replay.kinds import DELAY_UNKNOWN
 
 Extra = tuple[int, int, int]    # (line, value, arg) of one timer_arm row
 
@@ -31,7 +32,7 @@ class _Cpu:
     pending: dict[int, int] = field(default_factory=dict)   # hrtimer -> expires
     in_timer_irq: bool = False
     clock_offset: int | None = None                         # hrtimer clock's now - trace ts
-    shot: int = 0                                           # delay of the last tick shot not yet armed
+    shot: int = DELAY_UNKNOWN                               # delay of the last tick shot not yet armed
 
 
 class TimerArmings:
@@ -71,11 +72,11 @@ class TimerArmings:
             st.shot = a
             return None
         if role == ck.R_MSR:
-            delay, st.shot = st.shot, 0
+            delay, st.shot = st.shot, DELAY_UNKNOWN
             return delay
         if timer_irq:
             st.in_timer_irq = self.exits_recorded
-            return 0
+            return DELAY_UNKNOWN
         if role == ck.R_TIMER_EXIT:
             st.in_timer_irq = False
         elif role == ck.R_HRTIMER_START:
@@ -83,7 +84,7 @@ class TimerArmings:
             earliest = not st.pending or b < min(st.pending.values())
             st.pending[a] = b
             if earliest and not st.in_timer_irq:
-                return b - (ts + st.clock_offset) if st.clock_offset is not None else 0
+                return b - (ts + st.clock_offset) if st.clock_offset is not None else DELAY_UNKNOWN
         elif role == ck.R_HRTIMER_EXPIRE:
             st.pending.pop(a, None)
             st.clock_offset = b - ts
