@@ -341,12 +341,21 @@ def reason_row(reason: str, predicted: int, times: ReasonTimes | None) -> Reason
                      None if mean is None else predicted * mean, times.total_ns / NS_PER_US if times else 0.0)
 
 
-def total_row(rows: Sequence[ReasonRow]) -> ReasonRow:
+def total_row(rows: Sequence[ReasonRow], label: str = "total") -> ReasonRow:
     """Σ counts and Σ host times (predicted: of the reasons that have one)."""
     predicted, measured = sum(r.predicted for r in rows), sum(r.measured for r in rows)
     host_pred = sum(r.predicted_host_us or 0.0 for r in rows)
     host_meas = sum(r.measured_host_us for r in rows)
-    return ReasonRow("total", predicted, measured, _error(predicted, measured), None, host_pred, host_meas)
+    return ReasonRow(label, predicted, measured, _error(predicted, measured), None, host_pred, host_meas)
+
+
+HALT = "HLT"     # the halt's exit: its exit-to-entry time is mostly the guest's own idle time
+
+
+def busy_total(rows: Sequence[ReasonRow]) -> ReasonRow:
+    """The total without HLT: an idle guest's host time is nearly all halt, which a right HLT
+    count predicts whatever else is wrong; without it, the host time that is overhead."""
+    return total_row([r for r in rows if r.reason != HALT], "total without HLT")
 
 
 def predicted_by_reason(counts: Counts, isa: str) -> tuple[dict[str, int], dict[str, tuple[str, ...]], dict[str, int]]:
@@ -380,6 +389,7 @@ class Comparison:
     replayed: int               # guest rows in the window
     rows: list[ReasonRow]       # measured count, then predicted, descending
     total: ReasonRow
+    busy: ReasonRow             # the total without HLT (busy_total)
     drivers: dict[str, tuple[str, ...]]
     unmapped: dict[str, int]
     untimed: int                # measured exits without a following kvm_entry
@@ -426,7 +436,7 @@ def compare_vcpu(guest: GuestRows, choice: Choice, host: Host, mode: Mode, named
                                                                   -predicted.get(r, 0), r))
     table = [reason_row(r, predicted.get(r, 0), times.get(r)) for r in reasons]
     return Comparison(guest.path, guest.cpu, host.files, mode.name, isa, exits.thread, named, choice.scores, window,
-                      len(events), table, total_row(table), drivers, unmapped,
+                      len(events), table, total_row(table), busy_total(table), drivers, unmapped,
                       int(np.isnan(measured.time).sum()), host.warnings)
 
 

@@ -35,6 +35,7 @@ Window: [max(0, 50), min(700, 800)] = [50, 700]; ours counted in [50, 720].
   EXTERNAL_INTERRUPT  0          1       -100%     4        0              4
   EPT_VIOLATION       0          1       -100%     4        0              4
   VMCALL              1          0          —      —        —              0
+  total without HLT   8          7       +14.3%             37             33
   total               10         9       +11.1%             205            201
 Thread choice: ours 2 of its 2 HLT exits within 20 µs after a guest hlt row (both hlt rows
 followed by one); the decoy (window [150, 650]) 0 of its 3.
@@ -50,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -58,7 +60,7 @@ from pipeline.config.cost_profile import MODERN_PROFILE, load_profile
 from pipeline.tracefile.format import TraceMeta, write_trace
 from replay.kinds import Kind
 from tests.pipeline.test_html_report import BROWSER_FLAGS, CHROMIUM
-from tests.pipeline.tracefiles import SAMPLES, needs_samples, rewrite_meta, sample_text
+from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 CLOCK_START = 1_000_000_000_000   # ns: the guest's t_ns = 0 at 1000 s
 US = 1_000
@@ -156,6 +158,8 @@ def test_per_reason_window_and_thread(pair: tuple[Path, Path], tmp_path: Path) -
         (OURS, "kvm-ept", "VMX", str(guest), str(host))
     total = re.search(r"│ total\s+│\s+(\d+) │\s+(\d+) │\s+(\S+) │\s+— │\s+(\S+) │\s+(\S+) │", output)
     assert total and total.groups() == ("10", "9", "+11.1%", "205.0", "201.0")
+    busy = re.search(r"│ total without HLT\s+│\s+(\d+) │\s+(\d+) │\s+(\S+) │\s+— │\s+(\S+) │\s+(\S+) │", output)
+    assert busy and busy.groups() == ("8", "7", "+14.3%", "37.0", "33.0")
     assert re.search(r"│ VMCALL\s+│\s+1 │\s+0 │\s+— │\s+— │\s+— │\s+0.0 │", output)
 
 
@@ -345,11 +349,13 @@ def _first_timestamp_ns(text: str) -> int:
 
 
 @needs_samples
-def test_real_pair_thread_and_measured_side(tmp_path: Path) -> None:
-    """Our guest's thread is chosen over the other VM's; the measured counts are the whole
-    thread's (the window holds all of its exits), counted here by splitting the lines. The
-    guest's t_ns = 0 is its first event (pipeline import), written in as clock_start_ns until
-    the importer records it."""
+def test_real_pair_predicted_against_measured(tmp_path: Path) -> None:
+    """Issue 14's bar on the real pair, judged against the host's exits counted here by
+    splitting the lines: our guest's thread is chosen over the other VM's on its HLT exits; every
+    reason with at least 1% of the exits is predicted within ±15% by kvm-apicv, except
+    EPT_VIOLATION, which the model does not produce (host memory management, invisible in the
+    guest: README); the total within ±10%, the host time within ±20%. The importer records the
+    guest's first timestamp as clock_start_ns."""
     text = sample_text(HOST_SAMPLE)
     exits = Counter(line.split(" reason ", 1)[1].split(" ", 1)[0] for line in text.splitlines()
                     if line.lstrip().startswith(THREAD) and "kvm_exit:" in line)
@@ -358,12 +364,21 @@ def test_real_pair_thread_and_measured_side(tmp_path: Path) -> None:
     guest = tmp_path / "guest.parquet"
     r = runner.invoke(app, ["import", str(GUEST_SAMPLE), "-o", str(guest)])
     assert r.exit_code == 0, r.output
-    start = _first_timestamp_ns(sample_text(GUEST_SAMPLE))
-    rewrite_meta(guest, lambda m: m["source"].setdefault("clock_start_ns", start))
+    meta = TraceMeta.from_json(pq.read_schema(guest).metadata[b"hvreplay"], guest)
+    assert meta.source["clock_start_ns"] == _first_timestamp_ns(sample_text(GUEST_SAMPLE))
     out = tmp_path / "cmp.parquet"
-    code, output = compare(guest, HOST_SAMPLE, "--mode", "kvm-ept", "--out", out)
+    code, output = compare(guest, HOST_SAMPLE, "--mode", "kvm-apicv", "--out", out)
     assert code == 0, output
-    assert re.search(rf"vcpu thread: {THREAD} \(\d+ of its \d+ (HLT )?exits", output)
+    assert re.search(rf"vcpu thread: {THREAD} \(\d+ of its 524 HLT exits", output)
     table = pl.read_parquet(out)
     assert dict(table.filter(pl.col("measured") > 0).select("reason", "measured").iter_rows()) == dict(exits)
     assert set(table["vcpu_thread"]) == {THREAD}
+    predicted = dict(table.select("reason", "predicted").iter_rows())
+    total = sum(exits.values())
+    for reason, n in exits.items():
+        if n >= total / 100 and reason != "EPT_VIOLATION":
+            assert abs(predicted[reason] - n) <= 0.15 * n, (reason, predicted[reason], n)
+    assert predicted["EPT_VIOLATION"] == 0
+    assert abs(sum(predicted.values()) - total) <= 0.10 * total
+    host = table.select(pl.col("predicted_host_us").fill_null(0).sum(), pl.col("measured_host_us").sum()).row(0)
+    assert abs(host[0] - host[1]) <= 0.20 * host[1]
