@@ -12,7 +12,7 @@ from pipeline.tracefile.importers import import_files
 from pipeline.tracefile.importers.plan import Options
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import validate
-from replay.kinds import IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, IRQ_IPI, TIMER_LAPIC, TIMER_TSC_DEADLINE, Kind
+from replay.kinds import DELAY_UNKNOWN, IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, IRQ_IPI, TIMER_LAPIC, TIMER_TSC_DEADLINE, Kind
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 NO_WS = WorkingSet(user_pages=0, kernel_pages=0)
@@ -113,13 +113,14 @@ def test_plain_guest_estimates(tmp_path: Path) -> None:
     report, meta, rows = _rows(tmp_path, PLAIN)
     assert [(v, a) for k, v, a in rows if k == Kind.IRQ] == [(236, IRQ_TIMER), (33, IRQ_EDGE), (10, IRQ_LEVEL), (253, IRQ_IPI)]
     # armings: the first start (nothing pending), the third (earliest), the timer interrupt; the
-    # restart inside the interrupt none; delays unknown before an hrtimer_expire_entry: 0
-    assert [(v, a) for k, v, a in rows if k == Kind.TIMER_ARM] == [(0, TIMER_LAPIC)] * 3
+    # restart inside the interrupt none; delays unknown before an hrtimer_expire_entry, and the
+    # interrupt's own reprogram's always: DELAY_UNKNOWN
+    assert [(v, a) for k, v, a in rows if k == Kind.TIMER_ARM] == [(DELAY_UNKNOWN, TIMER_LAPIC)] * 3
     assert [v for k, v, _ in rows if k == Kind.IPI_SEND] == [2]
     assert meta.guest.x2apic == 0 and "estimate" in meta.assumptions["timer_arm"]["source"]
     tsc = PLAIN + "          <idle>-0     [000] d..1   200.000011: write_msr: 6e0, value 12345\n"
     _, meta, rows = _rows(tmp_path, tsc)
-    assert [(v, a) for k, v, a in rows if k == Kind.TIMER_ARM] == [(0, TIMER_TSC_DEADLINE)]
+    assert [(v, a) for k, v, a in rows if k == Kind.TIMER_ARM] == [(DELAY_UNKNOWN, TIMER_TSC_DEADLINE)]
     assert not any(k == Kind.MSR for k, _, _ in rows)
 
 
@@ -188,7 +189,7 @@ def test_dovetail_sample(tmp_path: Path) -> None:
     assert report.kinds["cr3_write"] == len(re.findall(r"tlb_flush: .*task switch", text)) == 1063
     napi = len(re.findall(r"napi_poll: .*for device eth0 work [1-9]", text))
     assert report.rules == {"irq from irq_pipeline_entry": 629, "timer_arm from cobalt_tick_shot": 1142,
-                            "mmio: e1000.interrupt": 8 * 5, "mmio: e1000.rx-tail": napi, "mmio: e1000.watchdog": 58,
+                            "mmio: e1000.interrupt": 8 * 5, "mmio: e1000.rx-tail": napi, "mmio: e1000.watchdog": 60 + 3,
                             "mmio: ioapic-dovetail.mask-unmask": 8 * 5, "mmio: virtio-9p.kick": text.count("9p_client_req: "),
                             "mmio: virtio-vsock.kick": 65}
     meta = validate(tmp_path / "g.parquet")
