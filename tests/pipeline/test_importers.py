@@ -13,7 +13,7 @@ from pipeline.cli import app
 from pipeline.tracefile.importers import FORMATS, ImportFailed, import_files
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import validate
-from replay.kinds import Kind
+from replay.kinds import DELAY_UNKNOWN, Kind
 from tests.pipeline.tracefiles import needs_samples, sample_files, sample_text
 
 # ftrace, raw sched_switch: bash (1000) and its thread (1001, tgid from the TGID column),
@@ -46,9 +46,9 @@ bash  1000 [001] 5.000000700: tlb:tlb_flush: pages:-1 reason:flush on task switc
 """
 # the local timer is IRQ_TIMER (2), irq 28 an edge-triggered device (0: not a default level pin);
 # a task-switch tlb_flush is a CR3 load (before any user task: asid 0); without cobalt_tick_shot
-# each local timer interrupt is estimated to re-arm the LAPIC timer (delay not recorded: 0)
+# each local timer interrupt is estimated to re-arm the LAPIC timer (delay not recorded: DELAY_UNKNOWN)
 PERF_ROWS = [(Kind.PAGE_FAULT, 0x8049, 0, 1), (Kind.PAGE_FAULT, 0xC1234, 0, 0), (Kind.IRQ, 236, 0, 2),
-             (Kind.TIMER_ARM, 0, 0, 0), (Kind.IRQ, 28, 0, 0), (Kind.SYSCALL, 4, 0, 0), (Kind.CR3_WRITE, 0, 0, 0)]
+             (Kind.TIMER_ARM, DELAY_UNKNOWN, 0, 0), (Kind.IRQ, 28, 0, 0), (Kind.SYSCALL, 4, 0, 0), (Kind.CR3_WRITE, 0, 0, 0)]
 
 TRACECMD = """\
 version = 6
