@@ -58,7 +58,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config.cost_profile import MODERN_PROFILE, load_profile
 from pipeline.tracefile.format import TraceMeta, write_trace
-from replay.kinds import Kind
+from replay.kinds import IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, TIMER_LAPIC, Kind
 from tests.pipeline.test_html_report import BROWSER_FLAGS, CHROMIUM
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
@@ -86,15 +86,15 @@ runner = CliRunner()
 
 
 def write_guest(path: Path, clock_start: int | None = CLOCK_START,
-                rows: tuple[tuple[int, int, Kind, int], ...] = tuple((t, 0, k, v) for t, k, v in GUEST_ROWS)) -> Path:
-    """The guest trace of (µs, cpu, kind, value) rows (default: GUEST_ROWS, all on vCPU 0)."""
+                rows: tuple[tuple[int, ...], ...] = tuple((t, 0, k, v) for t, k, v in GUEST_ROWS)) -> Path:
+    """The guest trace of (µs, cpu, kind, value[, arg]) rows (default: GUEST_ROWS, all on vCPU 0; arg 0)."""
     n = len(rows)
-    cols = {"t_ns": np.array([t * US for t, *_ in rows], np.int64), "cpu": np.array([c for _, c, *_ in rows], np.uint16),
-            "kind": np.array([int(k) for _, _, k, _ in rows], np.uint8),
-            "value": np.array([v for *_, v in rows], np.uint64), "asid": np.ones(n, np.uint32),
-            "pid": np.ones(n, np.int32), "arg": np.zeros(n, np.uint32)}
+    cols = {"t_ns": np.array([r[0] * US for r in rows], np.int64), "cpu": np.array([r[1] for r in rows], np.uint16),
+            "kind": np.array([int(r[2]) for r in rows], np.uint8),
+            "value": np.array([r[3] for r in rows], np.uint64), "asid": np.ones(n, np.uint32),
+            "pid": np.ones(n, np.int32), "arg": np.array([r[4] if len(r) > 4 else 0 for r in rows], np.uint32)}
     source = {"tool": "tests"} | ({} if clock_start is None else {"clock_start_ns": clock_start})
-    cpus = tuple(sorted({c for _, c, *_ in rows}))
+    cpus = tuple(sorted({r[1] for r in rows}))
     write_trace(path, cols, TraceMeta(workload="pair", native_ns=700 * US, ops=1, op_unit="run", source=source, cpus=cpus))
     return path
 
@@ -382,3 +382,59 @@ def test_real_pair_predicted_against_measured(tmp_path: Path) -> None:
     assert abs(sum(predicted.values()) - total) <= 0.10 * total
     host = table.select(pl.col("predicted_host_us").fill_null(0).sum(), pl.col("measured_host_us").sum()).row(0)
     assert abs(host[0] - host[1]) <= 0.20 * host[1]
+
+
+# A hand-worked pair for the APIC rules of kvm-apicv and kvm-noapicv (docs/issue14-design.md's
+# table), end to end through compare. Guest rows (µs, kind, value, arg); xAPIC guest:
+#   2 cpuid                      CPUID (first row: the window opens at 2 µs, with the host's first exit)
+#  10 timer_arm 100 µs, LAPIC    apicv APIC_WRITE (TMICT traps)            noapicv APIC_ACCESS
+#  12 hlt 38 µs                  HLT, halted
+#  50 irq timer                  the wake-up: no delivery exit             + EOI: APIC_ACCESS
+#  60 timer_arm 1 µs             APIC_WRITE                                 APIC_ACCESS
+#  61 irq timer                  armed 1 µs < 1.5 µs ahead: expired during the arming exit, no exit  + EOI APIC_ACCESS
+#  70 timer_arm 5 µs             APIC_WRITE                                 APIC_ACCESS
+#  75 irq timer                  running: PREEMPTION_TIMER                  PREEMPTION_TIMER + EOI APIC_ACCESS
+#  80 irq edge (MSI)             posted: none                               EXTERNAL_INTERRUPT (kick) + EOI APIC_ACCESS
+#  90 irq level (IRQ 11)         EOI_INDUCED                                EXTERNAL_INTERRUPT + EOI APIC_ACCESS
+# 100 wrmsr FS_BASE              passed through: none                       none
+# 110 wrmsr 0x6E0                MSR_WRITE (TSC_DEADLINE is intercepted)    MSR_WRITE
+# 120 mmio write (virtio notify) EPT_MISCONFIG                              EPT_MISCONFIG
+# 130 mmio write 0xFEE000B0      EOI virtualized: none                      APIC_ACCESS
+# 140 hlt 50 µs                  HLT, halted
+# 190 irq edge                   the wake-up: none                          + EOI APIC_ACCESS
+# 200 cpuid                      CPUID (last row: the window closes at 200 µs)
+# Busy 198 − 88 = 110 µs × 250 Hz: no host tick. kvm-apicv: APIC_WRITE 3, HLT 2, CPUID 2,
+# PREEMPTION_TIMER 1, EOI_INDUCED 1, MSR_WRITE 1, EPT_MISCONFIG 1 = 11, each measured once per
+# predicted exit below. kvm-noapicv: APIC_ACCESS 3 + 6 EOIs + 1 = 10, EXTERNAL_INTERRUPT 2, and
+# no APIC_WRITE or EOI_INDUCED (3 and 1 measured).
+APIC_ROWS = ((2, 0, Kind.CPUID, 0), (10, 0, Kind.TIMER_ARM, 100_000, TIMER_LAPIC), (12, 0, Kind.HLT, 38 * US),
+             (50, 0, Kind.IRQ, 236, IRQ_TIMER), (60, 0, Kind.TIMER_ARM, 1_000, TIMER_LAPIC), (61, 0, Kind.IRQ, 236, IRQ_TIMER),
+             (70, 0, Kind.TIMER_ARM, 5_000, TIMER_LAPIC), (75, 0, Kind.IRQ, 236, IRQ_TIMER), (80, 0, Kind.IRQ, 33, IRQ_EDGE),
+             (90, 0, Kind.IRQ, 11, IRQ_LEVEL), (100, 0, Kind.MSR, 0xC0000100, 1), (110, 0, Kind.MSR, 0x6E0, 1),
+             (120, 0, Kind.MMIO, 0xFE003000, 1), (130, 0, Kind.MMIO, 0xFEE000B0, 1), (140, 0, Kind.HLT, 50 * US),
+             (190, 0, Kind.IRQ, 33, IRQ_EDGE), (200, 0, Kind.CPUID, 1))
+APIC_EXITS = [(2, OURS, "CPUID", 1), (5, DECOY, "HLT", 10), (11, OURS, "APIC_WRITE", 1), (13, OURS, "HLT", 37),
+              (61, OURS, "APIC_WRITE", 1), (71, OURS, "APIC_WRITE", 1), (76, OURS, "PREEMPTION_TIMER", 1),
+              (91, OURS, "EOI_INDUCED", 2), (95, DECOY, "HLT", 10), (111, OURS, "MSR_WRITE", 1),
+              (121, OURS, "EPT_MISCONFIG", 3), (141, OURS, "HLT", 49), (165, DECOY, "HLT", 10), (201, OURS, "CPUID", 1)]
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("kvm-apicv", {"APIC_WRITE": (3, 3), "HLT": (2, 2), "CPUID": (2, 2), "PREEMPTION_TIMER": (1, 1),
+                   "EOI_INDUCED": (1, 1), "MSR_WRITE": (1, 1), "EPT_MISCONFIG": (1, 1)}),
+    ("kvm-noapicv", {"APIC_WRITE": (0, 3), "HLT": (2, 2), "CPUID": (2, 2), "PREEMPTION_TIMER": (1, 1),
+                     "EOI_INDUCED": (0, 1), "MSR_WRITE": (1, 1), "EPT_MISCONFIG": (1, 1), "APIC_ACCESS": (10, 0),
+                     "EXTERNAL_INTERRUPT": (2, 0)}),
+])
+def test_apic_rules_through_compare(tmp_path: Path, mode: str, expected: dict[str, tuple[int, int]]) -> None:
+    guest = write_guest(tmp_path / "guest.parquet", rows=APIC_ROWS)
+    host = tmp_path / "host.txt"
+    host.write_text(host_text(APIC_EXITS))
+    out = tmp_path / "cmp.parquet"
+    code, output = compare(guest, host, "--mode", mode, "--out", out)
+    assert code == 0, output
+    assert f"vcpu thread: {OURS} (2 of its 2 HLT exits" in output and f"next: {DECOY}, 0 of 3" in output
+    table = pl.read_parquet(out)
+    assert {r: (p, m) for r, p, m in table.select("reason", "predicted", "measured").iter_rows()} == expected
+    first = table.row(0, named=True)
+    assert (first["window_start_ns"], first["window_end_ns"]) == (CLOCK_START + 2 * US, CLOCK_START + 200 * US)
