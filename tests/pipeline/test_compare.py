@@ -42,11 +42,8 @@ followed by one); the decoy (window [150, 650]) 0 of its 3.
 """
 from __future__ import annotations
 
-import functools
 import re
-import threading
 from collections import Counter
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +56,7 @@ from pipeline.cli import app
 from pipeline.config.cost_profile import MODERN_PROFILE, load_profile
 from pipeline.tracefile.format import TraceMeta, write_trace
 from replay.kinds import IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, TIMER_LAPIC, Kind
-from tests.pipeline.test_html_report import BROWSER_FLAGS, CHROMIUM
+from tests.pipeline.browser import needs_chromium, opened
 from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
 
 CLOCK_START = 1_000_000_000_000   # ns: the guest's t_ns = 0 at 1000 s
@@ -211,31 +208,15 @@ def test_html_has_both_series_and_the_table(pair: tuple[Path, Path], tmp_path: P
     assert f"vcpu thread: {OURS}" in doc and "window: 1000.000050–1000.000700 s" in doc and "mode kvm-ept" in doc
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian package `chromium`; .ci/run installs it)")
+@needs_chromium
 def test_html_renders_in_headless_chromium(pair: tuple[Path, Path], tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     guest, host = pair
     page_path = tmp_path / "cmp.html"
     assert compare(guest, host, "--mode", "kvm-ept", "--html", page_path)[0] == 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{page_path.name}"
-    errors, requests = [], []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(url, wait_until="load")
-            page.wait_for_function("document.querySelector('.plotly-graph-div .main-svg')", timeout=30_000)
-            series = page.evaluate("[...document.querySelector('.plotly-graph-div').data].map(t => [t.name, t.y])")
-            browser.close()
-    finally:
-        server.shutdown()
-    assert errors == [] and all(r.startswith(url) for r in requests), (errors, requests)
+    with opened(page_path) as got:
+        got.page.wait_for_function("document.querySelector('.plotly-graph-div .main-svg')", timeout=30_000)
+        series = got.page.evaluate("[...document.querySelector('.plotly-graph-div').data].map(t => [t.name, t.y])")
+    assert got.errors == [] and all(r.startswith(got.url) for r in got.requests), (got.errors, got.requests)
     assert series == [["predicted (kvm-ept)", [3, 3, 2, 1, 0, 0, 1]], ["measured (host trace)", [2, 2, 2, 1, 1, 1, 0]]]
 
 

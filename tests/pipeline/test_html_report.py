@@ -2,12 +2,9 @@
 served from 127.0.0.1 (renders, no console error, nothing fetched from elsewhere, every mode drawn)."""
 from __future__ import annotations
 
-import functools
 import io
 import re
 import shutil
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
@@ -18,15 +15,13 @@ from pipeline.cli import app
 from pipeline.config.modes import load_modes
 from pipeline.reports import html_page
 from pipeline.run.results import read_summary
+from tests.pipeline.browser import needs_chromium, opened
 from tests.pipeline.conftest import QUICK_TRACE
 from tests.pipeline.tracefiles import SEED_MODES
 
 runner = CliRunner()
 MODE_COLOURS = {"native": (0x1F, 0x77, 0xB4), "qemu": (0xFF, 0x7F, 0x0E), "kvm-upstream": (0x2C, 0xA0, 0x2C),
                 "kvm-trunk": (0xD6, 0x27, 0x28), "kvm-paravirt": (0x94, 0x67, 0xBD)}  # plotly D3, in mode order
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -116,37 +111,23 @@ def test_the_page_is_its_registries(quick_results: Path, monkeypatch: pytest.Mon
     assert '<a href="#appendix">Appendix</a>' in doc and "<p>mine</p></section>" in doc
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (Debian package `chromium`; .ci/run installs it)")
+@needs_chromium
 def test_report_renders_in_headless_chromium(full_report: tuple[Path, Path]) -> None:
     from PIL import Image
-    from playwright.sync_api import sync_playwright
 
     _, page_path = full_report
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(page_path.parent))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/{page_path.name}"
-    errors, requests = [], []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(url, wait_until="load")
-            page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
-                                   ".every(d => d.querySelector('.main-svg'))", timeout=30_000)
-            figures = page.evaluate("""[...document.querySelectorAll('.plotly-graph-div')].map(d => ({
-                title: d.layout.title.text,
-                axes: Object.keys(d.layout).filter(k => /^[xy]axis\\d*$/.test(k))
-                            .map(k => (d.layout[k].title || {}).text || '')}))""")
-            svg_text = set(page.eval_on_selector_all(".plotly-graph-div text", "els => els.map(e => e.textContent)"))
-            shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-            first = Image.open(io.BytesIO(page.locator("#fig2").screenshot())).convert("RGB")
-            browser.close()
-    finally:
-        server.shutdown()
+    with opened(page_path, viewport={"width": 1280, "height": 900}) as got:
+        page = got.page
+        page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
+                               ".every(d => d.querySelector('.main-svg'))", timeout=30_000)
+        figures = page.evaluate("""[...document.querySelectorAll('.plotly-graph-div')].map(d => ({
+            title: d.layout.title.text,
+            axes: Object.keys(d.layout).filter(k => /^[xy]axis\\d*$/.test(k))
+                        .map(k => (d.layout[k].title || {}).text || '')}))""")
+        svg_text = set(page.eval_on_selector_all(".plotly-graph-div text", "els => els.map(e => e.textContent)"))
+        shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+        first = Image.open(io.BytesIO(page.locator("#fig2").screenshot())).convert("RGB")
+    errors, requests, url = got.errors, got.requests, got.url
     assert errors == []
     assert requests and all(r.startswith(url) for r in requests), requests  # nothing from off the machine
     assert len(figures) == 7  # per-op, time, categories, attribution by kind and asid (no I/O here), sweep, calibration
