@@ -254,6 +254,8 @@ def _rules_and_notes(mapper: GuestMapper, report: ImportReport) -> None:
     """The rows each estimate rule wrote, and where two sources of one kind disagree."""
     report.rules.update({f"irq from {event}": n for event, n in sorted(mapper.irq_rows.items())})
     report.consumed.update(mapper.irq_skipped)       # Dovetail's handler entries, synthetic IRQs
+    if mapper.msr_dropped:
+        report.consumed["write_msr (stood for by other rows)"] = mapper.msr_dropped
     report.rules[f"timer_arm from {mapper.timers.source}"] = report.kinds["timer_arm"]
     report.rules.update({f"mmio: {label}": n for label, n in mapper.devices.counts().items()})
     if mapper.cobalt_switches:

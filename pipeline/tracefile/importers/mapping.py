@@ -36,8 +36,10 @@ Rules (a recording shows tasks, the model wants address spaces):
   (`facts.IdleWakes`); the row stays at the entry. State 4294967295 (-1) is the exit and
   state 0 cpuidle's poll_idle (no hlt): no row, counted.
 * **write_msr / read_msr** (arch/x86/lib/msr.c do_trace_write_msr / do_trace_read_msr) →
-  `msr` (value = index, arg 1/0), except the x2APIC EOI (0x80B: the model derives EOIs from the
-  irq rows) and, when they are the timer armings, writes to IA32_TSC_DEADLINE (0x6E0).
+  `msr` (value = index, arg 1/0), except the writes other rows stand for (`plan`: the x2APIC
+  EOI 0x80B, as the model derives EOIs from the irq rows; IA32_TSC_DEADLINE 0x6E0 when those
+  writes are the timer armings; the x2APIC TMICT 0x838 when the armings come from the local APIC
+  timer's other evidence; the x2APIC ICR 0x830 when ipi_send rows are made): counted, listed.
 * **Timer armings** → `timer_arm` (`timers.py`: TSC-deadline writes, cobalt_tick_shot, else an
   estimate from local timer interrupts and hrtimer_start).
 * **ipi:ipi_raise / ipi_send_cpu / ipi_send_cpumask** → `ipi_send` (value = destinations).
@@ -66,7 +68,7 @@ from numba.typed import Dict
 from pipeline.tracefile.importers import chunk as ck
 from pipeline.tracefile.importers.chunk import R_COBALT, R_EXEC, R_FORK, R_SWITCH, R_TLB, RECORDS, Chunk
 from pipeline.tracefile.importers.devices import DeviceRules
-from pipeline.tracefile.importers.plan import MSR_TSC_DEADLINE, MSR_X2APIC_EOI, IrqClass, Plan
+from pipeline.tracefile.importers.plan import IrqClass, Plan
 from pipeline.tracefile.importers.timers import TimerArmings
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.format import SCHEMA
@@ -225,6 +227,7 @@ class GuestMapper:
         self.switches = self.cobalt_switches = 0
         self.irq_rows: Counter[str] = Counter()              # irq rows per event source
         self.irq_skipped: Counter[str] = Counter()           # interrupt lines without a row (synthetic, Dovetail)
+        self.msr_dropped = 0                                  # write_msr lines other rows stand for (plan.dropped_msr_writes)
 
     @property
     def asids(self):
@@ -308,8 +311,9 @@ class GuestMapper:
         for r, k in _ONE_ROW.items():
             kind[role == r] = k
         one = kind > 0
-        one &= ~((role == ck.R_MSR) & ((a == MSR_X2APIC_EOI)
-                                       | (self.plan.tsc_deadline_msr & (a == MSR_TSC_DEADLINE) & (b == 1))))
+        dropped = (role == ck.R_MSR) & (b == 1) & np.isin(a, list(self.plan.dropped_msr_writes))
+        one &= ~dropped
+        self.msr_dropped += int(dropped.sum())
         value, arg = a.copy(), np.where(np.isin(role, _ARG_FROM_B), b, 0)
         irq_roles = (ck.R_IRQ_PIPELINE,) if self.plan.pipeline else (ck.R_IRQ_HANDLER, ck.R_IRQ)
         for r in irq_roles:

@@ -36,6 +36,7 @@ LEVEL_IRQS_SOURCE = ("QEMU: i440fx PCI link IRQs 5/9/10/11 and the ACPI SCI 9, q
                      "PCI INTx is level-triggered active-low")
 LOCAL_TIMER_VECTOR = 236          # arch/x86/include/asm/irq_vectors.h LOCAL_TIMER_VECTOR
 MSR_TSC_DEADLINE, MSR_X2APIC_EOI = 0x6E0, 0x80B
+MSR_X2APIC_ICR, MSR_X2APIC_TMICT = 0x830, 0x838
 X2APIC_MSRS = range(0x800, 0x900)
 # irq_vectors entries of IPIs (arch/x86/include/asm/trace/irq_vectors.h), and ipi:ipi_entry.
 IPI_ENTRIES = frozenset({"reschedule_entry", "call_function_entry", "call_function_single_entry",
@@ -71,6 +72,9 @@ class Plan:
     level_irqs: frozenset[int]
     irq_names: dict[int, str]
     timer_irqs: frozenset[int]
+    # write_msr indices that make no msr row, because other rows stand for those writes (each
+    # would otherwise be counted twice): index -> why
+    dropped_msr_writes: dict[int, str] = field(default_factory=dict)
     assumptions: dict[str, Any] = field(default_factory=dict)
 
     def irq(self, irq: int) -> IrqClass:
@@ -125,7 +129,25 @@ def make_plan(facts: Facts, names: ck.Names, options: Options) -> Plan:
                    else f"{x2_writes} write_msr to 0x800-0x8FF recorded"},
         "timer_device": {"device": device, "evidence": device_why},
     })
+    plan.dropped_msr_writes = _dropped_msr_writes(plan, facts)
+    if plan.dropped_msr_writes:
+        plan.assumptions["msr_writes_without_rows"] = {f"{m:#x}": why for m, why in plan.dropped_msr_writes.items()}
     return plan
+
+
+def _dropped_msr_writes(plan: Plan, facts: Facts) -> dict[int, str]:
+    """The MSR writes other rows already stand for: the x2APIC EOI (the model derives EOIs from
+    the irq rows), IA32_TSC_DEADLINE when its writes are the armings, the x2APIC TMICT when the
+    armings come from the local APIC timer's other evidence (tick shots or the estimate), and
+    the x2APIC ICR when ipi_send rows are made (ipi_raise / ipi_send_*)."""
+    dropped = {MSR_X2APIC_EOI: "the x2APIC EOI: the model derives EOIs from the irq rows"}
+    if plan.tsc_deadline_msr:
+        dropped[MSR_TSC_DEADLINE] = "IA32_TSC_DEADLINE: these writes are the timer_arm rows"
+    if plan.timer_device == TIMER_LAPIC:
+        dropped[MSR_X2APIC_TMICT] = "the x2APIC TMICT: each arming of the local APIC timer is a timer_arm row"
+    if facts.roles[ck.R_IPI_SEND]:
+        dropped[MSR_X2APIC_ICR] = "the x2APIC ICR: each IPI sent is an ipi_send row"
+    return dropped
 
 
 def _timer_device(facts: Facts, options: Options) -> tuple[str, str]:
