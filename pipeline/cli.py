@@ -452,6 +452,7 @@ def import_(
     pairs = [d.split("=", 1) for d in device or []]
     if any(len(p) != 2 or not all(p) for p in pairs):
         _report_fail("--device takes NETDEV=DEVICE, e.g. eth0=e1000")
+    _known_devices([dev for _, dev in pairs] + list(no_device or ()))
     try:
         levels = None if level_irqs is None else parse_irqs(level_irqs)
     except ValueError as e:
@@ -468,6 +469,17 @@ def import_(
     except ImportFailed as e:
         _report_fail(str(e))
     print_import(report, out_console)
+
+
+def _known_devices(named: list[str]) -> None:
+    """--device and --no-device name device files (configs/devices/NAME.toml): a typo must not
+    silently switch nothing."""
+    from pipeline.config.devices import DEVICES_DIR
+
+    known = sorted(p.stem for p in DEVICES_DIR.glob("*.toml"))
+    unknown = sorted(set(named) - set(known))
+    if unknown:
+        _report_fail(f"unknown device {unknown[0]!r} (known: {', '.join(known)}; configs/devices/NAME.toml)")
 
 
 def _report_fail(line: str) -> None:

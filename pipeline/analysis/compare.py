@@ -190,6 +190,9 @@ def load_guest(path: Path) -> list[GuestRows]:
     start = meta.source.get("clock_start_ns")
     if type(start) is not int:
         raise CompareError(f"{path}: no recording clock (source.clock_start_ns): import it again with this version")
+    if meta.source.get("timestamps") == "counts":
+        raise CompareError(f"{path}: recorded in clock counts, not seconds: the host's seconds cannot be matched "
+                           "to it (record both sides with a seconds clock, e.g. trace-cmd's default local clock)")
     return [_vcpu_rows(path, meta, cols, cols["cpu"] == cpu, cpu, start) for cpu in meta.cpus]
 
 

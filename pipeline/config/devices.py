@@ -22,7 +22,7 @@ A file describes one device:
     access = [{register = "ICR", offset = 0xC0, reads = 1, source = "…"}, …]
 
 `on` may be "irq", "workqueue_execute_start" (with `function`), "napi_poll" (with `netdev`,
-`min_work`) or an event of `formats.MARKED`; `after = EVENT` makes a rule fire only if EVENT
+`min_work`) or an event of `MARKED`; `after = EVENT` makes a rule fire only if EVENT
 was recorded since its last firing; `suppress = "until-irq"` only if it never fired or the
 device's interrupt arrived since it last did (virtio ring notification suppression).
 An access entry: `register`, `offset`, `reads` or `writes` (a count), optional `stride`
@@ -39,8 +39,13 @@ from pipeline.config import CONFIGS
 from pipeline.config.errors import ConfigError
 
 DEVICES_DIR = CONFIGS / "devices"
-EVENT_TRIGGERS = ("workqueue_execute_start", "napi_poll", "virtio_transport_alloc_pkt", "9p_client_req")
-PRESENCE_EVENTS = (*EVENT_TRIGGERS, "irq_pipeline_entry")
+# Events the importer reads only for the device rules (formats.KERNEL takes them by name).
+MARKED = ("virtio_transport_alloc_pkt", "9p_client_req")
+EVENT_TRIGGERS = ("workqueue_execute_start", "napi_poll", *MARKED)
+# What the importer counts per event name (facts): a device's presence is one of these, or a
+# workqueue_execute_start of a named function; a rule's `after`, one of the marked events.
+PRESENCE_EVENTS = ("irq_pipeline_entry", "workqueue_execute_start", *MARKED)
+UINT64_MAX = 2**64 - 1
 SUPPRESS = ("until-irq",)
 
 
@@ -100,6 +105,8 @@ def load_device(path: Path) -> Device:
     event = r.text(present, "present.event")
     if event not in PRESENCE_EVENTS:
         raise ConfigError(path, "present.event", f"{event!r} is not read by the importer (known: {', '.join(PRESENCE_EVENTS)})")
+    if event == "workqueue_execute_start" and "function" not in present:
+        raise ConfigError(path, "present.function", "workqueue_execute_start needs the work's function")
     if sum(k in irq for k in ("name", "queued_work", "level")) > 1:
         raise ConfigError(path, "irq", "give one of name, queued_work, level")
     rules = t.get("rule", [])
@@ -108,10 +115,21 @@ def load_device(path: Path) -> Device:
     name = r.text(t, "name")
     if name != path.stem:
         raise ConfigError(path, "name", f"must be the file's stem {path.stem!r}")
-    return Device(name, r.text(t, "description"), r.integer(t, "base"), r.text(t, "base_source"),
-                  r.text(t, "netdev", ""), event, r.text(present, "present.function", ""),
-                  r.text(irq, "irq.name", ""), r.text(irq, "irq.queued_work", ""), r.flag(irq, "irq.level", False),
-                  tuple(_rule(r, rule, f"rule[{k}]") for k, rule in enumerate(rules)), path)
+    device = Device(name, r.text(t, "description"), r.integer(t, "base"), r.text(t, "base_source"),
+                    r.text(t, "netdev", ""), event, r.text(present, "present.function", ""),
+                    r.text(irq, "irq.name", ""), r.text(irq, "irq.queued_work", ""), r.flag(irq, "irq.level", False),
+                    tuple(_rule(r, rule, f"rule[{k}]") for k, rule in enumerate(rules)), path)
+    _addresses_fit(device)
+    return device
+
+
+def _addresses_fit(d: Device) -> None:
+    """Every address a rule writes is a guest-physical address: a uint64 `value`."""
+    for k, rule in enumerate(d.rules):
+        for j, a in enumerate(rule.access):
+            last = d.base + a.offset + (max(a.reads, a.writes) - 1) * a.stride
+            if last > UINT64_MAX:
+                raise ConfigError(d.path, f"rule[{k}].access[{j}]", f"base + offset + stride reach {last:#x}, beyond 2^64 - 1")
 
 
 def _rule(r: _Reader, t: Any, key: str) -> Rule:
@@ -122,8 +140,8 @@ def _rule(r: _Reader, t: Any, key: str) -> Rule:
     if on != "irq" and on not in EVENT_TRIGGERS:
         raise ConfigError(r.path, f"{key}.on", f"{on!r}: must be irq or one of {', '.join(EVENT_TRIGGERS)}")
     after, suppress = r.text(t, f"{key}.after", ""), r.text(t, f"{key}.suppress", "")
-    if after and after not in EVENT_TRIGGERS:
-        raise ConfigError(r.path, f"{key}.after", f"{after!r}: must be one of {', '.join(EVENT_TRIGGERS)}")
+    if after and after not in MARKED:
+        raise ConfigError(r.path, f"{key}.after", f"{after!r}: must be one of {', '.join(MARKED)}")
     if suppress and suppress not in SUPPRESS:
         raise ConfigError(r.path, f"{key}.suppress", f"{suppress!r}: must be one of {', '.join(SUPPRESS)}")
     access = t.get("access")

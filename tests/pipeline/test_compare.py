@@ -57,7 +57,7 @@ from pipeline.config.cost_profile import MODERN_PROFILE, load_profile
 from pipeline.tracefile.format import TraceMeta, write_trace
 from replay.kinds import IRQ_EDGE, IRQ_LEVEL, IRQ_TIMER, TIMER_LAPIC, Kind
 from tests.pipeline.browser import needs_chromium, opened
-from tests.pipeline.tracefiles import SAMPLES, needs_samples, sample_text
+from tests.pipeline.tracefiles import SAMPLES, needs_samples, rewrite_meta, sample_text
 
 CLOCK_START = 1_000_000_000_000   # ns: the guest's t_ns = 0 at 1000 s
 US = 1_000
@@ -250,6 +250,8 @@ def test_host_costs(pair: tuple[Path, Path], tmp_path: Path) -> None:
 def test_errors_are_one_line_and_write_nothing(pair: tuple[Path, Path], tmp_path: Path) -> None:
     guest, host = pair
     no_clock = write_guest(tmp_path / "noclock.parquet", clock_start=None)
+    counts = write_guest(tmp_path / "counts.parquet")
+    rewrite_meta(counts, lambda m: m["source"].update(timestamps="counts"))
     later = write_guest(tmp_path / "later.parquet", clock_start=CLOCK_START + 10**9)
     # 60 µs later: every hlt row comes after the HLT exits near it (ours 102, 501; decoy 150, 350, 550)
     shifted = write_guest(tmp_path / "shifted.parquet", clock_start=CLOCK_START + 60 * US)
@@ -257,6 +259,7 @@ def test_errors_are_one_line_and_write_nothing(pair: tuple[Path, Path], tmp_path
     empty.write_text("cpus=1\n" + _line(10, OURS, "sched_switch", "prev_comm=a prev_pid=1") + "\n")
     out, page = tmp_path / "o.parquet", tmp_path / "o.html"
     cases = [((no_clock, host), f"{no_clock}: no recording clock (source.clock_start_ns): import it again with this version"),
+             ((counts, host), f"{counts}: recorded in clock counts, not seconds"),
              ((tmp_path / "missing.parquet", host), f"{tmp_path / 'missing.parquet'}: not a readable Parquet file"),
              ((guest, tmp_path / "missing.txt"), f"{tmp_path / 'missing.txt'}"),
              ((guest, empty), f"{empty}: no kvm_exit events in 1 event lines"),

@@ -206,7 +206,13 @@ def test_device_config_errors(tmp_path: Path) -> None:
     good = (Path(__file__).resolve().parents[2] / "configs" / "devices" / "virtio-9p.toml").read_text()
     cases = {"on = \"9p_client_req\"": ("on = \"nothing\"", r"rule\[0\]\.on: 'nothing': must be irq or one of"),
              "writes = 1": ("writes = -1", r"rule\[0\]\.access\[0\]\.writes: must be >= 0"),
-             "event = \"9p_client_req\"": ("event = \"x\"", r"present\.event: 'x' is not read by the importer")}
+             "event = \"9p_client_req\"": ("event = \"x\"", r"present\.event: 'x' is not read by the importer"),
+             # a presence no count finds, an `after` that is never marked, an address past 2^64 - 1
+             "[present]\nevent = \"9p_client_req\"": ("[present]\nevent = \"workqueue_execute_start\"",
+                                                      r"present\.function: workqueue_execute_start needs the work's function"),
+             "on = \"9p_client_req\"\n": ("on = \"9p_client_req\"\nafter = \"napi_poll\"\n",
+                                         r"rule\[0\]\.after: 'napi_poll': must be one of virtio_transport_alloc_pkt, 9p_client_req"),
+             "offset = 0x0": ("offset = 0xFFFFFFFFFFFFFFFF", r"rule\[0\]\.access\[0\]: base \+ offset \+ stride reach 0x")}
     for old, (new, message) in cases.items():
         path = tmp_path / "virtio-9p.toml"
         path.write_text(good.replace(old, new, 1))
@@ -226,6 +232,9 @@ def test_cli_rule_options(tmp_path: Path) -> None:
 
     assert run("--timer-device", "apic").exit_code == 2
     assert run("--device", "eth0").exit_code == 2
+    typo = run("--device", "eth0=e100")
+    assert typo.exit_code == 2 and "unknown device 'e100' (known: e1000, ioapic-dovetail, virtio-9p, virtio-vsock" in typo.output
+    assert "unknown device 'vsock'" in run("--no-device", "vsock").output
     assert run("--level-irqs", "9-5").exit_code == 2
     done = run("--timer-device", "hpet", "--xapic", "--level-irqs", "33", "--no-device-rules")
     assert done.exit_code == 0, done.output

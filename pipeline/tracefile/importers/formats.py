@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from pipeline.config.devices import MARKED
 from pipeline.tracefile.textlines import TraceLine, parse_line
 
 _NUM = r"(?:0x[0-9a-fA-F]+|-?\d+)"
@@ -86,8 +87,8 @@ KERNEL.update({
     # include/trace/events/napi.h: `napi poll on napi struct 0x… for device eth0 work 2 budget 64`
     "napi_poll": re.compile(r"(?:for device |dev_name=)(?P<device>\S+) (?:work |work=)(?P<work>\d+)"),
 })
-# Events the device rules (configs/devices/*.toml) count by name, whatever their payload.
-MARKED = ("virtio_transport_alloc_pkt", "9p_client_req")
+# Events the device rules (configs/devices/*.toml, pipeline.config.devices.MARKED) count by
+# name, whatever their payload.
 KERNEL.update({name: re.compile("") for name in MARKED})
 # syscalls:sys_enter_<name> (`fd: 0x3, buf: …`; -R may print `__syscall_nr=3`) and the
 # ftrace syscall tracer's `sys_read(fd: 3, …)`: the number only where it is printed.
