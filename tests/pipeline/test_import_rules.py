@@ -286,3 +286,25 @@ def test_x2apic_writes_other_rows_stand_for(tmp_path: Path) -> None:
     assert meta.guest.x2apic == 1
     assert sorted(meta.assumptions["msr_writes_without_rows"]) == ["0x80b", "0x830", "0x838"]
     assert report.consumed["write_msr (stood for by other rows)"] == 3
+
+
+# Dovetail without the timer's name: the pipeline irq that a local_timer_entry follows each
+# time (700) is the LAPIC timer; irq 33, followed once by a tick in three entries, stays a device.
+PAIRING = "".join([
+    "cpus=1\n",
+    _line("100.000000", "<idle>-0", "irq_pipeline_entry", "irq=700"),
+    _line("100.000001", "<idle>-0", "local_timer_entry", "vector=236"),
+    _line("100.000010", "<idle>-0", "irq_pipeline_entry", "irq=33"),
+    _line("100.000011", "<idle>-0", "irq_handler_entry", "irq=33 name=virtio1-virtqueues"),
+    _line("100.000020", "<idle>-0", "irq_pipeline_entry", "irq=33"),
+    _line("100.000021", "<idle>-0", "local_timer_entry", "vector=236"),
+    _line("100.000030", "<idle>-0", "irq_pipeline_entry", "irq=700"),
+    _line("100.000031", "<idle>-0", "local_timer_entry", "vector=236"),
+    _line("100.000040", "<idle>-0", "irq_pipeline_entry", "irq=33"),
+])
+
+
+def test_the_timer_irq_is_the_one_ticks_follow_mostly(tmp_path: Path) -> None:
+    _, _, rows = _rows(tmp_path, PAIRING)
+    assert [(v, a) for k, v, a in rows if k == Kind.IRQ] == [(236, IRQ_TIMER), (33, IRQ_EDGE), (33, IRQ_EDGE),
+                                                              (236, IRQ_TIMER), (33, IRQ_EDGE)]

@@ -33,7 +33,8 @@ class Facts:
     roles: Counter[int] = field(default_factory=Counter)       # lines per chunk role
     msr_writes: Counter[int] = field(default_factory=Counter)  # write_msr lines per MSR index
     tlb_switches: int = 0
-    timer_irqs: set[int] = field(default_factory=set)          # pipeline irqs a local_timer_entry follows
+    pipeline_irqs: Counter[int] = field(default_factory=Counter)    # irq_pipeline_entry lines per irq
+    timer_follows: Counter[int] = field(default_factory=Counter)    # ... of those a local_timer_entry follows
     work_irqs: dict[int, set[int]] = field(default_factory=dict)   # work function -> irqs queueing it
     work_run: Counter[int] = field(default_factory=Counter)    # work function -> executions
     marks: Counter[int] = field(default_factory=Counter)       # marked event -> lines
@@ -66,8 +67,16 @@ class Facts:
                 self.work_irqs.setdefault(a, set()).add(self._handling[cpu])
             elif kind == ck.R_IRQ_PIPELINE:
                 self._last_pipeline[cpu] = a
+                self.pipeline_irqs[a] += 1
             elif kind == ck.R_IRQ and cpu in self._last_pipeline:
-                self.timer_irqs.add(self._last_pipeline.pop(cpu))
+                self.timer_follows[self._last_pipeline.pop(cpu)] += 1
+
+    @property
+    def timer_irqs(self) -> frozenset[int]:
+        """The pipeline irqs that are the LAPIC timer: a local_timer_entry follows most of their
+        entries (one chance pairing, a device irq taken just before a tick, does not make a
+        device's irq the timer)."""
+        return frozenset(irq for irq, n in self.timer_follows.items() if 2 * n > self.pipeline_irqs[irq])
 
 
 def hardware_irq_lines(chunk: ck.Chunk, irq_names: dict[int, str]) -> np.ndarray:

@@ -115,7 +115,7 @@ def make_plan(facts: Facts, names: ck.Names, options: Options) -> Plan:
     level = options.level_irqs if options.level_irqs is not None else DEFAULT_LEVEL_IRQS
     plan = Plan(pipeline, facts.tlb_switches > 0, x2apic, TIMER_DEVICES[device],
                 facts.msr_writes[MSR_TSC_DEADLINE] > 0 and device == "tsc-deadline",
-                facts.roles[ck.R_TICK] > 0, level, dict(names.irqs), frozenset(facts.timer_irqs))
+                facts.roles[ck.R_TICK] > 0, level, dict(names.irqs), facts.timer_irqs)
     plan.assumptions.update({
         "interrupts": ("one per irq_pipeline_entry (Dovetail's interrupt pipeline: every hardware interrupt; "
                        "irq_handler_entry and irq_vectors entries make no rows)" if pipeline else
