@@ -39,7 +39,7 @@ KIND_FIELDS: dict[Kind, tuple[str, str]] = {
     Kind.MMIO: ("guest-physical address", "0 = read, 1 = write"),
     Kind.IRQ: ("interrupt vector (the guest IRQ number where the recording names no vector)",
                "source: 0 = edge-triggered device (MSI/MSI-X, edge I/O APIC pin), 1 = level-triggered I/O APIC pin, 2 = local APIC timer, 3 = IPI"),
-    Kind.HLT: ("native idle time in ns until the next event", "unused (0)"),
+    Kind.HLT: ("native idle time in ns until the vCPU wakes (its next interrupt, else its next event)", "unused (0)"),
     Kind.SYSCALL: ("system call number", "unused (0)"),
     Kind.CPUID: ("leaf (EAX)", "unused (0)"),
     Kind.MSR: ("MSR index", "0 = rdmsr, 1 = wrmsr"),
