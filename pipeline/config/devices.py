@@ -11,6 +11,8 @@ A file describes one device:
     [present]                           # the device's rules apply when this event is recorded
     event = "workqueue_execute_start"   # (and ran this work function, for workqueue events)
     function = "e1000_watchdog"
+    level_irq = "…"                     # optional: or when a level-triggered IRQ has its irq.name;
+                                        #   the text says why that identifies the device
     [irq]                               # its interrupt: one of
     name = "{netdev}"                   #   the IRQ of this name (irq_handler_entry)
     queued_work = "virtio_transport_"   #   the IRQ in whose handler work of this prefix is queued
@@ -81,6 +83,7 @@ class Device:
     netdev: str
     present_event: str
     present_function: str
+    present_level_irq: str      # why a level-triggered IRQ of irq_name identifies the device ("": it does not)
     irq_name: str
     irq_queued_work: str
     irq_level: bool
@@ -100,7 +103,7 @@ def load_device(path: Path) -> Device:
     r = _Reader(path)
     _known(r, t, "", {"name", "description", "base", "base_source", "netdev", "present", "irq", "rule"})
     present, irq = r.table(t, "present"), r.table(t, "irq")
-    _known(r, present, "present", {"event", "function"})
+    _known(r, present, "present", {"event", "function", "level_irq"})
     _known(r, irq, "irq", {"name", "queued_work", "level"})
     event = r.text(present, "present.event")
     if event not in PRESENCE_EVENTS:
@@ -117,6 +120,7 @@ def load_device(path: Path) -> Device:
         raise ConfigError(path, "name", f"must be the file's stem {path.stem!r}")
     device = Device(name, r.text(t, "description"), r.integer(t, "base"), r.text(t, "base_source"),
                     r.text(t, "netdev", ""), event, r.text(present, "present.function", ""),
+                    r.text(present, "present.level_irq", ""),
                     r.text(irq, "irq.name", ""), r.text(irq, "irq.queued_work", ""), r.flag(irq, "irq.level", False),
                     tuple(_rule(r, rule, f"rule[{k}]") for k, rule in enumerate(rules)), path)
     _addresses_fit(device)

@@ -72,19 +72,25 @@ def test_dovetail_guest(tmp_path: Path) -> None:
     assert [v for k, v, _ in rows if k == Kind.HLT] == [10_000, 10_000]
     assert [(v, a) for k, v, a in rows if k == Kind.MSR] == [(0xC0000100, 1)]
     assert [(v, a) for k, v, a in rows if k == Kind.TIMER_ARM] == [(5000, TIMER_LAPIC)]
-    # ioapic-dovetail: irq 11 is level: 4 writes + 1 read; vsock: 2 kicks (the first, and after irq 33);
-    # e1000 is not present (no e1000_watchdog): none of its rows
+    # e1000, present without a watchdog run by its level-triggered IRQ 11 named eth0: at that
+    # interrupt ICR read, IMC write, STATUS read, IMS write, STATUS read (base 0xFEBC0000), then
+    # ioapic-dovetail (irq 11 is level): index + data write, data read, index + data write; vsock:
+    # 2 kicks (the first, and after irq 33); the napi poll of eth0 with work 1: the RDT write
     mmio = [(v, a) for k, v, a in rows if k == Kind.MMIO]
-    assert mmio == [(0xFEC00000, 1), (0xFEC00010, 1), (0xFEC00010, 0), (0xFEC00000, 1), (0xFEC00010, 1),
-                    (0xFE003000, 1), (0xFE003000, 1)]
+    assert mmio == [(0xFEBC00C0, 0), (0xFEBC00D8, 1), (0xFEBC0008, 0), (0xFEBC00D0, 1), (0xFEBC0008, 0),
+                    (0xFEC00000, 1), (0xFEC00010, 1), (0xFEC00010, 0), (0xFEC00000, 1), (0xFEC00010, 1),
+                    (0xFE003000, 1), (0xFE003000, 1), (0xFEBC2818, 1)]
+    assert meta.assumptions["e1000"]["evidence"].startswith("IRQ 11 'eth0', level-triggered: QEMU's default NIC")
     assert report.rules["mmio: virtio-vsock.kick"] == 2 and report.rules["mmio: ioapic-dovetail.mask-unmask"] == 5
     assert meta.guest.x2apic == 1                 # a write_msr to 0x80B is in 0x800-0x8FF
     assert meta.assumptions["timer_arm"]["device"]["device"] == "lapic"
     assert meta.source["clock_start_ns"] == 100_000_000_000
-    # e1000 named on the command line: its interrupt (5 accesses) and the rx tail write (work 1)
-    report, _, rows = _rows(tmp_path, DOVETAIL, options=Options(devices={"eth0": "e1000"}, no_devices=frozenset({"ioapic-dovetail"})))
+    # e1000 named on the command line: the same rows; the I/O APIC's switched off
+    report, meta, rows = _rows(tmp_path, DOVETAIL, options=Options(devices={"eth0": "e1000"}, no_devices=frozenset({"ioapic-dovetail"})))
     assert report.rules["mmio: e1000.interrupt"] == 5 and report.rules["mmio: e1000.rx-tail"] == 1
-    assert "mmio: ioapic-dovetail.mask-unmask" not in report.rules
+    assert "mmio: ioapic-dovetail.mask-unmask" not in report.rules and meta.assumptions["e1000"]["evidence"] == "--device eth0=e1000"
+    report, _, rows = _rows(tmp_path, DOVETAIL, options=Options(no_devices=frozenset({"e1000"})))
+    assert "mmio: e1000.interrupt" not in report.rules
     report, _, rows = _rows(tmp_path, DOVETAIL, options=Options(device_rules=False, x2apic=False))
     assert not any(k == Kind.MMIO for k, _, _ in rows)
 

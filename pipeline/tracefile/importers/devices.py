@@ -95,11 +95,11 @@ def device_rules(devices: list[Device], facts: Facts, names: ck.Names, plan: Pla
         return rules
     forced = {dev: netdev for netdev, dev in options.devices.items()}
     for d in devices:
-        evidence = _evidence(d, facts, names, forced)
-        if d.name in options.no_devices or not evidence:
-            continue
         netdev = forced.get(d.name, d.netdev)
         irqs = _irqs(d, netdev, facts, names, plan)
+        evidence = _evidence(d, facts, names, forced) or _level_irq_evidence(d, netdev, irqs, plan)
+        if d.name in options.no_devices or not evidence:
+            continue
         for rule in d.rules:
             rules.active.append(_active(d, rule, netdev, irqs, names))
         rules.assumptions[d.name] = {
@@ -121,6 +121,13 @@ def _evidence(d: Device, facts: Facts, names: ck.Names, forced: dict[str, str]) 
         n = facts.marks[names.find(d.present_event)]
     what = f"{d.present_event} {d.present_function}".strip()
     return f"{n} {what} recorded" if n else ""
+
+
+def _level_irq_evidence(d: Device, netdev: str, irqs: frozenset[int], plan: Plan) -> str:
+    """A device known by its interrupt alone: a level-triggered I/O APIC IRQ named as the device's
+    IRQ is (the TOML's present.level_irq says why that identifies it)."""
+    level = sorted(irqs & plan.level_irqs) if d.present_level_irq else []
+    return f"IRQ {', '.join(map(str, level))} {netdev!r}, level-triggered: {d.present_level_irq}" if level else ""
 
 
 def _irqs(d: Device, netdev: str, facts: Facts, names: ck.Names, plan: Plan) -> frozenset[int]:
