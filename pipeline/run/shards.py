@@ -9,11 +9,11 @@ content digest, which its result file records (pipeline/run/manifest.py).
 from __future__ import annotations
 
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.tracefile.format import TraceMeta
+from pipeline.tracefile.textlines import kind_of
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SHARD_FILE = re.compile(r"(?P<trace>.+)__cpu[0-9]+\.parquet")
@@ -83,9 +83,9 @@ def find_traces(inputs: list[Path], exclude: Path | None = None) -> Found:
                 if p.is_file():
                     found.append(TraceFile(safe_name(p.relative_to(root)), p))
                 else:
-                    skipped.append(f"{p}: not a regular file ({_kind(p)}), skipped")
+                    skipped.append(f"{p}: not a regular file ({kind_of(p)}), skipped")
         elif root.exists() and not root.is_file():
-            not_regular.append(f"{root}: not a regular file ({_kind(root)})")
+            not_regular.append(f"{root}: not a regular file ({kind_of(root)})")
         else:
             found.append(TraceFile(safe_name(Path(root.name)), root))
     return Found(_deduplicate(found), skipped, not_regular)
@@ -93,15 +93,6 @@ def find_traces(inputs: list[Path], exclude: Path | None = None) -> Found:
 
 def _under(path: Path, folder: Path | None) -> bool:
     return folder is not None and path.resolve().is_relative_to(folder.resolve())
-
-
-def _kind(path: Path) -> str:
-    """What a path that is not a regular file is, in words."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return "a broken link"
-    return {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "a device")
 
 
 def _deduplicate(found: list[TraceFile]) -> list[TraceFile]:

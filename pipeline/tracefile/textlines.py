@@ -21,6 +21,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import stat
 import lzma
 import re
 import zlib
@@ -176,9 +177,23 @@ def _decoded(path: Path, raw: BinaryIO) -> BinaryIO:
     return codec.open(raw)
 
 
+def kind_of(path: Path) -> str:
+    """What a path that is not a regular file is, in words."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a broken link"
+    return {stat.S_IFIFO: "a named pipe", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "a device")
+
+
 def sniff(path: Path) -> None:
     """Raise TraceFileError (NotText with a hint, if the first bytes are binary) unless the
-    file opens, decompresses and starts like text."""
+    file opens, decompresses and starts like text. A pipe (`<(xz -dc …)`) is refused: the
+    sniffed bytes would be gone from it when the file is read, so the trace would silently
+    lose its first lines."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise TraceFileError(f"{path}: not a regular file ({kind_of(path)}): give the file itself "
+                             "(.gz, .xz and .bz2 are read as they are)")
     with _reading(path), open(path, "rb") as raw, _decoded(path, raw) as stream:
         head = stream.read(4096)
     for magic, hint in _BINARY_MAGIC.items():
