@@ -493,7 +493,7 @@ def _report_fail(line: str) -> None:
 def record(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
-    cpu: Annotated[Optional[int], typer.Option(help="Pin the command to this CPU (taskset), like the seed's UP guests.")] = None,
+    cpu: Annotated[Optional[int], typer.Option(help="Record on this CPU only: perf and the command pinned to it (taskset), like the seed's UP guests.")] = None,
     workload: Annotated[Optional[str], typer.Option(help="Workload name in the trace metadata (default: the file stem).")] = None,
 ) -> None:
     """Run `-- CMD ARGS…` under perf record with the guest tracepoints and import the result."""
