@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client
 
 from long_trace import SOURCE, make_trace
+from pipeline.run.runner import local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = Path(sys.executable).parent / "pipeline"
@@ -41,7 +42,7 @@ def worker_peak_rss_mb() -> float:
 
 def timed_replay(inputs: list[Path], modes: str, workers: int, out: Path, *extra: str) -> tuple[float, float]:
     """Wall seconds of one `pipeline replay` on a fresh cluster, and its workers' max peak RSS."""
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
+    with local_cluster(workers) as cluster, \
             Client(cluster) as client:
         client.run(lambda: None)  # workers up before the clock starts
         t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NamedTuple, Optional, get_type_hints
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from pipeline.config import CONFIGS
 from pipeline.config.errors import ConfigError
@@ -38,10 +38,6 @@ from pipeline.run.shards import TraceFile, find_traces
 from pipeline.text import say
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="hvreplay: replay guest traces through hypervisor models and price each mode.")
-generate_app = typer.Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
-app.add_typer(generate_app, name="generate")
 # Piped output gets room for every mode column instead of rich's 80-column fallback.
 out_console = Console(width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
@@ -53,26 +49,54 @@ def _in_repo(path: Path) -> str:
     return str(path.relative_to(CONFIGS.parent))
 
 
-class RenamedOptions(TyperCommand):
-    """A command with renamed options: such an option is declared with its name first and
-    its old spelling after (`typer.Option("--start-profile", "--profile")`); both work,
-    the help shows the first long name only."""
+class _ReadableHelp:
+    """Help that shows each option once, by its first long name, and a flag without a type.
+
+    A renamed option is declared with its name first and its old spelling after
+    (`typer.Option("--start-profile", "--profile")`): both work, the help shows the first
+    long name only. typer labels every flag `<bool>` though it takes no value."""
 
     # Any: recent typer passes its own vendored click's Context and HelpFormatter, older typer click's.
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        shown = copy.copy(self)
-        shown.params = [_first_long_name(p) for p in self.params]
-        TyperCommand.format_help(shown, ctx, formatter)
+        shown: Any = copy.copy(self)   # a TyperCommand or TyperGroup (the classes below)
+        shown.params = [_as_shown(p) for p in shown.get_params(ctx)]
+        shown.add_help_option = False   # --help is among those params already
+        super(_ReadableHelp, shown).format_help(ctx, formatter)  # type: ignore[misc]  # the command class after this mixin
 
 
-def _first_long_name(param: Any) -> Any:
-    """`param` (a click parameter) as the help shows it: without the long names after its first."""
-    old = [o for o in param.opts if o.startswith("--")][1:]
-    if not old:
-        return param
+class ReadableCommand(_ReadableHelp, TyperCommand):
+    """A command with the readable help (every `pipeline` command: Typer below)."""
+
+
+class ReadableGroup(_ReadableHelp, TyperGroup):
+    """A group (`pipeline`, `pipeline generate`) with the readable help."""
+
+
+def _as_shown(param: Any) -> Any:
+    """`param` (a click parameter) as the help shows it: without the long names after its
+    first, and a flag without a value type (its metavar "" makes typer print none)."""
     shown = copy.copy(param)
+    old = [o for o in param.opts if o.startswith("--")][1:]
     shown.opts = [o for o in param.opts if o not in old]
+    if getattr(param, "is_flag", False):
+        shown.metavar = ""
     return shown
+
+
+class Typer(typer.Typer):
+    """typer.Typer whose commands and groups show the readable help above."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(cls=ReadableGroup, **options)
+
+    def command(self, name: Optional[str] = None, **options: Any) -> Any:  # type: ignore[override]
+        return super().command(name, cls=ReadableCommand, **options)
+
+
+app = Typer(add_completion=False, no_args_is_help=True,
+            help="hvreplay: replay guest traces through hypervisor models and price each mode.")
+generate_app = Typer(no_args_is_help=True, help="Generate traces of the seed's benchmarks.")
+app.add_typer(generate_app, name="generate")
 
 
 ProfileOpt = Annotated[Path, typer.Option("--profile", help="Hardware cost profile (TOML).", show_default=_in_repo(DEFAULT_PROFILE))]
@@ -81,6 +105,7 @@ NativeProfileOpt = Annotated[Path, typer.Option("--native-profile", "--profile",
 ModesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
 CLUSTER_PANEL = "Cluster (Dask) and chunking"
+SHIPPED_MODES = ", ".join(load_modes())   # read from configs/modes, so the help never lists a stale set
 
 
 class ClusterOptions(NamedTuple):
@@ -154,7 +179,7 @@ def _fail(message: str, code: int = 2) -> None:
 @cluster_options
 def replay(
     paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (every *.parquet below).")],
-    modes: Annotated[str, typer.Option(help="'all' or a comma-separated list of mode names.")] = "all",
+    modes: Annotated[str, typer.Option(help=f"'all' or a comma-separated list of mode names; shipped: {SHIPPED_MODES}.")] = "all",
     out: Annotated[Path, typer.Option(help="Results folder (hive-partitioned counts + summary.parquet).")] = Path("results"),
     profile: ProfileOpt = DEFAULT_PROFILE,
     modes_dir: ModesDirOpt = None,
@@ -378,7 +403,7 @@ def sweep(
     _exit_if_failed(failed)
 
 
-@app.command(cls=RenamedOptions)
+@app.command()
 def calibrate(
     results: Annotated[Path, typer.Argument(help="A results folder (or its summary.parquet) with every mode replayed.")],
     out: Annotated[Path, typer.Option(help="Fitted profile to write (.toml); tables go beside it as .cells/.costs.parquet.")],
@@ -493,7 +518,7 @@ def _report_fail(line: str) -> None:
 def record(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
-    cpu: Annotated[Optional[int], typer.Option(help="Pin the command to this CPU (taskset), like the seed's UP guests.")] = None,
+    cpu: Annotated[Optional[int], typer.Option(help="Record on this CPU only: perf and the command pinned to it (taskset), like the seed's UP guests.")] = None,
     workload: Annotated[Optional[str], typer.Option(help="Workload name in the trace metadata (default: the file stem).")] = None,
 ) -> None:
     """Run `-- CMD ARGS…` under perf record with the guest tracepoints and import the result."""
@@ -645,7 +670,7 @@ def _generate_command(generator: Generator) -> Callable[..., None]:
 
 def _add_generate_commands() -> None:
     for generator in GENERATORS:
-        generate_app.command(generator.name, help=generator.summary, cls=RenamedOptions)(_generate_command(generator))
+        generate_app.command(generator.name, help=generator.summary)(_generate_command(generator))
 
 
 _add_generate_commands()

@@ -162,9 +162,18 @@ def connect(spec: ClusterSpec) -> Iterator[Client]:
         raise ClusterError("--tls-ca-file/--tls-cert/--tls-key are for an existing scheduler: "
                            "give --scheduler-address or --scheduler-file")
     else:
-        with LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with local_cluster(spec.workers) as cluster, Client(cluster) as client:
             yield client
+
+
+def local_cluster(workers: int, **options: Any) -> LocalCluster:
+    """A local cluster of `workers` single-threaded processes, without a dashboard.
+
+    Without a dashboard the scheduler still serves HTTP (health, metrics), on port 8787
+    unless told otherwise: with another cluster up there, distributed warns "Port 8787 is
+    already in use" on every run. So that server takes any free port, on loopback only."""
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, **options)
 
 
 def _client(spec: ClusterSpec, address: str | None) -> Client:

@@ -50,7 +50,7 @@ def check(host: Host = Host()) -> tuple[str, Path]:
                           "`sudo sysctl kernel.perf_event_paranoid=-1` (1 is enough for your own processes)")
     tracefs = next((t for t in host.tracefs if (t / "events").is_dir()), None)
     if tracefs is None:
-        raise RecordError(f"no tracefs at {' or '.join(map(str, host.tracefs))}: "
+        raise RecordError(f"pipeline record needs tracefs, mounted at neither {' nor '.join(map(str, host.tracefs))}: "
                           "`sudo mount -t tracefs nodev /sys/kernel/tracing`")
     return perf, tracefs
 
@@ -69,19 +69,29 @@ def available(tracefs: Path) -> list[str]:
 
 def record_text(cmd: list[str], text: Path, cpu: int | None = None, host: Host = Host()) -> list[str]:
     """Run CMD under perf record and write `perf script` text to `text`; returns the
-    tracepoints recorded. `cpu` pins CMD (taskset) like the seed's uniprocessor guests."""
+    tracepoints recorded. `cpu` confines the recording to that CPU, like the seed's
+    uniprocessor guests (pinned_on)."""
     perf, tracefs = check(host)
     events = available(tracefs)
     if "sched:sched_switch" not in events:
         raise RecordError(f"{tracefs}: no sched:sched_switch tracepoint (kernel built without CONFIG_TRACEPOINTS?)")
-    pinned = (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
     with tempfile.TemporaryDirectory(prefix="hvreplay-record-") as tmp:
         data = Path(tmp) / "perf.data"
-        args = [perf, "record", "-q", *[a for e in events for a in ("-e", e)], "-o", str(data), "--", *pinned]
-        _run(args, "perf record")
+        args = [perf, "record", "-q", *[a for e in events for a in ("-e", e)], "-o", str(data), "--", *cmd]
+        _run(pinned_on(cpu, args), "perf record")
         with open(text, "w") as out:
             _run([perf, "script", "-F", SCRIPT_FIELDS, "-i", str(data)], "perf script", stdout=out)
     return events
+
+
+def pinned_on(cpu: int | None, args: list[str]) -> list[str]:
+    """`args` (a perf record command) run on `cpu` only, perf included.
+
+    perf records CMD from its exec on; CMD then inherits perf's CPU affinity. Pinning CMD
+    itself (`perf record -- taskset -c N CMD`) records taskset running wherever it started
+    until it pins itself (~200 events on another CPU); `perf record -C N` would record
+    every task on N, not CMD's. perf shares the CPU with CMD, as it would in a UP guest."""
+    return args if cpu is None else ["taskset", "-c", str(cpu), *args]
 
 
 def _run(args: list[str], what: str, stdout=None) -> None:

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
 from pipeline.config.cost_profile import START_PROFILE
-from pipeline.run.runner import ClusterError, ClusterSpec
+from pipeline.run.runner import ClusterError, ClusterSpec, connect, local_cluster
 from tests.pipeline.daskprocs import DaskCluster, make_ca, start_cluster
 from tests.pipeline.tracefiles import round_robin_events, write_events
 
@@ -294,3 +294,14 @@ def test_workers_below_one_is_a_usage_error(traces: Path, tmp_path: Path) -> Non
         assert r.returncode == 2 and "greater than or equal to 1" in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(ClusterError, match="at least 1 worker"):
         ClusterSpec(workers=0)
+
+
+def test_local_clusters_side_by_side_do_not_warn_of_port_8787(recwarn: pytest.WarningsRecorder) -> None:
+    """Two local clusters at once (a run's and another, as the tests and a user's second
+    run start them): neither claims the fixed dashboard port, so distributed does not warn
+    "Port 8787 is already in use"; their HTTP servers listen on loopback only."""
+    with local_cluster(1) as other, connect(ClusterSpec(workers=1)) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        for scheduler in (other.scheduler, client.cluster.scheduler):
+            assert scheduler.http_server.address == "127.0.0.1" and scheduler.http_server.port != 8787
+    assert [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)] == []

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.run.runner import local_cluster as start_local_cluster
 from pipeline.tracefile.format import META_KEY, validate
 from tests.pipeline.test_importers import ATRACE, PERF, TRACECMD_N_FAULTS
 from tests.pipeline.tracefiles import round_robin_events, write_events
@@ -123,7 +124,7 @@ def corrupt_trace(draw, good: bytes, path: Path) -> Callable[[Path], None]:
 
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
+    with start_local_cluster(1) as c:
         yield c
 
 

@@ -206,9 +206,11 @@ def test_modes_are_data_in_seed_order() -> None:
 
 @pytest.mark.cluster
 def test_existing_scheduler_by_address_environment_and_file(traces_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
+    from pipeline.run.runner import local_cluster
+
+    with local_cluster(2, host="127.0.0.1") as cluster:
         by_option = tmp_path / "opt"
         assert replay([traces_dir], by_option, "--scheduler-address", cluster.scheduler_address).exit_code == 0
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
