@@ -82,18 +82,17 @@ def time_caption(stats: Stats) -> str:
 
 
 def event_table(stats: Stats, event: str) -> Table:
-    """perf kvm stat report's table of one --event: per row Samples, Samples%, Time%,
-    Min/Max/Avg time and the relative stddev of the mean; P95 beside them (a mean hides
-    a long tail)."""
+    """perf kvm stat report's table of one --event, its columns: per row Samples, Samples%,
+    Time%, Min/Max/Avg time and the relative stddev of the mean (quantiles are in --out's
+    tables: one more column would not fit 100 columns)."""
     unit = stats.time_unit
-    _, label, _ = _DISPLAY[unit]
-    table = Table(title=f"{_TITLES[event]}  ·  time {_TIMES[event]}, {label}", caption=time_caption(stats))
-    for name in (_TITLES[event], "Samples", "Samples%", "Time%", "Min", "Max", "Avg", "±", "P95"):
+    table = Table(title=f"{_TITLES[event]}  ·  time {_TIMES[event]}, {_DISPLAY[unit][1]}")
+    for name in (_TITLES[event], "Samples", "Samples%", "Time%", "Min", "Max", "Avg", "±"):
         table.add_column(name, justify="left" if name == _TITLES[event] else "right")
     for r in stats.views[event].iter_rows(named=True):
         table.add_row(markup_safe(r["label"]), str(r["count"]), _pct(r["share"]), _pct(r["time_share"]),
                       *[_time(r[f"{k}_{unit}"], unit) for k in ("min", "max", "mean")],
-                      "—" if r["stddev_pct"] is None else f"±{r['stddev_pct']:.2f}%", _time(r[f"p95_{unit}"], unit))
+                      "—" if r["stddev_pct"] is None else f"±{r['stddev_pct']:.2f}%")
     return table
 
 
@@ -113,7 +112,7 @@ def thread_table(stats: Stats) -> Table:
     compare and host-costs take), its vCPU id where printed, its exits and their share."""
     per = (stats.by_vcpu.group_by(["pid", "vcpu"]).agg(pl.col("count").sum(), pl.col("share").sum())
            .sort(["count", "pid"], descending=[True, False]))
-    table = Table(title="KVM exits by vCPU thread", caption="thread or pid: --vcpu-thread of kvm-stat, compare, host-costs")
+    table = Table(title="KVM exits by vCPU thread", caption="--vcpu-thread takes a thread or its pid")
     for name in ("thread", "pid", "vcpu", "exits", "%"):
         table.add_column(name, justify="left" if name == "thread" else "right")
     for r in per.iter_rows(named=True):
@@ -144,7 +143,7 @@ def print_files(stats: Stats, console: Console) -> None:
 
 
 def print_tables(stats: Stats, event: str, console: Console) -> None:
-    """As perf kvm stat report: what was analysed, then the report of `event`, its totals;
+    """As perf kvm stat report: what was analysed, then the report of `event`, its unit, totals;
     for vmexit also the exits per vCPU thread (which thread to select in a host of many)."""
     files = ", ".join(Path(s.source).name for s in stats.files if s.error is None)
     console.print(f"Analyze events of {markup_safe(files)}: {markup_safe(stats.selection.describe())}",
@@ -153,6 +152,7 @@ def print_tables(stats: Stats, event: str, console: Console) -> None:
         console.print(f"no {_TITLES[event]} events in the selection", highlight=False)
         return
     console.print(event_table(stats, event))
+    console.print(time_caption(stats), highlight=False)     # a line of its own: a caption would wrap at the table's width
     console.print(totals_line(stats, event), highlight=False)
     if event == "vmexit":
         console.print(thread_table(stats))
