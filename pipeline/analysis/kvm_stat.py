@@ -53,8 +53,7 @@ class Selection:
         """The pids the thread names, None for all; a name no thread has is an error."""
         if self.thread is None:
             return None
-        threads = {(pid, thread_name(comm, pid)) for s in scans for pid, comm in s.comms.items()
-                   if any(r.pid == pid for r in s.exits)}
+        threads = {(pid, thread_name(s.comms[pid], pid)) for s in scans for pid in {r.pid for r in s.exits}}
         found = {pid for pid, name in threads if self.thread in (name, str(pid))}
         if not found:
             known = ", ".join(sorted(name for _, name in threads))
