@@ -544,26 +544,40 @@ def kvm_stat(
     files: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text: trace-cmd report (default, -N, -R), ftrace, perf script.")],
     out: Annotated[Optional[Path], typer.Option(help="STATS.parquet to write (per vCPU and exit reason; tables beside it).")] = None,
     tsc_hz: Annotated[Optional[float], typer.Option(help="TSC frequency, for traces timestamped in raw TSC counts.")] = None,
+    event: Annotated[str, typer.Option(help="What a row is, as perf kvm stat report --event: vmexit (exit reasons), "
+                                            "mmio (MMIO address and R/W), ioport (port and PIN/POUT).")] = "vmexit",
+    key: Annotated[str, typer.Option("-k", "--key", help="Row order, as perf's -k: sample (most samples first) or "
+                                                         "time (longest average time first).")] = "sample",
+    vcpu: Annotated[Optional[int], typer.Option(help="Only this vCPU id (in a host of several VMs, each has a vCPU 0: "
+                                                     "see --vcpu-thread).")] = None,
+    vcpu_thread: Annotated[Optional[str], typer.Option(help="Only this host thread, as the trace prints it (comm-pid, "
+                                                            "e.g. qemu-system-x86-483882) or its pid.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A malformed KVM line or an out-of-order exit/entry pair is an "
                                                           "error (that file is not summarised).")] = False,
 ) -> None:
-    """Per exit reason: count, share, and time from exit to the next entry on the same vCPU."""
+    """Per exit reason (or MMIO address, port): samples, shares, min/max/avg time ± stddev, like perf kvm stat report."""
     # Malformed lines and out-of-order exit/entry pairs are warnings (as in `import`), with
     # --strict errors for their file. Exit status: 0 every file summarised, 1 some files failed
-    # but others were summarised, 2 none could be read, a bad --tsc-hz, or --out not written.
+    # but others were summarised, 2 none could be read, a bad option, or --out not written.
     from math import isfinite
 
-    from pipeline.analysis.kvm_stat import summarise, write_stats
+    from pipeline.analysis.kvm_stat import EVENTS, KEYS, Selection, SelectionError, summarise, write_stats
     from pipeline.reports.text_traces import print_files, print_tables
 
     if tsc_hz is not None and not (isfinite(tsc_hz) and tsc_hz > 0):
         _report_fail(f"--tsc-hz {tsc_hz}: must be the TSC frequency in Hz, a positive number")
-    stats = summarise(files, tsc_hz, strict)
+    for name, value, known in (("--event", event, EVENTS), ("--key", key, KEYS)):
+        if value not in known:
+            _report_fail(f"{name} {value}: must be one of {', '.join(known)}")
+    try:
+        stats = summarise(files, tsc_hz, strict, Selection(vcpu, vcpu_thread), key)
+    except SelectionError as e:
+        _report_fail(str(e))
     print_files(stats, out_console)
     read = [s for s in stats.files if s.error is None]
     if not read:
         raise typer.Exit(2)
-    print_tables(stats, out_console)
+    print_tables(stats, event, out_console)
     if out is not None:
         try:
             written = write_stats(stats, out)

@@ -32,13 +32,11 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
+from pipeline.analysis.kvm_stat import time_stats
 from pipeline.config.cost_profile import Profile, UnitCost
 from pipeline.tracefile.format import TraceError, TraceMeta, read_rows
-from pipeline.tracefile.importers import linescan as ls
 from pipeline.tracefile.importers.exit_reasons import SVM, VMX
-from pipeline.tracefile.importers.kvm_exits import CHUNK_BYTES, scan_file
-from pipeline.tracefile.importers.prefixes import scan_prefixes
-from pipeline.tracefile.textlines import read_chunks
+from pipeline.tracefile.importers.kvm_exits import scan_file, thread_name
 from replay import reference
 from replay.counts import EXIT_REASONS, EXITS, Counts
 from replay.events import Events
@@ -65,7 +63,7 @@ class Thread(NamedTuple):
 
     @property
     def name(self) -> str:
-        return f"{self.comm}-{self.pid}" if self.comm else str(self.pid)
+        return thread_name(self.comm, self.pid)
 
 
 @dataclass(frozen=True)
@@ -107,8 +105,8 @@ def load_host(paths: Sequence[Path]) -> Host:
     rows: dict[int, list[tuple[int, float, str]]] = {}
     for r in (r for s in scans for r in s.exits):
         rows.setdefault(r.pid, []).append((r.ts, np.nan if r.time is None else r.time, r.reason))
-    names = thread_names(paths, set(rows))
-    threads = [_thread_exits(Thread(pid, names[pid]), mine) for pid, mine in rows.items()]
+    names = {pid: comm for s in reversed(scans) for pid, comm in s.comms.items()}   # the first file's name wins
+    threads = [_thread_exits(Thread(pid, names.get(pid, "")), mine) for pid, mine in rows.items()]
     warnings = [f"{s.source}: {p.count} {p.what}" for s in scans for p in s.problems if p.count]
     return Host(tuple(map(str, paths)), sorted(threads, key=lambda t: (-len(t.ts), t.thread.pid)), warnings)
 
@@ -118,27 +116,6 @@ def _thread_exits(thread: Thread, rows: list[tuple[int, float, str]]) -> ThreadE
     rows.sort(key=lambda r: r[0])
     return ThreadExits(thread, np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.float64),
                        np.array([r[2] for r in rows], dtype=object))
-
-
-def thread_names(paths: Sequence[Path], pids: set[int]) -> dict[int, str]:
-    """Each pid's task name, from its first event line: kvm_exits keeps pids only, and users
-    know the thread as the trace prints it (`CPU 1/KVM-453725`). A second pass of the compiled
-    scanner over the prefixes; pids it never sees are named by number."""
-    names: dict[int, str] = {}
-    for path in paths:
-        for data in read_chunks(Path(path), CHUNK_BYTES):
-            p = scan_prefixes(data)
-            rows = np.flatnonzero(p.status == ls.EVENT)
-            pid, first = np.unique(p.pid[rows], return_index=True)
-            for k, row in zip(pid.tolist(), rows[first].tolist()):
-                if k in pids and k not in names:
-                    names[k] = p.data[p.spans[row, 0]:p.spans[row, 1]].decode("utf-8", "replace").strip()
-            for tl in p.parsed.values():
-                if tl.pid in pids:
-                    names.setdefault(tl.pid, tl.comm)
-            if pids <= names.keys():
-                return names
-    return {**{k: "" for k in pids}, **names}
 
 
 def isa_of(reasons: set[str]) -> str:
@@ -311,13 +288,11 @@ class ReasonTimes(NamedTuple):
 
 
 def reason_times(exits: ThreadExits) -> dict[str, ReasonTimes]:
-    out = {}
-    for reason in sorted(set(exits.reason.tolist())):
-        times = exits.of_reason(reason).time
-        timed = times[~np.isnan(times)]
-        stats = (float(timed.mean()), *map(float, np.percentile(timed, [10, 90]))) if len(timed) else (None, None, None)
-        out[reason] = ReasonTimes(len(times), len(timed), float(timed.sum()), *stats)
-    return out
+    """Per reason, kvm-stat's figures of the thread's exits (`kvm_stat.time_stats`)."""
+    df = pl.DataFrame({"reason": exits.reason.astype(str), "time": exits.time}, schema={"reason": pl.String, "time": pl.Float64})
+    stats = time_stats(df.with_columns(pl.col("time").fill_nan(None)), ["reason"]).sort("reason")
+    return {r["reason"]: ReasonTimes(r["count"], r["timed"], r["total_ns"] or 0.0, r["mean_ns"], r["p10_ns"], r["p90_ns"])
+            for r in stats.iter_rows(named=True)}
 
 
 class ReasonRow(NamedTuple):

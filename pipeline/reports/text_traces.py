@@ -1,6 +1,6 @@
 """What the two readers of text traces print: `pipeline import` (guest side: what was
-written, what was not, its progress bar) and `pipeline kvm-stat` (host side: exits by reason,
-I/O accesses, each file's problems).
+written, what was not, its progress bar) and `pipeline kvm-stat` (host side: perf kvm stat
+report's tables of exits by reason, MMIO or port accesses; each file's problems).
 
 Both print to the console they are given (the command's stdout), errors included, so a
 report and the errors about its files come out in one stream, in order.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import polars as pl
 from rich.console import Console
@@ -20,7 +21,8 @@ from pipeline.text import markup_safe, printable, say
 from pipeline.tracefile.importers import ImportReport
 
 PROGRESS_MIN_BYTES = 32 << 20   # inputs smaller than this import without a progress bar
-_DISPLAY = {"ns": (1e3, "µs"), "cycles": (1.0, "cycles")}   # time unit -> (divisor, label)
+# time unit -> how it is shown: (divisor, label, decimals); µs to 0.01 as perf prints them
+_DISPLAY = {"ns": (1e3, "µs", 2), "cycles": (1.0, "cycles", 0)}
 
 
 def print_error(console: Console, line: str) -> None:
@@ -65,50 +67,63 @@ def print_import(report: ImportReport, console: Console) -> None:
 
 
 # ---------------------------------------------------------------- pipeline kvm-stat
-def reason_table(stats: Stats) -> Table:
-    """Per reason over all vCPUs: count, %, and the handling-time statistics."""
+# perf kvm stat report's title of each --event report (tools/perf/arch/x86/util/kvm-stat.c)
+_TITLES = {"vmexit": "VM-EXIT", "mmio": "MMIO Access", "ioport": "IO Port Access"}
+_TIMES = {"vmexit": "kvm_exit → next kvm_entry of the vCPU thread",
+          "mmio": "of the exit each access happened in", "ioport": "of the exit each access happened in"}
+
+
+def time_caption(stats: Stats) -> str:
+    """The unit of the times and why: µs from seconds (or from counts with --tsc-hz);
+    cycles only where raw clock counts had no --tsc-hz to convert them."""
+    if stats.time_unit == "cycles":
+        return "times in cycles: the timestamps are raw clock counts, and no --tsc-hz converts them"
+    return "times in µs: " + ("raw clock counts ÷ --tsc-hz" if stats.converted else "the timestamps are seconds")
+
+
+def event_table(stats: Stats, event: str) -> Table:
+    """perf kvm stat report's table of one --event, its columns: per row Samples, Samples%,
+    Time%, Min/Max/Avg time and the relative stddev of the mean (quantiles are in --out's
+    tables: one more column would not fit 100 columns)."""
     unit = stats.time_unit
-    div, label = _DISPLAY[unit]
-    table = Table(title=f"KVM exits by reason  ·  time = kvm_exit → next kvm_entry of the vCPU thread, {label}",
-                  caption="cycles: raw clock counts (pass --tsc-hz to convert)" if unit == "cycles" else None)
-    for name in ("reason", "count", "%", f"total ({label})", f"mean ({label})", f"min ({label})",
-                 f"max ({label})", f"p50 ({label})", f"p95 ({label})", "file(s)"):
-        table.add_column(name, justify="left" if name in ("reason", "file(s)") else "right")
-    for r in stats.by_reason.iter_rows(named=True):
-        table.add_row(markup_safe(r["reason"]), str(r["count"]), f"{100 * r['share']:.2f}",
-                      *[_time(r[f"{k}_{unit}"], div) for k in ("total", "mean", "min", "max", "p50", "p95")],
-                      markup_safe(r["files"]))
+    table = Table(title=f"{_TITLES[event]}  ·  time {_TIMES[event]}, {_DISPLAY[unit][1]}")
+    for name in (_TITLES[event], "Samples", "Samples%", "Time%", "Min", "Max", "Avg", "±"):
+        table.add_column(name, justify="left" if name == _TITLES[event] else "right")
+    for r in stats.views[event].iter_rows(named=True):
+        table.add_row(markup_safe(r["label"]), str(r["count"]), _pct(r["share"]), _pct(r["time_share"]),
+                      *[_time(r[f"{k}_{unit}"], unit) for k in ("min", "max", "mean")],
+                      "—" if r["stddev_pct"] is None else f"±{r['stddev_pct']:.2f}%")
     return table
+
+
+def _pct(share: float | None) -> str:
+    return "—" if share is None else f"{100 * share:.2f}%"
+
+
+def totals_line(stats: Stats, event: str) -> str:
+    """perf's line under its table: the samples and their handling time in all."""
+    view, unit = stats.views[event], stats.time_unit
+    return f"Total samples: {view['count'].sum()}, total handling time: {_time(float(view[f'total_{unit}'].sum()), unit)} " \
+           f"{_DISPLAY[unit][1]}"
 
 
 def thread_table(stats: Stats) -> Table:
-    """Per host thread with exits: its pid (what `compare` and `host-costs --vcpu-thread`
-    take), its vCPU id where printed, its exits and their share."""
+    """Per host thread with exits: its name and pid (what `--vcpu-thread` of kvm-stat,
+    compare and host-costs take), its vCPU id where printed, its exits and their share."""
     per = (stats.by_vcpu.group_by(["pid", "vcpu"]).agg(pl.col("count").sum(), pl.col("share").sum())
            .sort(["count", "pid"], descending=[True, False]))
-    table = Table(title="KVM exits by vCPU thread", caption="pid: --vcpu-thread of compare, host-costs")
-    for name in ("pid", "vcpu", "exits", "%"):
-        table.add_column(name, justify="right")
+    table = Table(title="KVM exits by vCPU thread", caption="--vcpu-thread takes a thread or its pid")
+    for name in ("thread", "pid", "vcpu", "exits", "%"):
+        table.add_column(name, justify="left" if name == "thread" else "right")
     for r in per.iter_rows(named=True):
-        table.add_row(str(r["pid"]), "—" if r["vcpu"] is None else str(r["vcpu"]), str(r["count"]), f"{100 * r['share']:.2f}")
+        table.add_row(markup_safe(stats.threads.get(r["pid"], "")), str(r["pid"]),
+                      "—" if r["vcpu"] is None else str(r["vcpu"]), str(r["count"]), f"{100 * r['share']:.2f}")
     return table
 
 
-def io_table(stats: Stats) -> Table:
-    """Per port (kvm_pio) / MMIO address (kvm_mmio): count and the enclosing exits' time."""
-    unit = stats.time_unit
-    div, label = _DISPLAY[unit]
-    table = Table(title=f"I/O accesses by port / MMIO address  ·  time of the exit they occurred in, {label}")
-    for name in ("kind", "address", "access", "size", "count", "%", f"mean ({label})", f"p95 ({label})"):
-        table.add_column(name, justify="left" if name in ("kind", "address", "access") else "right")
-    for r in stats.io.iter_rows(named=True):
-        table.add_row(r["kind"], r["address_hex"], r["direction"], str(r["size"]), str(r["count"]),
-                      f"{100 * r['share']:.1f}", _time(r[f"mean_{unit}"], div), _time(r[f"p95_{unit}"], div))
-    return table
-
-
-def _time(value: float | None, div: float) -> str:
-    return "—" if value is None else f"{value / div:.4g}"
+def _time(value: float | None, unit: str) -> str:
+    div, _, decimals = _DISPLAY[unit]
+    return "—" if value is None else f"{value / div:.{decimals}f}"
 
 
 def print_files(stats: Stats, console: Console) -> None:
@@ -127,9 +142,17 @@ def print_files(stats: Stats, console: Console) -> None:
                           highlight=False, soft_wrap=True)
 
 
-def print_tables(stats: Stats, console: Console) -> None:
-    """The per-reason and per-thread tables, and the I/O table when there were accesses."""
-    console.print(reason_table(stats))
-    console.print(thread_table(stats))
-    if not stats.io.is_empty():
-        console.print(io_table(stats))
+def print_tables(stats: Stats, event: str, console: Console) -> None:
+    """As perf kvm stat report: what was analysed, then the report of `event`, its unit, totals;
+    for vmexit also the exits per vCPU thread (which thread to select in a host of many)."""
+    files = ", ".join(Path(s.source).name for s in stats.files if s.error is None)
+    console.print(f"Analyze events of {markup_safe(files)}: {markup_safe(stats.selection.describe())}",
+                  highlight=False, soft_wrap=True)
+    if stats.views[event].is_empty():
+        console.print(f"no {_TITLES[event]} events in the selection", highlight=False)
+        return
+    console.print(event_table(stats, event))
+    console.print(time_caption(stats), highlight=False)     # a line of its own: a caption would wrap at the table's width
+    console.print(totals_line(stats, event), highlight=False)
+    if event == "vmexit":
+        console.print(thread_table(stats))

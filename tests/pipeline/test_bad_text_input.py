@@ -10,6 +10,7 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_kvm_stat_truncated_file_beside_a_good_one(tmp_path: Path, suffix: str) 
     result = run("kvm-stat", src, good)
     assert result.exit_code == 1
     assert error_lines(result) == [f"error: {src}: truncated {CODECS[suffix][2]} data (the file ends mid-stream)"]
-    assert "│ HLT    │     4 │" in result.output     # the good file's 4 exits are still summarised
+    assert re.search(r"│ HLT\s+│\s+4 │", result.output)     # the good file's 4 exits are still summarised
 
 
 @pytest.mark.parametrize("suffix", CODECS)
@@ -147,7 +148,7 @@ def test_kvm_stat_files_that_are_not_traces(tmp_path: Path) -> None:
         f"error: {binary}: binary file, not a text trace",
         f"error: {folder}: Is a directory",
         f"error: {tmp_path / 'missing.txt'}: No such file or directory"]
-    assert "│ HLT    │     3 │" in result.output
+    assert re.search(r"│ HLT\s+│\s+3 │", result.output)
 
 
 def test_kvm_stat_strict(tmp_path: Path) -> None:

@@ -112,6 +112,12 @@ def parse_io(event: str, payload: str) -> tuple[int, str, int] | None:
 
 
 # ---------------------------------------------------------------- what a file yields
+def thread_name(comm: str, pid: int) -> str:
+    """A host thread as the trace prints it (`CPU 0/KVM-453724`), the name users pass as
+    --vcpu-thread; the pid alone where the rendering printed no task name."""
+    return f"{comm}-{pid}" if comm else str(pid)
+
+
 @dataclass(slots=True)
 class ExitRow:
     """One kvm_exit. `vcpu` is None until some event of the thread prints it; `time` (to
@@ -125,11 +131,14 @@ class ExitRow:
 
 @dataclass(slots=True)
 class IoRow:
-    """One kvm_pio / kvm_mmio access; `time` is that of the exit it happened in."""
+    """One kvm_pio / kvm_mmio access of thread `pid`; `time` is that of the exit it happened
+    in, `vcpu` the thread's (None until some event prints it), for --vcpu / --vcpu-thread."""
+    pid: int
     kind: str             # "pio" or "mmio"
     address: int
     direction: str
     size: int
+    vcpu: int | None = None
     time: int | None = None
 
 
@@ -164,6 +173,7 @@ class FileScan:
     exits: list[ExitRow] = field(default_factory=list)
     io: list[IoRow] = field(default_factory=list)
     counted: list[EventRow] = field(default_factory=list)
+    comms: dict[int, str] = field(default_factory=dict)   # pid -> its task name, as first printed
     malformed: Problems = field(default_factory=lambda: Problems("malformed KVM line(s) skipped"))
     # A kvm_entry stamped earlier than the exit it would close (a file not in time order):
     # that exit is counted but never timed, so no time is negative.
@@ -187,6 +197,7 @@ class KvmLine(NamedTuple):
     lineno: int
     name: str        # the event without subsystem, one of KVM_EVENTS
     pid: int         # the thread (perf's pid/tid: the tid)
+    comm: str        # its task name, as printed (`CPU 0/KVM`, `qemu-system-x86`)
     ts: int
     payload: str
     text: str        # the whole line, for the problem reports
@@ -230,10 +241,19 @@ class _Pairing:
             r.time = p.row.time
 
     def io(self, line: KvmLine, kind: str, addr: int, direction: str, size: int) -> None:
-        row = IoRow(kind, addr, direction, size)
+        """One access. An MMIO read KVM cannot satisfy in the kernel is traced twice in one
+        exit: `unsatisfied-read` when it goes to userspace, `read` when the value comes back
+        (before the kvm_entry); that is one read (as perf's mmio view counts it), so the
+        `read` completes the exit's pending `unsatisfied-read` of its address, not a new row."""
+        pending = self.pending.get(line.pid)
+        if direction == "read" and pending and pending.io and pending.io[-1].direction == "unsatisfied-read" \
+                and (pending.io[-1].kind, pending.io[-1].address) == (kind, addr):
+            pending.io[-1].direction = "read"
+            return
+        row = IoRow(line.pid, kind, addr, direction, size)
         self.scan.io.append(row)
-        if line.pid in self.pending:
-            self.pending[line.pid].io.append(row)
+        if pending:
+            pending.io.append(row)
 
     def _learn(self, pid: int, vcpu: int | None) -> None:
         if vcpu is not None:
@@ -241,7 +261,7 @@ class _Pairing:
 
     def finish(self) -> None:
         self.scan.unpaired += len(self.pending)
-        for rows in (self.scan.exits, self.scan.counted):
+        for rows in (self.scan.exits, self.scan.counted, self.scan.io):
             for r in rows:
                 if r.vcpu is None:
                     r.vcpu = self.vcpu_of.get(r.pid)
@@ -251,6 +271,7 @@ def _dispatch(pairing: _Pairing, line: KvmLine) -> None:
     scan, name = pairing.scan, line.name
     if not (line.ts in INT64 and line.pid in INT64):
         return scan.bad(line.lineno, line.text, f"{name}: timestamp or pid does not fit a 64-bit column")
+    scan.comms.setdefault(line.pid, line.comm)
     if name == "kvm_exit":
         got = parse_exit(line.payload)
         if got is None:
@@ -293,11 +314,13 @@ def _kvm_lines(p: Prefixes, events: EventIndex[str | None], first_line: int) -> 
     index = events.of_lines(p)
     names = events.names
     rows = np.flatnonzero(np.array([n is not None for n in names] + [False])[index]).tolist()
-    lines = [KvmLine(first_line + row, names[e], pid, ts, p.data[ps:pe].decode(), p.text(row))
-             for row, e, pid, ts, ps, pe in zip(rows, index[rows].tolist(), p.pid[rows].tolist(),
-                                                p.ts[rows].tolist(), p.spans[rows, 4].tolist(), p.spans[rows, 5].tolist())]
+    spans = p.spans[rows].tolist()
+    lines = [KvmLine(first_line + row, names[e], pid, p.data[s[0]:s[1]].decode("utf-8", "replace").strip(), ts,
+                     p.data[s[4]:s[5]].decode(), p.text(row))
+             for row, e, pid, ts, s in zip(rows, index[rows].tolist(), p.pid[rows].tolist(), p.ts[rows].tolist(), spans)]
     parsed = ((row, tl, _kvm_name(tl.event)) for row, tl in p.parsed.items())
-    slow = [KvmLine(first_line + row, name, tl.pid, tl.ts, tl.payload, p.text(row)) for row, tl, name in parsed if name]
+    slow = [KvmLine(first_line + row, name, tl.pid, tl.comm, tl.ts, tl.payload, p.text(row))
+            for row, tl, name in parsed if name]
     return sorted(lines + slow) if slow else lines
 
 
