@@ -37,7 +37,7 @@ from pipeline.reports.terminal import category_table, cost_table, failures, pred
 from pipeline.run.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
 from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.run.shards import TraceFile, find_traces
-from pipeline.text import say
+from pipeline.text import count_of, say
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -191,15 +191,22 @@ def replay(
 def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
     """The traces under `paths` (not under `out`); a missing or non-regular path named
     explicitly fails here, before anything starts."""
+    _fail_if_missing(paths)
     found = find_traces(paths, exclude=out)
     for line in found.skipped:
         _note(line)
-    missing = [p for p in paths if not p.exists()]
     if found.not_regular:
         _fail(found.not_regular[0])
-    if missing or not found.traces:
-        _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
+    if not found.traces:
+        _fail(f"{paths[0]}: no trace files (*.parquet) found")
     return found.traces
+
+
+def _fail_if_missing(paths: list[Path]) -> None:
+    """A path named on the command line that does not exist is a typo, not an empty folder."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        _fail(f"{missing[0]}: does not exist")
 
 
 @contextmanager
@@ -336,8 +343,9 @@ def diff(
 
 
 @app.command()
-def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")]) -> None:
+def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (every *.parquet below).")]) -> None:
     """Check trace files against format v1; one line per bad file, exit 1 if any."""
+    _fail_if_missing(paths)
     found = find_traces(paths)
     if not found.traces and not found.not_regular:
         _fail(f"{paths[0]}: no trace files (*.parquet) found")
@@ -349,7 +357,7 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
     for t in found.traces:
         try:
             meta = validate_trace(t.path)
-            say(out_console, f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})")
+            say(out_console, f"ok  {t.path}  ({meta.workload}, {count_of(meta.ops, meta.op_unit)}, cpus {list(meta.cpus)})")
         except TraceError as e:
             bad += 1
             say(err_console, str(e), "[red]bad[/red]")
@@ -673,7 +681,7 @@ def _profile(path: Path):
 def _write(out: Path, columns: dict, meta) -> None:
     write_trace(out, columns, meta)
     say(out_console, f"wrote {out}: {len(columns['kind'])} events, {meta.workload}, "
-                     f"native {meta.native_ns / 1e9:.4g} s for {meta.ops} {meta.op_unit}")
+                     f"native {meta.native_ns / 1e9:.4g} s for {count_of(meta.ops, meta.op_unit)}")
 
 
 if __name__ == "__main__":
