@@ -27,16 +27,19 @@ def table_width(console: Console) -> int | None:
 
 
 def blocks(table: Table, width: int | None, console: Console, keys: int = 1) -> list[Table]:
-    """`table` as blocks of its columns no wider than `width` (one block, the table, if it
-    fits or `width` is None), the first `keys` columns in every block. The title goes on
-    the first block, the caption on the last. Key columns wrap at spaces; the others never
-    wrap, and a column too wide for any block is folded, not cut. Print each at `width`."""
+    """`table` as blocks of its columns no wider than `width` (one block if it fits or
+    `width` is None), the first `keys` columns in every block, as wide in each. The
+    title goes on the first block, the caption on the last. Key columns wrap at spaces; the
+    others never wrap, and a column too wide for any block is folded, not cut. Print each
+    block at `width`."""
+    key_widths = [_width(console, c, KEY_WRAP) for c in table.columns[:keys]]
     key_cols = [replace(c, overflow="fold") for c in table.columns[:keys]]
     value_cols = [replace(c, overflow="fold", no_wrap=True) for c in table.columns[keys:]]
     need = [_width(console, c) for c in value_cols]
-    used = 1 + sum(_width(console, c, KEY_WRAP) + 3 for c in key_cols)
+    used = 1 + sum(w + 3 for w in key_widths)
     if width is None or used + sum(n + 3 for n in need) <= width:
-        return [_block(table, key_cols + value_cols, first=True, last=True)]
+        return [_block(table, key_cols, value_cols, first=True, last=True)]
+    key_cols = [replace(c, max_width=w) for c, w in zip(key_cols, key_widths)]
     groups: list[list[Column]] = [[]]
     room = width - used
     for column, n in zip(value_cols, need):
@@ -45,7 +48,7 @@ def blocks(table: Table, width: int | None, console: Console, keys: int = 1) -> 
             room = width - used
         groups[-1].append(column)
         room -= n + 3
-    return [_block(table, key_cols + g, first=i == 0, last=i == len(groups) - 1) for i, g in enumerate(groups)]
+    return [_block(table, key_cols, g, first=i == 0, last=i == len(groups) - 1) for i, g in enumerate(groups)]
 
 
 def _width(console: Console, column: Column, wrap: int | None = None) -> int:
@@ -57,13 +60,12 @@ def _width(console: Console, column: Column, wrap: int | None = None) -> int:
     return widest if wrap is None else max(min(widest, wrap), max(s.minimum for s in sizes))
 
 
-def _block(table: Table, columns: list[Column], first: bool, last: bool) -> Table:
-    """A table of `columns` (keys first); a row with nothing but keys in these columns (a
-    trace's measured row where no mode was measured) is left out."""
+def _block(table: Table, keys: list[Column], values: list[Column], first: bool, last: bool) -> Table:
+    """A table of the `keys` and `values` columns; a row with no value in `values` (a trace's
+    measured row where none of these modes was measured) is left out."""
     block = Table(title=table.title if first else None, caption=table.caption if last else None,
                   box=table.box, show_header=table.show_header, show_lines=table.show_lines)
-    keys = len(columns) - sum(c.no_wrap for c in columns)
-    kept = [i for i in range(len(table.rows)) if any(c._cells[i] != "" for c in columns[keys:]) or keys == len(columns)]
-    block.columns = [replace(c, _index=n, _cells=[c._cells[i] for i in kept]) for n, c in enumerate(columns)]
+    kept = [i for i in range(len(table.rows)) if not values or any(list(c.cells)[i] != "" for c in values)]
+    block.columns = [replace(c, _index=n, _cells=[list(c.cells)[i] for i in kept]) for n, c in enumerate(keys + values)]
     block.rows = [table.rows[i] for i in kept]
     return block

@@ -126,7 +126,7 @@ def measured_row(reference: Reference, rows: list[dict | None]) -> list[str] | N
 
 
 def _measured_cell(cell: Cell, row: dict) -> str:
-    error = 100 * (headline_value(row) - cell.value) / cell.value
+    error = round(100 * (headline_value(row) - cell.value) / cell.value, 1) + 0.0   # + 0.0: never "-0.0%"
     return f"{cell.value:.3g} ({error:+.1f}%)"
 
 
