@@ -19,6 +19,7 @@ from typing import Annotated, Any, NamedTuple, Optional, get_type_hints
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from pipeline.config import CONFIGS
@@ -31,15 +32,17 @@ from pipeline.run.outdir import OutError, held, remove, write
 from pipeline.config.cost_profile import DEFAULT_PROFILE, MODERN_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.config.measurements import DEFAULT_REFERENCE, load_reference
 from pipeline.generate.registry import GENERATORS, Generator
+from pipeline.reports.fit import blocks, table_width
 from pipeline.reports.terminal import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
 from pipeline.run.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
 from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.run.shards import TraceFile, find_traces
-from pipeline.text import say
+from pipeline.text import count_of, say
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
-# Piped output gets room for every mode column instead of rich's 80-column fallback.
-out_console = Console(width=None if sys.stdout.isatty() else 240)
+# Piped output gets room for every column instead of rich's 80-column fallback; tables are
+# cut to $COLUMNS or the terminal by _show.
+out_console = Console(width=None if sys.stdout.isatty() else 100_000)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
@@ -170,6 +173,14 @@ def _note(line: str) -> None:
     say(err_console, line, "[yellow]note:[/yellow]")
 
 
+def _show(table: Table, keys: int = 1) -> None:
+    """Print `table` on stdout in blocks that fit its width (pipeline/reports/fit.py), the
+    first `keys` columns repeated in each."""
+    width = table_width(out_console)
+    for block in blocks(table, width, out_console, keys):
+        out_console.print(block, width=width)
+
+
 def _fail(message: str, code: int = 2) -> None:
     _report_error(message)
     raise typer.Exit(code)
@@ -190,14 +201,14 @@ def replay(
     Rerun with the same --out to resume: shards already done with the same inputs are kept."""
     try:
         chosen = select_modes(load_modes(extra=modes_dir or []), modes)
-        cost_profile = load_profile(profile)
+        cost_profile, ref = load_profile(profile), load_reference(DEFAULT_REFERENCE)
     except ConfigError as e:
         _fail(str(e))
     spec = cluster.spec()
     traces = _traces(paths, out)
     with _holding(out):
         summary, failed = _replay(traces, chosen, out, cost_profile, spec, cluster.chunking)
-    out_console.print(seed_table(summary))
+    _show(seed_table(summary, ref))
     say(out_console, f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
 
@@ -205,15 +216,22 @@ def replay(
 def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
     """The traces under `paths` (not under `out`); a missing or non-regular path named
     explicitly fails here, before anything starts."""
+    _fail_if_missing(paths)
     found = find_traces(paths, exclude=out)
     for line in found.skipped:
         _note(line)
-    missing = [p for p in paths if not p.exists()]
     if found.not_regular:
         _fail(found.not_regular[0])
-    if missing or not found.traces:
-        _fail(f"{missing[0] if missing else paths[0]}: no trace files (*.parquet) found")
+    if not found.traces:
+        _fail(f"{paths[0]}: no trace files (*.parquet) found")
     return found.traces
+
+
+def _fail_if_missing(paths: list[Path]) -> None:
+    """A path named on the command line that does not exist is a typo, not an empty folder."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        _fail(f"{missing[0]}: does not exist")
 
 
 @contextmanager
@@ -271,7 +289,7 @@ def report(
     sweep: Annotated[Optional[list[Path]], typer.Option(help="A `pipeline sweep --out` folder to plot in the HTML report (repeatable).")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Cells of a fit (`pipeline calibrate` writes FIT.cells.parquet) for "
                                                               "the HTML report; default: the reference beside these results.")] = None,
-    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML) overlaid in the HTML report.",
+    reference: Annotated[Path, typer.Option(help="Reference measurements (TOML) shown beside the modelled cells and in the HTML report.",
                                             show_default=_in_repo(DEFAULT_REFERENCE))] = DEFAULT_REFERENCE,
     profile: Annotated[Optional[Path], typer.Option(help="Cost profile to price attribution with; default: the one named in "
                                                           "the summary, from configs/hardware.")] = None,
@@ -283,16 +301,17 @@ def report(
     try:
         summary = read_summary(results)
         check_summary(results, summary)
-    except (FileNotFoundError, StaleSummary) as e:
+        ref = load_reference(reference)
+    except (FileNotFoundError, StaleSummary, ConfigError) as e:
         _fail(str(e))
     if by not in (None, "category"):
         _fail(f"--by {by}: only 'category' is supported")
     if top is not None and top < 1:
         _fail(f"--top {top}: must be at least 1")
-    out_console.print(seed_table(summary))
+    _show(seed_table(summary, ref))
     if by == "category":
         for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
-            out_console.print(category_table(summary, trace))
+            _show(category_table(summary, trace))
     cost_profile = attribution = None
     if top or html:   # only attribution and calibration need the cost profile
         cost_profile, why = rd.summary_profile(summary, profile)
@@ -301,7 +320,6 @@ def report(
         _print_top(summary, attribution)
     if html:
         try:
-            ref = load_reference(reference)
             sweeps = [rd.load_sweep(s) for s in sweep or []]
             cal_table = rd.load_calibration(calibration, summary, ref, cost_profile)
         except (ConfigError, rd.ReportInputError) as e:
@@ -321,7 +339,7 @@ def _print_top(summary, attribution) -> None:
     for trace in summary.filter(summary["status"] == "ok")["trace"].unique().sort():
         for dimension, ranked in attribution.top.items():
             if len(ranked.filter(ranked["trace"] == trace)):
-                out_console.print(top_table(ranked, summary, trace, dimension, attribution.profile))
+                _show(top_table(ranked, summary, trace, dimension, attribution.profile), keys=2)
 
 
 @app.command()
@@ -341,7 +359,7 @@ def diff(
     table = compare(a, b)
     both = table.filter(table["status"] == "both")
     for trace in both["trace"].unique(maintain_order=True):
-        out_console.print(diff_table(table, trace, (str(results_a), str(results_b))))
+        _show(diff_table(table, trace, (str(results_a), str(results_b))))
     for trace, mode, status in table.filter(table["status"] != "both").select("trace", "mode", "status").rows():
         say(out_console, f"{trace} / {mode}: {status}")
     if out:
@@ -350,8 +368,9 @@ def diff(
 
 
 @app.command()
-def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")]) -> None:
+def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (every *.parquet below).")]) -> None:
     """Check trace files against format v1; one line per bad file, exit 1 if any."""
+    _fail_if_missing(paths)
     found = find_traces(paths)
     if not found.traces and not found.not_regular:
         _fail(f"{paths[0]}: no trace files (*.parquet) found")
@@ -363,7 +382,7 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or fo
     for t in found.traces:
         try:
             meta = validate_trace(t.path)
-            say(out_console, f"ok  {t.path}  ({meta.workload}, {meta.ops} {meta.op_unit}, cpus {list(meta.cpus)})")
+            say(out_console, f"ok  {t.path}  ({meta.workload}, {count_of(meta.ops, meta.op_unit)}, cpus {list(meta.cpus)})")
         except TraceError as e:
             bad += 1
             say(err_console, str(e), "[red]bad[/red]")
@@ -398,7 +417,8 @@ def sweep(
         summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec, cluster.chunking)
         table = sw.gains(summary, grid_points)
         write(out / "sweep.parquet", table.write_parquet)
-    out_console.print(sweep_table(table, [k for k, _ in grid_points[0].settings], cost_profile.name))
+    keys = [k for k, _ in grid_points[0].settings]
+    _show(sweep_table(table, keys, cost_profile.name), keys=len(keys))
     say(out_console, f"wrote {out / 'sweep.parquet'} ({len(table)} rows) and {out / SUMMARY}")
     _exit_if_failed(failed)
 
@@ -421,14 +441,14 @@ def calibrate(
         costs, predictions = cal.calibrate(rows, start, fit_on)
     except (ConfigError, FileNotFoundError, cal.CalibrationError) as e:
         _fail(str(e))
-    out_console.print(cost_table(costs, start.name))
-    out_console.print(prediction_table(predictions, f"Reference {ref.name}: fitted on {fit}"))
+    _show(cost_table(costs, start.name))
+    _show(prediction_table(predictions, f"Reference {ref.name}: fitted on {fit}"), keys=2)
     for workload, measured, modelled in cal.ratio(predictions, "kvm-trunk", "kvm-paravirt"):
         out_console.print(f"paravirt gain (kvm-trunk ÷ kvm-paravirt) {workload}: modelled {modelled:.2f}×, measured {measured:.2f}×")
     tables = {"cells": cal.prediction_frame(predictions), "costs": cal.cost_frame(costs)}
     if leave_one_out:
         held = cal.leave_one_out(rows, start)
-        out_console.print(prediction_table(held, "Leave one workload out: each predicted by a fit on the others"))
+        _show(prediction_table(held, "Leave one workload out: each predicted by a fit on the others"), keys=2)
         tables["loo"] = cal.prediction_frame(held)
     _write_fit(out, start, costs, predictions, ref.name, fit_on, results)
     for kind, frame in tables.items():
@@ -623,7 +643,7 @@ def compare(
             say(out_console, heading(c))
         for line in lines(c):
             say(out_console, line)
-        out_console.print(compare_table(c))
+        _show(compare_table(c))
     page = render_html(result) if html else ""
     _write_outputs([(out, lambda p: write_atomic(p, cmp.frame(result).write_parquet)), (html, lambda p: write_page(p, page))])
 
@@ -658,7 +678,7 @@ def host_costs(
         profile, choices = cmp.measured_profile(cmp.load_host(hosts), vcpu_thread, base_profile, out.stem)
     except (ConfigError, cmp.CompareError) as e:
         _fail(str(e))
-    out_console.print(host_cost_table(choices, base_profile.name))
+    _show(host_cost_table(choices, base_profile.name))
     _write_outputs([(out, lambda p: write_profile(p, profile, {d: c.ns for d, c in profile.costs.items()}, {}, {}))])
 
 
@@ -700,7 +720,7 @@ def _profile(path: Path):
 def _write(out: Path, columns: dict, meta) -> None:
     write_trace(out, columns, meta)
     say(out_console, f"wrote {out}: {len(columns['kind'])} events, {meta.workload}, "
-                     f"native {meta.native_ns / 1e9:.4g} s for {meta.ops} {meta.op_unit}")
+                     f"native {meta.native_ns / 1e9:.4g} s for {count_of(meta.ops, meta.op_unit)}")
 
 
 if __name__ == "__main__":

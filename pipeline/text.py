@@ -29,3 +29,15 @@ def say(console: Any, text: str, tag: str = "") -> None:
     """Print one line: `text` is data (paths, names, trace lines), escaped and never read as
     markup; `tag` is the line's own markup (`[red]error:[/red]`), put before it."""
     console.print(f"{tag} {markup_safe(text)}" if tag else markup_safe(text), highlight=False, soft_wrap=True)
+
+
+def count_of(n: int, noun: str) -> str:
+    """`n` and `noun` in English, e.g. "80000 messages", "1 run", "3 context switches": a
+    trace's op unit is stored singular ("message", "timer tick")."""
+    if n == 1 or not noun:
+        return f"{n} {noun}".rstrip()
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return f"{n} {noun}es"
+    if noun.endswith("y") and noun[-2:-1] not in tuple("aeiou"):
+        return f"{n} {noun[:-1]}ies"
+    return f"{n} {noun}s"

@@ -9,6 +9,7 @@ See configs/modes/README.md.
 """
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Sequence
 from dataclasses import fields
@@ -47,8 +48,16 @@ def select_modes(available: dict[str, Mode], wanted: str) -> list[Mode]:
     names = [w.strip() for w in wanted.split(",") if w.strip()]
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ConfigError("--modes", "", f"unknown mode(s) {unknown}; known: {sorted(available)}")
+        named = ", ".join(_unknown(n, available) for n in unknown)
+        raise ConfigError("--modes", "", f"unknown mode(s) {named}; known: {sorted(available)}")
     return [available[n] for n in names]
+
+
+def _unknown(name: str, available: dict[str, Mode]) -> str:
+    """An unknown mode name as the error quotes it, with the known name a typo away, if any:
+    "'kvm-trnk' (did you mean 'kvm-trunk'?)"."""
+    close = difflib.get_close_matches(name, available, n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def with_overrides(mode: Mode, overrides: dict[str, Any], origin: str = "--set") -> Mode:

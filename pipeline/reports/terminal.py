@@ -6,10 +6,13 @@ profile.
 """
 from __future__ import annotations
 
+from math import floor, log10
+
 import polars as pl
 from rich.table import Table
 
 from pipeline.analysis.attribution import DIMENSIONS
+from pipeline.config.measurements import Cell, Reference
 from pipeline.run.results import part_name, parts
 from pipeline.text import markup_safe, printable
 from pipeline.config.units import BY_HEADLINE, Row
@@ -58,8 +61,16 @@ def _cell(row: dict | None, native: float | None) -> str:
     if row["status"] != "ok":
         return "failed"
     value = headline_value(row)
-    ratio = f" ({value / native:.1f}×)" if native else ""
+    ratio = f" ({ratio_text(value / native)})" if native else ""
     return f"{value:.3g}{ratio}"
+
+
+def ratio_text(ratio: float) -> str:
+    """×native with two significant digits of the overhead (ratio − 1), at least one decimal and
+    at most four: 41.0×, 2.8×, 1.15×, 1.0020× (a mode that adds 0.2% is not shown as 1.0×)."""
+    overhead = abs(ratio - 1)
+    decimals = 1 if overhead == 0 else min(4, max(1, 1 - floor(log10(overhead))))
+    return f"{ratio:.{decimals}f}×"
 
 
 def seed_rows(summary: pl.DataFrame) -> list[list[str]]:
@@ -75,19 +86,48 @@ def seed_rows(summary: pl.DataFrame) -> list[list[str]]:
     return rows
 
 
-def seed_table(summary: pl.DataFrame) -> Table:
-    """Rows: traces; columns: modes; each cell the modelled time and its ×native ratio."""
+SEED_CAPTION = ("native = the trace's own time; other modes = native + Σ count × unit cost (modelled); "
+                "% host CPU (idle guests) = (busy time + modelled overhead) ÷ the trace's span")
+
+
+def seed_table(summary: pl.DataFrame, reference: Reference | None = None) -> Table:
+    """Rows: traces; columns: modes; each cell the modelled time and its ×native ratio. With a
+    reference, a "measured" row under each trace it covers: the published value and the
+    model's error against it, so the table says how far the model is from the seed."""
     profile = profile_names(summary)
     modes = mode_order(summary)
+    caption = SEED_CAPTION
+    if reference is not None:
+        caption += (f"; measured = {reference.name} ({reference.source}), as published; "
+                    "(±%) = modelled − measured, in % of measured")
     table = Table(title=markup_safe(f"Modelled time by mode (×native)  ·  cost profile: {profile}"),
-                  caption="native = the trace's own time; other modes = native + Σ count × unit cost (modelled); "
-                          "% host CPU (idle guests) = (busy time + modelled overhead) ÷ the trace's span")
+                  caption=markup_safe(caption))
     table.add_column("workload (unit)")
     for m in modes:
         table.add_column(m, justify="right", min_width=len(m))
-    for row in seed_rows(summary):
+    index = {(r["trace"], r["mode"]): r for r in summary.iter_rows(named=True)}
+    for (trace, *_), row in zip(trace_rows(summary), seed_rows(summary)):
         table.add_row(*["[red]failed[/red]" if c == "failed" else markup_safe(c) for c in row])
+        measured = measured_row(reference, [index.get((trace, m)) for m in modes]) if reference else None
+        if measured:
+            table.add_row(*measured, style="dim")
     return table
+
+
+def measured_row(reference: Reference, rows: list[dict | None]) -> list[str] | None:
+    """One trace's reference cells, a cell per mode (`rows`: its summary row per mode):
+    "measured (error)", or None when the reference covers none of them."""
+    cells = {(c.workload, c.mode, c.unit): c for c in reference.cells}
+    matched = [None if r is None or r["status"] != "ok" else
+               cells.get((r["workload"], r["mode"], BY_HEADLINE[r["headline"]].name)) for r in rows]
+    if not any(matched):
+        return None
+    return ["  measured", *["" if c is None or r is None else _measured_cell(c, r) for c, r in zip(matched, rows)]]
+
+
+def _measured_cell(cell: Cell, row: dict) -> str:
+    error = round(100 * (headline_value(row) - cell.value) / cell.value, 1) + 0.0   # + 0.0: never "-0.0%"
+    return f"{cell.value:.3g} ({error:+.1f}%)"
 
 
 def category_table(summary: pl.DataFrame, trace: str) -> Table:

@@ -114,12 +114,12 @@ def test_validate_reports_every_bad_file_in_one_line_each(tmp_path: Path) -> Non
     assert r.exit_code == 1
     lines = r.output.splitlines()
     assert lines == [
-        f"ok  {d / 'a_good.parquet'}  (rr, 2 context switch, cpus [0])",
+        f"ok  {d / 'a_good.parquet'}  (rr, 2 context switches, cpus [0])",
         f"bad {d / 'b_null_kind.parquet'}: row 3: null in column 'kind'",
         f"bad {d / 'c_null_t.parquet'}: row 0: null in column 't_ns'",
         f"bad {d / 'd_empty.parquet'}: no events (the file has no rows)",
         f"bad {d / 'e_huge.parquet'}: bad trace metadata: native_ns must be in 1..{2**63 - 1}, got {2**70}",
-        f"ok  {d / 'f_evil.parquet'}  ({SHOWN}, 2 context switch, cpus [0])",
+        f"ok  {d / 'f_evil.parquet'}  ({SHOWN}, 2 context switches, cpus [0])",
     ], r.output
     assert "\x1b" not in r.output and "\x00" not in r.output
 
