@@ -94,11 +94,11 @@ def _matches(summary: pl.DataFrame, reference: Reference) -> list[tuple[Cell, di
     for cell in reference.cells:
         match = ok.filter((pl.col("workload") == cell.workload) & (pl.col("mode") == cell.mode))
         if len(match):
-            out.append((cell, _one_trace(match, cell.workload)))
+            out.append((cell, one_trace(match, cell.workload)))
     return out
 
 
-def _one_trace(match: pl.DataFrame, workload: str) -> dict:
+def one_trace(match: pl.DataFrame, workload: str) -> dict:
     """The trace named like the workload, else the only one; several is ambiguous."""
     named = match.filter(pl.col("trace") == workload)
     if len(named) == 1 or len(match) == 1:

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from rich.table import Table
 
 from pipeline.analysis.compare import NS_PER_US, Comparison, CostChoice, ReasonRow, Score
-from pipeline.reports.html_page import Section, _log_range, _Page, _table, document
+from pipeline.reports.html_page import Section, _Page, _table, document, log_axis
 from pipeline.text import markup_safe
 
 HEADER = ["reason", "predicted", "measured", "error", "mean exit→entry (µs)", "predicted host (µs)", "measured host (µs)"]
@@ -140,8 +140,8 @@ def _figure(page: _Page, c: Comparison) -> str:
         fig.add_bar(name=name, x=reasons, y=values, marker_color=COLOURS[side], text=values, textposition="outside",
                     cliponaxis=False, hovertemplate=f"%{{x}}: %{{y}} exits<extra>{html.escape(name)}</extra>")
     fig.update_layout(barmode="group")
-    fig.update_yaxes(type="log", title_text="exits in the window (log scale)",
-                     range=_log_range([float(v) for r in c.rows for v in (r.predicted, r.measured)]))
+    fig.update_yaxes(title_text="exits in the window (log scale)",
+                     **log_axis([float(v) for r in c.rows for v in (r.predicted, r.measured)]))
     fig.update_xaxes(title_text=f"exit reason ({c.isa})")
     w = c.window
     return page.figure(fig, f"Exits by reason: {c.mode} predicted vs measured on {c.thread.name}",

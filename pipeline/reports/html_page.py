@@ -32,10 +32,17 @@ from pipeline.reports.terminal import (TOP_CAPTION, display_scale, failures, hea
 from pipeline.reports.data import Attribution, Calibration, Sweep
 from pipeline.run.results import part_name, parts
 from pipeline.config.units import BY_HEADLINE, UNITS
+from replay.kernel import BUSY_KIND
+from replay.kinds import Kind
 
-# One palette per kind of thing, so a colour means one thing on the whole page.
-PALETTES = {"mode": qualitative.D3, "part": ["#b9b9b9", *qualitative.Set2[:7], *qualitative.Pastel1],
-            "source": qualitative.Alphabet, "line": qualitative.Dark24}
+# Every event kind its own colour, fixed: a rotating palette gave two kinds one colour once
+# many address spaces had used it up (touch and io in hackbench's charts).
+KIND_COLOURS = dict(zip([k.name.lower() for k in Kind] + [BUSY_KIND], qualitative.Light24))
+# One palette per kind of thing, so a colour means one thing on the whole page; a dict is a
+# fixed table, a list is handed out in turn.
+PALETTES: dict[str, list[str] | dict[str, str]] = {
+    "mode": qualitative.D3, "part": ["#b9b9b9", *qualitative.Set2[:7], *qualitative.Pastel1],
+    "kind": KIND_COLOURS, "asid": qualitative.Alphabet, "device": qualitative.Alphabet, "line": qualitative.Dark24}
 MODELLED = "native = the trace's own time (generated or recorded); every other mode is modelled: native + Σ count × unit cost"
 FIG_HEIGHT = 430
 NO_CALIBRATION = '<p class="note">No reference cell matches a replayed (workload, mode) in these results.</p>'
@@ -88,9 +95,11 @@ class _Page:
             self.colour("mode", m)
 
     def colour(self, kind: str, key: str) -> str:
-        """The colour of `key` among things of `kind` (mode, part, source, line), fixed once given."""
+        """The colour of `key` among things of `kind` (a key of PALETTES), fixed once given."""
+        palette = PALETTES[kind]
+        if isinstance(palette, dict):
+            return palette[key]
         if (kind, key) not in self._colours:
-            palette = PALETTES[kind]
             self._colours[(kind, key)] = palette[sum(k == kind for k, _ in self._colours) % len(palette)]
         return self._colours[(kind, key)]
 
@@ -120,28 +129,46 @@ def _overview(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
 
 
 def _per_op_figure(page: _Page, summary: pl.DataFrame) -> str:
+    """Time per op of every trace, one panel per op unit: a µs per timer tick beside a µs per
+    context switch would put unlike things on one axis."""
     ok = summary.filter(pl.col("status") == "ok")
-    fig = go.Figure()
     traces = [t for t in trace_rows(summary) if t[2] is not None]
-    for mode in page.modes:
-        rows = {r["trace"]: r for r in ok.filter(pl.col("mode") == mode).iter_rows(named=True)}
-        xs = [f"{trace}<br>per {op_unit}" for trace, _, _, op_unit in traces if trace in rows]
-        ys = [rows[trace]["ns_per_op"] / 1e3 for trace, *_ in traces if trace in rows]
-        fig.add_bar(name=mode, x=xs, y=ys, marker_color=page.colour("mode", mode),
-                    hovertemplate=f"{mode}<br>%{{x}}: %{{y:.4g}} µs<extra></extra>")
+    units = list(dict.fromkeys(op_unit for *_, op_unit in traces))
+    if not units:   # no trace has a result: the overview's table says so
+        return ""
+    fig = make_subplots(rows=1, cols=len(units), subplot_titles=[f"per {u}" for u in units], horizontal_spacing=0.08,
+                        column_widths=[sum(t[3] == u for t in traces) for u in units])
+    for col, unit in enumerate(units, start=1):
+        mine = [trace for trace, *_, op_unit in traces if op_unit == unit]
+        for mode in page.modes:
+            rows = {r["trace"]: r for r in ok.filter((pl.col("mode") == mode) & pl.col("trace").is_in(mine)).iter_rows(named=True)}
+            fig.add_bar(name=mode, legendgroup=mode, showlegend=col == 1, x=[t for t in mine if t in rows],
+                        y=[rows[t]["ns_per_op"] / 1e3 for t in mine if t in rows], marker_color=page.colour("mode", mode),
+                        hovertemplate=f"{mode}<br>%{{x}}: %{{y:.4g}} µs per {unit}<extra></extra>", row=1, col=col)
+        values = ok.filter(pl.col("trace").is_in(mine))["ns_per_op"] / 1e3
+        fig.update_yaxes(title_text=f"µs per {unit} (log scale)", **log_axis(values.to_list()), row=1, col=col)
     fig.update_layout(barmode="group")
-    fig.update_yaxes(type="log", title_text="µs per op (log scale)",
-                     range=_log_range([r["ns_per_op"] / 1e3 for r in ok.iter_rows(named=True)]))
-    fig.update_xaxes(title_text="trace (op = the workload's unit of work)")
-    return page.figure(fig, "Per-op latency by mode, every workload",
+    fig.update_xaxes(title_text="trace")
+    return page.figure(fig, "Per-op latency by mode, every workload, one panel per op unit",
                        f"modelled, cost profile {page.profile}; native = the trace's own time per op")
 
 
+def log_axis(values: list[float]) -> dict:
+    """A log axis's settings: labels at decades only (plotly's own also label 2 and 5 between
+    them, which reads '5, 2, 10, 5, 2, 1'), unlabelled minor ticks and grid at 2–9."""
+    return dict(type="log", range=_log_range(values), dtick=1,
+                minor=dict(dtick="D1", ticks="outside", showgrid=True, gridcolor="#f2f2f2"))
+
+
 def _log_range(values: list[float]) -> list[float]:
-    """A log axis from half a decade below the smallest bar: a bar's base is the axis's bottom,
-    so an axis starting just under the smallest value would draw it as nearly nothing."""
+    """A log axis from half a decade below the smallest bar (a bar's base is the axis's bottom,
+    so an axis starting just under the smallest value would draw it as nearly nothing), and
+    down to a decade at least, so that it has a labelled tick."""
     positive = [v for v in values if v > 0]
-    return [math.log10(min(positive)) - 0.5, math.log10(max(positive)) + 0.15] if positive else [0, 1]
+    if not positive:
+        return [0, 1]
+    low, high = math.log10(min(positive)), math.log10(max(positive))
+    return [min(low - 0.5, math.floor(high)), high + 0.15]
 
 
 def _workloads(page: _Page, inputs: ReportInputs) -> Iterator[Section]:
@@ -171,8 +198,7 @@ def _time_figure(page: _Page, inputs: ReportInputs, workload: Workload) -> str:
         fig.add_scatter(x=[c.mode for c in cells], y=measured, mode="markers", name=f"measured ({ref_name})",
                         marker=dict(symbol="diamond", size=13, color="black", line=dict(color="white", width=1)),
                         hovertemplate="%{x}: %{y:.4g} " + label + "<extra>measured</extra>")
-    fig.update_yaxes(type="log", title_text=f"{label} (log scale)",
-                     range=_log_range(values + (measured if cells else [])))
+    fig.update_yaxes(title_text=f"{label} (log scale)", **log_axis(values + (measured if cells else [])))
     fig.update_xaxes(title_text="mode")
     fig.update_layout(showlegend=True)
     source = f"; ◆ measured: {ref_name}" if cells else "; no reference measurement for this workload"
@@ -233,7 +259,7 @@ def _top_figure(page: _Page, profile: str, name: str, mine: pl.DataFrame, rows: 
         part = {r["mode"]: r for r in mine.filter(pl.col("source") == source).iter_rows(named=True)}
         fig.add_bar(name=source, orientation="h", y=modes, x=[100 * part[m]["share"] if m in part else 0 for m in modes],
                     customdata=[part[m]["time_ns"] / scale if m in part else 0 for m in modes],
-                    marker_color="#c7c7c7" if source == "other" else page.colour("source", source),
+                    marker_color="#c7c7c7" if source == "other" else page.colour(dimension, source),
                     hovertemplate="%{y}: %{x:.1f}%, %{customdata:.4g} " + label + f"<extra>{html.escape(source)}</extra>")
     fig.update_layout(barmode="relative")
     fig.update_yaxes(title_text="mode", autorange="reversed")

@@ -32,3 +32,20 @@ def quick_results(tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, ["replay", str(QUICK_TRACE), "--out", str(out), "--workers", "2"])
     assert result.exit_code == 0, result.output
     return out
+
+
+SHIPPED_TRACES = Path(__file__).resolve().parents[2] / "traces"
+
+
+@pytest.fixture(scope="session")
+def shipped_results(tmp_path_factory) -> Path:
+    """`pipeline replay traces/ --modes all`, the README's run, default profile (shared: read
+    it, never write into it)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    out = tmp_path_factory.mktemp("shipped") / "results"
+    result = CliRunner().invoke(app, ["replay", str(SHIPPED_TRACES), "--modes", "all", "--out", str(out), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -139,3 +139,57 @@ def test_report_renders_in_headless_chromium(full_report: tuple[Path, Path]) -> 
     assert len(shot.getcolors(maxcolors=1 << 20)) > 200  # text, tables, bars: not a blank page
     drawn = {c for _, c in first.getcolors(maxcolors=1 << 20)}
     assert all(MODE_COLOURS[m] in drawn for m in SEED_MODES)  # each mode's bar is on screen in its colour
+
+
+@pytest.fixture(scope="module")
+def shipped_report(shipped_results: Path, tmp_path_factory) -> Path:
+    """The report of the README's run: every op unit, an idle guest, I/O and many address spaces."""
+    page = tmp_path_factory.mktemp("shipped-html") / "report.html"
+    r = runner.invoke(app, ["report", str(shipped_results), "--html", str(page), "--top", "5"])
+    assert r.exit_code == 0, r.output
+    return page
+
+
+def test_every_event_kind_has_its_own_colour() -> None:
+    from replay.kernel import BUSY_KIND
+    from replay.kinds import Kind
+
+    kinds = [k.name.lower() for k in Kind] + [BUSY_KIND]
+    assert set(html_page.KIND_COLOURS) == set(kinds)
+    assert len(set(html_page.KIND_COLOURS.values())) == len(kinds)
+
+
+DECADE = re.compile(r"0\.0*1|10*|10*[kMGT]")   # how plotly labels 10^n
+
+
+@needs_chromium
+def test_log_axes_kind_colours_and_per_op_units_as_drawn(shipped_report: Path, shipped_results: Path) -> None:
+    with opened(shipped_report, viewport={"width": 1280, "height": 900}) as got:
+        page = got.page
+        page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
+                               ".every(d => d.querySelector('.main-svg'))", timeout=60_000)
+        figures = page.evaluate("""[...document.querySelectorAll('.plotly-graph-div')].map(d => ({
+            title: d.layout.title.text,
+            logTicks: Object.keys(d.layout).filter(k => /^yaxis\\d*$/.test(k) && d.layout[k].type === 'log')
+                .map(k => [...d.querySelectorAll('g.' + k.replace('axis', '') + 'tick text')].map(e => e.textContent)),
+            axes: Object.keys(d.layout).filter(k => /^yaxis\\d*$/.test(k)).sort()
+                .map(k => [d.layout[k].title.text, d.layout[k].anchor || 'x']),
+            bars: d.data.map(t => ({name: t.name, colour: t.marker.color, x: t.x, xaxis: t.xaxis || 'x'}))}))""")
+    assert got.errors == []
+    log_ticks = [ticks for f in figures for ticks in f["logTicks"]]
+    assert log_ticks and all(ticks for ticks in log_ticks)   # every log axis has a labelled tick
+    assert all(DECADE.fullmatch(t) for ticks in log_ticks for t in ticks), log_ticks
+
+    by_kind = [b for f in figures if "by event kind" in f["title"] for b in f["bars"] if b["name"] != "other"]
+    colours = {b["name"]: b["colour"] for b in by_kind}
+    assert {"touch", "io"} <= set(colours)
+    assert len(set(colours.values())) == len(colours), colours           # one colour per kind ...
+    assert all(colours[b["name"]] == b["colour"] for b in by_kind)       # ... the same in every chart
+
+    per_op = next(f for f in figures if f["title"].startswith("Per-op latency"))
+    summary = read_summary(shipped_results).filter(pl.col("status") == "ok")
+    units = dict(summary.select("trace", "op_unit").unique().rows())
+    titles = {anchor: title for title, anchor in per_op["axes"]}
+    for bar in per_op["bars"]:     # each panel's traces are of the op unit its axis names
+        assert all(titles[bar["xaxis"]] == f"µs per {units[t]} (log scale)" for t in bar["x"]), (bar, titles)
+    assert sorted(titles.values()) == sorted(f"µs per {u} (log scale)" for u in set(units.values()))
