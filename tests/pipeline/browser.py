@@ -30,9 +30,13 @@ class Opened:
     requests: list[str] = field(default_factory=list)
 
 
+ALL_PLOTS_DRAWN = "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))"
+
+
 @contextmanager
-def opened(page_path: Path, viewport: dict[str, int] | None = None) -> Iterator[Opened]:
-    """page_path served from its folder and loaded in headless Chromium; closed after the block."""
+def opened(page_path: Path, viewport: dict[str, int] | None = None, timeout_ms: int = 60_000) -> Iterator[Opened]:
+    """page_path served from its folder and loaded in headless Chromium, every plotly figure
+    on it drawn (within timeout_ms); closed after the block."""
     from playwright.sync_api import sync_playwright
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(page_path.parent)))
@@ -46,6 +50,7 @@ def opened(page_path: Path, viewport: dict[str, int] | None = None) -> Iterator[
             page.on("pageerror", lambda e: got.errors.append(str(e)))
             page.on("request", lambda r: got.requests.append(r.url))
             page.goto(got.url, wait_until="load")
+            page.wait_for_function(ALL_PLOTS_DRAWN, timeout=timeout_ms)
             yield got
             browser.close()
     finally:

@@ -119,8 +119,6 @@ def test_report_renders_in_headless_chromium(full_report: tuple[Path, Path]) -> 
     _, page_path = full_report
     with opened(page_path, viewport={"width": 1280, "height": 900}) as got:
         page = got.page
-        page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
-                               ".every(d => d.querySelector('.main-svg'))", timeout=30_000)
         figures = page.evaluate("""[...document.querySelectorAll('.plotly-graph-div')].map(d => ({
             title: d.layout.title.text,
             axes: Object.keys(d.layout).filter(k => /^[xy]axis\\d*$/.test(k))
@@ -166,8 +164,6 @@ DECADE = re.compile(r"0\.0*1|10*|10*[kMGT]")   # how plotly labels 10^n
 def test_log_axes_kind_colours_and_per_op_units_as_drawn(shipped_report: Path, shipped_results: Path) -> None:
     with opened(shipped_report, viewport={"width": 1280, "height": 900}) as got:
         page = got.page
-        page.wait_for_function("[...document.querySelectorAll('.plotly-graph-div')]"
-                               ".every(d => d.querySelector('.main-svg'))", timeout=60_000)
         figures = page.evaluate("""[...document.querySelectorAll('.plotly-graph-div')].map(d => ({
             title: d.layout.title.text,
             logTicks: Object.keys(d.layout).filter(k => /^yaxis\\d*$/.test(k) && d.layout[k].type === 'log')
