@@ -6,7 +6,7 @@ the workers can be asked for their peak RSS (VmHWM) afterwards:
   1. shard-parallel: two copies of the long trace under kvm-trunk (two equal shards) on
      1 worker, then on 2 workers;
   2. chunk-parallel: one long trace under native cut with --chunk-events (its state turns
-     over, so the warm-ups prove exact without re-runs) on 1, then 2 workers;
+     over, so the warm-ups prove exact without repairs) on 1, then 2 workers;
 and prints wall times, the speed-up and the scaling efficiency (speed-up / 2), and the
 workers' peak RSS. `--events 1e9` builds a 1e9-event trace for the bounded-memory check
 (several GB on disk in the temporary folder, minutes to build).

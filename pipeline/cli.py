@@ -131,7 +131,7 @@ class ClusterOptions(NamedTuple):
         min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay.",
         rich_help_panel=CLUSTER_PANEL)] = None
     warmup_events: Annotated[Optional[int], typer.Option(
-        min=0, help="Warm-up events before each chunk (default: one chunk); too few only costs a re-run.",
+        min=0, help="Warm-up events before each chunk (default: one chunk); too few only costs replaying the chunk again from the previous one's end.",
         rich_help_panel=CLUSTER_PANEL)] = None
 
     def spec(self) -> ClusterSpec:

@@ -6,6 +6,7 @@
     counts(state, span_ns)                   # one Counts per mode, == reference.replay
     attribution(state, m, span_ns)           # the same counts per (kind, asid, device) source
     reset_counts(state); states_equal(a, b)  # chunks: warm up, count from here, verify the warm-up
+    restore(new_state(...), snapshot(s))     # chunks: start from another replay's state
 
 Keys are made dense as batches arrive (keys.py), so any split of a trace into batches
 gives the same state and counts as one call; `states_equal` compares the model state of
@@ -31,6 +32,7 @@ from replay.mode import Guest, Mode
 from replay.shadow import TABLE_SHIFT
 
 PTE_WORDS = max(1, (1 << TABLE_SHIFT) // 64)  # a shadow page's PTE bitmap, in u64 words
+Snapshot = tuple[dict[str, Any], ...]  # snapshot's: one dict per mode, in the trace's own keys
 POSITION = {name: i for i, name in enumerate(ALL_COUNTS)}
 BUSY_KIND = "busy"  # the attribution table's kind for what no event causes (reference.BUSY)
 # Initial value of an Lru's per-key and per-slot entries: NONE = no slot, no neighbour, not flushable.
@@ -137,12 +139,24 @@ def reset_counts(state: KernelState) -> None:
     state.events = 0
 
 
-def snapshot(state: KernelState) -> tuple[dict[str, Any], ...]:
+def snapshot(state: KernelState) -> Snapshot:
     """Each mode's model state in the trace's own keys (vpns, asids), LRU order kept.
 
     Independent of how ids were assigned, so a state warmed up from any point compares
     equal to the sequential one exactly when the model would behave the same from here."""
     return tuple(_mode_snapshot(state, m) for m in range(len(state.modes)))
+
+
+def restore(state: KernelState, snap: Snapshot) -> None:
+    """Put `snap` (snapshot's, of the same modes and guest) into `state`, new_state's:
+    snapshot's inverse, so that a chunk can start from the state the chunk before it ended
+    in without replaying anything before it (pipeline/run/chunked.py's repair)."""
+    if len(state.keys.sources) or len(snap) != len(state.modes):
+        raise ValueError(f"restore needs a new state of {len(snap)} modes")
+    dense = [_dense(state.keys, s) for s in snap]   # every key gets its id first ...
+    _fit(state)                                     # ... so the arrays have room for them
+    for m, d in enumerate(dense):
+        _restore_mode(state, m, d)
 
 
 def states_equal(a: KernelState, b: KernelState) -> bool:
@@ -273,3 +287,67 @@ def _page(state: KernelState, m: int, table: int) -> tuple[Any, ...]:
     bits = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
     base = 0 if index is None else index << TABLE_SHIFT
     return space, index, tuple(base + int(b) for b in bits)
+
+
+def _dense(keys: TraceKeys, snap: dict[str, Any]) -> dict[str, Any]:
+    """A mode's snapshot with ids for the trace's keys (added as needed); a shadow page's
+    PTEs as bit numbers. An empty softmmu entry or CR3 cache slot is NONE."""
+    out = dict(snap, tlb_native=[keys.vpn_id(v) for v in snap["tlb_native"]])
+    if "tlb" in snap:
+        out["tlb"] = [keys.vpn_id(v) for v in snap["tlb"]]
+    if "softmmu" in snap:
+        out["softmmu"] = [core.NONE if v is None else keys.vpn_id(v) for v in snap["softmmu"]]
+    if "pool" in snap:
+        out["pool"] = [(keys.table_id(space, index), [v - (0 if index is None else index << TABLE_SHIFT) for v in ptes])
+                       for space, index, ptes in snap["pool"]]
+        out["cr3_cache"] = [core.NONE if s is None else keys.space_id(s) for s in snap["cr3_cache"]]
+        out["roots"] = [keys.space_id(s) for s in snap["roots"]]
+    return out
+
+
+def _restore_mode(state: KernelState, m: int, d: dict[str, Any]) -> None:
+    """Mode m's state from _dense's form. Only what snapshot shows is set: the rest (which
+    slot holds what, the softmmu epoch, the CR3 cache's next slot) does not change what the
+    model does, which is why snapshot leaves it out."""
+    k, mc = state.keys, state.machine
+    global_vpn = k.vpns.pairs[:, 0] >= np.uint64(k.kernel_vpn_min)
+    _fill_lru(mc.tlb.native, m, d["tlb_native"], ~global_vpn)
+    if "tlb" in d:
+        _fill_lru(mc.tlb.own, m, d["tlb"], ~global_vpn)
+    if "halted" in d:
+        mc.vcpu.halted[m], mc.vcpu.timer_delay[m] = d["halted"], d["timer_delay"]
+    if "softmmu" in d:
+        tags = np.array(d["softmmu"], dtype=np.int64)
+        mc.soft.tag[m, : len(tags)] = tags
+        mc.soft.filled[m, : len(tags)] = np.where(tags >= 0, mc.soft.epoch[m], core.NONE)
+    if "pool" in d:
+        _fill_lru(mc.pool.lru, m, [t for t, _ in d["pool"]], k.tables.pairs[:, 0] != 0)
+        for s, (_, bits) in enumerate(d["pool"]):
+            mc.pool.ptes[m, s] = _pte_words(bits)
+        mc.cr3.slots[m, : len(d["cr3_cache"])] = d["cr3_cache"]
+        mc.roots.held[m, : len(d["roots"])] = d["roots"]
+        mc.roots.n[m] = len(d["roots"])
+
+
+def _fill_lru(lru: core.Lru, r: int, keys: list[int], flushable: np.ndarray) -> None:
+    """Row r of an empty Lru holding `keys`, least recently used first, in slots 0, 1, ...;
+    flushable[key]: whether a flush drops it."""
+    n = len(keys)
+    slots = np.arange(n, dtype=np.int64)
+    lru.slot_key[r, :n] = keys
+    lru.key_slot[r, keys] = slots
+    lru.older[r, :n] = slots - 1                               # slot 0 is the tail: NONE
+    lru.newer[r, :n] = np.where(slots + 1 < n, slots + 1, core.NONE)
+    lru.head[r], lru.tail[r] = n - 1, (0 if n else core.NONE)  # n - 1 = NONE when empty
+    lru.size[r] = lru.fresh[r] = n
+    listed = slots[flushable[np.array(keys, dtype=np.int64)]]
+    lru.set_list[r, : len(listed)] = listed
+    lru.set_pos[r, listed] = np.arange(len(listed))
+    lru.nset[r] = len(listed)
+
+
+def _pte_words(bits: list[int]) -> np.ndarray:
+    """A shadow page's PTE bitmap (_page's bits, packed)."""
+    flags = np.zeros(PTE_WORDS * 64, dtype=np.uint8)
+    flags[bits] = 1
+    return np.packbits(flags, bitorder="little").view(np.int64)

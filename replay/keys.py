@@ -155,6 +155,18 @@ class TraceKeys:
             self.source_events = _resized(self.source_events, self.sources.limit)
         return ref, source
 
+    # --- encoding the trace's own keys as ids (kernel.restore), added if new ------------
+    def space_id(self, key: int | None) -> int:
+        """The id of an asid / CR3 value; GLOBAL_SPACE's (0) for None: space_key's inverse."""
+        return 0 if key is None else _id(self.spaces, key, 0)
+
+    def table_id(self, space: int | None, index: int | None) -> int:
+        """The id of table_key's (space key, guest table index or None for the root)."""
+        return _id(self.tables, self.space_id(space), 0 if index is None else index + 1)
+
+    def vpn_id(self, vpn: int) -> int:
+        return _id(self.vpns, vpn, 0)
+
     # --- decoding ids back into the trace's own keys (snapshots, attribution) ----------
     def space_key(self, space: int) -> int | None:
         """The asid / CR3 value of a space id; None for GLOBAL_SPACE."""
@@ -172,6 +184,13 @@ class TraceKeys:
         """(kind code, asid, device or -1) of a source id."""
         k1, k2 = (int(x) for x in self.sources.pairs[source])
         return k1 >> 32, k1 & 0xFFFFFFFF, k2 - 1
+
+
+def _id(m: IdMap, k1: int, k2: int) -> int:
+    """The id of (k1, k2) in `m`, added if new (the map grown first when full)."""
+    if m.room() < 1:
+        m.grow()
+    return int(_insert(m.arrays(), np.uint64(k1), np.uint64(k2))[0])
 
 
 def _resized(a: np.ndarray, rows: int) -> np.ndarray:

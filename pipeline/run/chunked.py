@@ -8,8 +8,11 @@ therefore reports the model state after its warm-up and at its end (replay.kerne
 snapshot, in the trace's own keys). Chunk 0 has no warm-up and is exact; chunk i is
 exact when its state after warm-up equals chunk i-1's (exact) end state, because the
 counts of a chunk depend only on its start state and its events. A chunk that fails
-the check is replayed again with twice the warm-up, at worst from the trace's first
-event, which is the sequential replay itself: the result never depends on the chunking.
+the check is replayed once more, from that end state restored (replay.kernel.restore) and
+without warm-up, so it is exact; its new end state is what the next chunk is checked
+against. A chain of failures thus costs at most the sequential replay besides the
+speculation, never more, and the result never depends on the chunking. A repaired chunk
+is checked like any other: a restore that did not give back the snapshot fails the run.
 
 A chunk's counts come back per source (replay.kernel.attribution's columns), so the
 merged shard has its attribution too; QEMU's busy time depends on the whole span and is
@@ -20,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -39,9 +41,9 @@ class Chunk:
     stop: int | None   # None: to the trace's end
     warm: int
 
-    def rewarmed(self) -> Chunk:
-        """The same chunk with twice the warm-up (at least one event more), down to event 0."""
-        return replace(self, warm=max(0, self.start - 2 * max(self.start - self.warm, 1)))
+    def unwarmed(self) -> Chunk:
+        """The same chunk without warm-up: it starts from a restored state."""
+        return replace(self, warm=self.start)
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,8 @@ class Part:
 
     chunk: Chunk
     counts: pl.DataFrame                   # SOURCE_COLUMNS + count; no busy time
-    start_state: tuple[Any, ...] | None    # after the warm-up; None for a chunk at event 0
-    end_state: tuple[Any, ...] | None      # None when no chunk follows
+    start_state: kernel.Snapshot | None    # after the warm-up; None for a chunk at event 0
+    end_state: kernel.Snapshot | None      # None when no chunk follows
 
     def follows(self, previous: Part) -> bool:
         """Exact, given that `previous` is: it starts in the state `previous` ended in."""
@@ -70,10 +72,16 @@ def plan_chunks(events: int, chunk_events: int | None, warmup_events: int | None
     return [Chunk(s, min(s + chunk_events, events), max(0, s - warmup)) for s in range(0, events, chunk_events)]
 
 
-def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk, last: bool) -> Part:
-    """Replay one chunk with the compiled kernel, streaming the trace in batches."""
+def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk, last: bool,
+                start: kernel.Snapshot | None = None) -> Part:
+    """Replay one chunk with the compiled kernel, streaming the trace in batches: after its
+    warm-up, or from `start` (a repair: the state the chunk before ended in) restored."""
     state = kernel.new_state([mode], meta.guest)
-    _replay_range(state, path, cpu, meta, chunk.warm, chunk.start)
+    if start is None:
+        _replay_range(state, path, cpu, meta, chunk.warm, chunk.start)
+    else:
+        kernel.restore(state, start)
+        chunk = chunk.unwarmed()
     start_state = kernel.snapshot(state) if chunk.start > 0 else None
     kernel.reset_counts(state)
     _replay_range(state, path, cpu, meta, chunk.start, chunk.stop)
@@ -88,16 +96,23 @@ def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMe
             kernel.replay_batch(state, events.kind, events.value, events.asid, events.arg)
 
 
-def exact_parts(parts: list[Part], rerun: Callable[[Chunk, bool], Part]) -> tuple[list[Part], int]:
+Repair = Callable[[Chunk, bool, kernel.Snapshot], Part]  # replay_part's (chunk, last, start)
+
+
+def exact_parts(parts: list[Part], repair: Repair) -> tuple[list[Part], int]:
     """The parts with every chunk proved to start where the one before ended: a chunk that
-    does not is replayed (`rerun(chunk, last)`) with twice the warm-up until it does.
-    Returns the parts and how many re-runs it took."""
-    exact, reruns = list(parts), 0
+    does not is replayed once more from that end state (`repair(chunk, last, start)`).
+    Returns the parts and how many were repaired."""
+    exact, repaired = list(parts), 0
     for i in range(1, len(exact)):
-        while not exact[i].follows(exact[i - 1]):
-            exact[i] = rerun(exact[i].chunk.rewarmed(), i == len(exact) - 1)
-            reruns += 1
-    return exact, reruns
+        previous = exact[i - 1]
+        if not exact[i].follows(previous):
+            assert previous.end_state is not None  # only the last part has none
+            exact[i] = repair(exact[i].chunk, i == len(exact) - 1, previous.end_state)
+            repaired += 1
+            if not exact[i].follows(previous):
+                raise RuntimeError(f"chunk at event {exact[i].chunk.start}: restored state differs from its snapshot")
+    return exact, repaired
 
 
 def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:

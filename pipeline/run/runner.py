@@ -38,6 +38,7 @@ from pipeline.run.outdir import OutError
 from pipeline.run.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
 from pipeline.run.shards import Shard, TraceFile, plan
 from pipeline.tracefile.format import TraceError, TraceMeta, count_events, read_meta
+from replay.kernel import Snapshot
 from replay.mode import Mode
 
 
@@ -109,10 +110,12 @@ def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any
         return _internal_failure(shard, e)
 
 
-def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool) -> Part | Failure:
-    """The Dask task of a chunked shard: one chunk's counts and its edge states."""
+def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool,
+                 start: Snapshot | None = None) -> Part | Failure:
+    """The Dask task of a chunked shard: one chunk's counts and its edge states (from
+    `start`, the previous chunk's end state, when it repairs the chunk)."""
     try:
-        return replay_part(Path(shard.path), shard.cpu, shard.meta, mode, chunk, last)
+        return replay_part(Path(shard.path), shard.cpu, shard.meta, mode, chunk, last, start)
     except (TraceError, ValueError) as e:
         return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
     except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
@@ -363,7 +366,7 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     chunked = [(s, [client.submit(replay_chunk, s, by_name[s.mode], c, i == len(chunks) - 1, pure=False)
                     for i, c in enumerate(chunks)]) for s, chunks in plans if chunks != [WHOLE]]
     outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
-    reruns = 0
+    repaired = 0
     with _progress() as bar:
         task = bar.add_task("replaying shards", total=len(shards))
         for future in as_completed(whole):
@@ -379,11 +382,11 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
             except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
                 outcome, n = _internal_failure(shard, e), 0
             outcomes.append(_written(outcome))
-            reruns += n
+            repaired += n
             bar.advance(task)
     if chunked:
         note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} shards, "
-             f"{reruns} re-run with a longer warm-up to match the sequential state")
+             f"{repaired} repaired from the previous chunk's end state (their warm-up did not reach it)")
     for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
         report(line)   # a bad row fails the trace in every mode: say it once
     return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
@@ -404,21 +407,21 @@ class ChunkFailed(Exception):
 
 def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
                   out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure | OutError, int]:
-    """Prove the chunks exact (re-running those that need more warm-up), then write the
-    shard; returns its outcome and how many chunks were re-run."""
+    """Prove the chunks exact (repairing those whose warm-up fell short), then write the
+    shard; returns its outcome and how many chunks were repaired."""
     def part(result: Part | Failure) -> Part:
         if isinstance(result, Failure):
             raise ChunkFailed(result)
         return result
 
-    def rerun(chunk: Chunk, last: bool) -> Part:
-        return part(client.submit(replay_chunk, shard, mode, chunk, last, pure=False).result())
+    def repair(chunk: Chunk, last: bool, start: Snapshot) -> Part:
+        return part(client.submit(replay_chunk, shard, mode, chunk, last, start, pure=False).result())
 
     try:
-        parts, reruns = exact_parts([part(f.result()) for f in futures], rerun)
+        parts, repaired = exact_parts([part(f.result()) for f in futures], repair)
     except ChunkFailed as e:
         return e.args[0], 0
-    return finish(out, shard, mode, parts), reruns
+    return finish(out, shard, mode, parts), repaired
 
 
 def _internal_failure(shard: Shard, e: Exception) -> Failure:

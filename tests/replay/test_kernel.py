@@ -142,6 +142,37 @@ def test_counts_after_a_reset_are_the_rest_of_the_trace(modes, data, rows):
 
 @SETTINGS
 @given(data=st.data(), rows=traces)
+def test_a_restored_snapshot_replays_the_rest_as_the_trace_does(modes, data, rows):
+    # A prefix replayed, its snapshot restored into a new state: the same snapshot, and the
+    # rest of the trace counts (per source too) and ends as it does after the prefix itself.
+    mix = list(modes.values()) + data.draw(st.lists(varied(modes), max_size=3))
+    events = make_events(rows, span_ns=span_of(rows), start_asid=data.draw(st.integers(0, 5)))
+    cut = data.draw(st.integers(0, len(rows)))
+    guest = data.draw(GUESTS)
+    prefix, restored = kernel.new_state(mix, guest), kernel.new_state(mix, guest)
+    kernel.replay_batch(prefix, *columns(events, 0, cut))
+    kernel.restore(restored, kernel.snapshot(prefix))
+    assert kernel.snapshot(restored) == kernel.snapshot(prefix)
+    kernel.reset_counts(prefix)
+    for state in (prefix, restored):
+        kernel.replay_batch(state, *columns(events, cut))
+    assert kernel.counts(restored, events.span_ns) == kernel.counts(prefix, events.span_ns)
+    assert kernel.states_equal(restored, prefix)
+    for m in range(len(mix)):
+        assert rows_of(kernel.attribution(restored, m, 7)) == rows_of(kernel.attribution(prefix, m, 7))
+
+
+def test_restore_needs_a_new_state_of_the_snapshots_modes(modes):
+    used = kernel.new_state([modes["kvm-trunk"]], GUEST)
+    kernel.replay_batch(used, *columns(make_events([("cr3", 1), ("touch", 0x08048, 1)])))
+    with pytest.raises(ValueError, match="new state"):
+        kernel.restore(used, kernel.snapshot(used))
+    with pytest.raises(ValueError, match="new state"):
+        kernel.restore(kernel.new_state([modes["native"]] * 2, GUEST), kernel.snapshot(used))
+
+
+@SETTINGS
+@given(data=st.data(), rows=traces)
 def test_attribution_equals_the_oracles_per_source(modes, data, rows):
     # Every (source, count, n) of the oracle is a row of the kernel's table, and every row
     # of the table is one of the oracle's: compared as multisets, both ways.
