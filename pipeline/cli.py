@@ -396,8 +396,9 @@ def sweep(
     paths: Annotated[list[Path], typer.Argument(help="Trace files or folders.")],
     set_: Annotated[list[str], typer.Option("--set", help="FIELD=v1,v2,… (repeatable): a grid over mode fields.")],
     out: Annotated[Path, typer.Option(help="Folder for the sweep's counts, summary.parquet and sweep.parquet.")] = Path("sweep"),
-    mode: Annotated[str, typer.Option(help="The mode to vary.")] = "kvm-paravirt",
-    baseline: Annotated[str, typer.Option(help="Mode each point's gain is measured against (same settings, less the paravirt guest's).")] = "kvm-trunk",
+    mode: Annotated[str, typer.Option(help=f"The mode to vary; shipped: {SHIPPED_MODES}.")] = "kvm-paravirt",
+    baseline: Annotated[str, typer.Option(
+        help="Mode each point's gain is measured against (same settings, less the paravirt guest's); one of --mode's.")] = "kvm-trunk",
     profile: ProfileOpt = DEFAULT_PROFILE,
     modes_dir: ModesDirOpt = None,
     *, cluster: ClusterOptions,
@@ -615,7 +616,7 @@ VcpuThreadOpt = Annotated[str, typer.Option(help="The host thread that runs the 
 def compare(
     guest: Annotated[Path, typer.Argument(help="Guest trace (.parquet) with its recording clock (`pipeline import`).")],
     hosts: Annotated[list[Path], typer.Argument(help="Host-side KVM trace text of the same recording (as for kvm-stat).")],
-    mode: Annotated[str, typer.Option(help="The mode whose predicted exits are compared with the measured ones.")],
+    mode: Annotated[str, typer.Option(help=f"The mode whose predicted exits are compared with the measured ones; shipped: {SHIPPED_MODES}.")],
     modes_dir: ModesDirOpt = None,
     vcpu_thread: Annotated[str, typer.Option(help="'auto' (per guest vCPU, the thread whose exits follow its events) or "
                                                   "the thread, as the trace prints it (comm-pid, or the pid kvm-stat lists); "

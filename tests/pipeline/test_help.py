@@ -51,10 +51,12 @@ def test_generate_help_keeps_the_native_bracket(generator) -> None:
     assert "whose [native] table" in text and "[default: (configs/hardware/core2-2007.toml)]" in text
 
 
-def test_modes_help_lists_every_shipped_mode() -> None:
-    text = help_text("replay")
-    listed = text[text.index("shipped:"):text.index("--profile")]
-    assert [m for m in load_modes() if f" {m}," not in listed and f" {m}." not in listed] == []
+@pytest.mark.parametrize("command", ["replay", "sweep", "compare"])
+def test_mode_options_list_every_shipped_mode(command: str) -> None:
+    text = help_text(command)
+    start = text.index("shipped:")
+    listed = text[start:text.index(".", start)]
+    assert [m for m in load_modes() if f" {m}," not in listed + ","] == []   # the last one ends the list
 
 
 def test_flags_show_their_switches() -> None:
