@@ -164,8 +164,8 @@ def _tally(parser: ck.ChunkParser, chunk: ck.Chunk, report: ImportReport) -> Non
     report.malformed_examples += [p for _, p in chunk.problems[:MAX_EXAMPLES - len(report.malformed_examples)]]
     role, event = chunk.role, chunk.event
     _count(report.unmapped, parser, event[role == ck.R_UNMAPPED], lambda nm: nm.event)
-    _count(report.consumed, parser, event[np.isin(role, ck.STATE_ONLY)], lambda nm: nm.name)
-    del report.consumed["cpu_idle"]       # exits and polls, by kind:
+    idle = (ck.R_IDLE_EXIT, ck.R_IDLE_POLL)          # cpu_idle lines without a row, counted by kind below
+    _count(report.consumed, parser, event[np.isin(role, ck.STATE_ONLY) & ~np.isin(role, idle)], lambda nm: nm.name)
     for key, n in (("cpu_idle (exit)", int((role == ck.R_IDLE_EXIT).sum())),
                    ("cpu_idle (poll state 0)", int((role == ck.R_IDLE_POLL).sum()))):
         if n:
