@@ -451,7 +451,7 @@ def measured_profile(host: Host, name: str, base: Profile, profile_name: str) ->
     """`base` with each exit driver's unit cost replaced by the mean exit-to-entry time of its
     reason on thread `name`, where the thread shows that reason timed (exit_hlt never: its
     time is the halt). Range: the 10th-90th percentile, or the base's where that is
-    undefined (fewer than two distinct times); either widened to hold the mean."""
+    undefined or empty (p10 equal to p90: one exit, or all times alike); either widened to hold the mean."""
     exits = find_thread(host, name)
     isa = isa_of(set(exits.reason.tolist()))
     times = reason_times(exits)
