@@ -67,6 +67,7 @@ def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
         roots=core.Roots(held=_nones(n, int(params.roots.max(initial=1))), n=np.zeros(n, np.int64)),
         vcpu=core.Vcpu(halted=np.zeros(n, np.bool_), timer_delay=np.full(n, NEVER_ARMED, np.uint64)),
         tally=core.Tally(acc=np.zeros((n, 0, len(COLUMNS)), dtype=np.int64)),
+        track=_track(n, 0, 0, on=False),
     )
     state = KernelState(modes=tuple(modes), guest=guest, keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
                         machine=machine)
@@ -159,6 +160,15 @@ def restore(state: KernelState, snap: Snapshot) -> None:
         _restore_mode(state, m, d)
 
 
+def track_reads(state: KernelState) -> None:
+    """From here on, record what the replay reads of the shadow pool it starts from before
+    writing it (kernel_core.Track): a chunk replayed after a warm-up is proved exact with it
+    (replay/reads.py) even where its pool differs from the sequential replay's in what the
+    chunk never looks at."""
+    k = state.keys
+    state.machine = state.machine._replace(track=_track(len(state.modes), k.tables.limit, k.spaces.limit, on=True))
+
+
 def states_equal(a: KernelState, b: KernelState) -> bool:
     """Same modes and the same model state (counts are not state: they are not compared)."""
     return a.modes == b.modes and a.guest == b.guest and snapshot(a) == snapshot(b)
@@ -182,7 +192,26 @@ def _fit(state: KernelState) -> None:
         tlb=mc.tlb._replace(native=_grown_lru(mc.tlb.native, k.vpns.limit), own=_grown_lru(mc.tlb.own, k.vpns.limit)),
         pool=_grown_pool(mc.pool, k.tables.limit),
         tally=core.Tally(acc=_widened(mc.tally.acc, k.sources.limit, 0)),
+        track=_grown_track(mc.track, k.tables.limit, k.spaces.limit),
     )
+
+
+def _track(modes: int, tables: int, spaces: int, on: bool) -> core.Track:
+    """Tracking arrays for `tables` table ids and `spaces` space ids; off, they stay empty
+    (nothing reads them)."""
+    return core.Track(on=np.full(1, on), table=np.zeros((modes, tables), np.int64),
+                      bits_read=np.zeros((modes, tables, PTE_WORDS), np.int64),
+                      bits_wrote=np.zeros((modes, tables, PTE_WORDS), np.int64),
+                      whole=np.zeros(modes, np.int64), allocs=np.zeros(modes, np.int64),
+                      looked_up=np.zeros((modes, spaces), np.bool_))
+
+
+def _grown_track(track: core.Track, tables: int, spaces: int) -> core.Track:
+    if not track.on[0]:
+        return track
+    return track._replace(table=_widened(track.table, tables, 0), bits_read=_widened(track.bits_read, tables, 0),
+                          bits_wrote=_widened(track.bits_wrote, tables, 0),
+                          looked_up=_widened(track.looked_up, spaces, False))
 
 
 def _nones(rows: int, width: int) -> np.ndarray:

@@ -16,6 +16,9 @@ mechanism, every array with a row per mode, so a handler names what it reads
 - Tally: the counts, acc[m, source, column] in the kernel's own columns: KERNEL_COUNTS (K_*,
   what the state machines count), then the drivers only a mode's on_event causes
   (kernel_mode.COLUMNS); kernel.py maps them to ALL_COUNTS once, when counts are read.
+- Track: while on, what the replay read of the shadow pool (and of the CR3 cache) it started
+  from before writing it (replay/reads.py: the proof that a chunk's warmed-up start state was as good as the
+  sequential one); off, and empty, otherwise.
 State bundles the records; Keys and Batch hold keys.py's tables and the events.
 Keys come from keys.py: pages[page] = (vpn id, table id, vpn, global), tables[table] =
 (space id, guest table + 1 or 0 for a root).
@@ -79,6 +82,10 @@ KERNEL_COUNTS = (
 PAGE_VPN, PAGE_TABLE, PAGE_RAW, PAGE_GLOBAL = range(4)   # vpn id, table id, the vpn itself, global?
 TABLE_SPACE, TABLE_INDEX = range(2)                      # space id, guest table + 1 (0: the root)
 NONE = -1
+# Track.table's flags and Track.whole's (replay/reads.py reads them).
+T_READ, T_WROTE, T_MOVED = np.int64(1), np.int64(2), np.int64(4)
+W_EVICTED, W_DROPPED, W_CR3_FILLED = np.int64(1), np.int64(2), np.int64(4)
+ALL_BITS = np.int64(-1)
 
 
 # --- the records ----------------------------------------------------------------------------
@@ -212,6 +219,21 @@ class Tally(NamedTuple):
     acc: np.ndarray       # (modes, sources, columns) int64
 
 
+class Track(NamedTuple):
+    """What the replay has done to the shadow pool since tracking began, per mode and table id:
+    which tables' presence and which PTEs it read before writing them (the parts of its start
+    state it depended on), which it wrote or moved in the LRU order, and whether it did
+    what depends on the whole pool (an eviction, a drop of every non-global page)."""
+
+    on: np.ndarray          # (1,) bool
+    table: np.ndarray       # (modes, tables) int64: T_READ | T_WROTE | T_MOVED
+    bits_read: np.ndarray   # (modes, tables, words) int64: PTEs read before written
+    bits_wrote: np.ndarray  # (modes, tables, words) int64: PTEs written (all, when allocated or freed)
+    whole: np.ndarray       # (modes,) int64: W_EVICTED | W_DROPPED | W_CR3_FILLED
+    allocs: np.ndarray      # (modes,) int64: shadow pages allocated
+    looked_up: np.ndarray   # (modes, spaces) bool: the CR3 cache was asked for the space
+
+
 class State(NamedTuple):
     """One vCPU's model state under every mode, and its counts."""
 
@@ -223,6 +245,7 @@ class State(NamedTuple):
     roots: Roots
     vcpu: Vcpu
     tally: Tally
+    track: Track
 
 
 class Keys(NamedTuple):
@@ -401,6 +424,8 @@ def sync_tlb(tlb, m):
 def freed(st, tables, m, src, table):
     """A shadow page zapped; a freed root leaves the CR3 cache and the held roots."""
     count(st, m, src, K_ZAP)
+    if st.track.on[0]:
+        tracked_write(st.track, m, table)
     if tables[table, TABLE_INDEX] == 0:
         root_freed(st.cr3, st.roots, st.params.cr3_cache[m], m, np.int64(tables[table, TABLE_SPACE]))
 
@@ -418,11 +443,51 @@ def root_freed(cr3, roots, cache_size, m, space):
 def pool_use(st, tables, m, src, table):
     """Shadow page for `table`, most recently used; returns (slot, was present)."""
     s, present, evicted = lru_use(st.pool.lru, m, table, tables[table, TABLE_SPACE] != 0)
+    if st.track.on[0]:
+        tracked_use(st.track, m, table, present, evicted)
     if evicted >= 0:
         freed(st, tables, m, src, evicted)
     if not present:
         st.pool.ptes[m, s, :] = 0
     return s, present
+
+
+# --- tracking what a replay read of its start state (Track) -----------------------------------
+
+@inlined
+def tracked_presence(tr, m, table):
+    """The table's presence in the pool was read: before any write, it came from the start state."""
+    if tr.table[m, table] & T_WROTE == 0:
+        tr.table[m, table] |= T_READ
+
+
+@inlined
+def tracked_write(tr, m, table):
+    """The table was allocated or freed: its presence and every PTE are the replay's own now."""
+    tr.table[m, table] |= T_WROTE
+    tr.bits_wrote[m, table, :] = ALL_BITS
+
+
+@inlined
+def tracked_use(tr, m, table, present, evicted):
+    """pool_use's (or a kept root's) lookup: presence read, moved to the LRU's front; an
+    allocation writes the table, an eviction depends on the whole pool."""
+    tracked_presence(tr, m, table)
+    tr.table[m, table] |= T_MOVED
+    if not present:
+        tracked_write(tr, m, table)
+        tr.allocs[m] += 1
+    if evicted >= 0:
+        tr.whole[m] |= W_EVICTED
+
+
+@inlined
+def tracked_pte(tr, m, table, idx, read):
+    """A shadow PTE written, and first read if `read` (a touch's fill reads whether it is there)."""
+    w, b = pte_bit(idx)
+    if read and tr.bits_wrote[m, table, w] & b == 0:
+        tr.bits_read[m, table, w] |= b
+    tr.bits_wrote[m, table, w] |= b
 
 
 @inlined
@@ -479,6 +544,8 @@ def roots_push(roots, m, space, size):
 def cr3_cache_hit(st, m, src, space):
     """The paravirt guest's lookup (reference.Machine.cr3_cache_hit), counted."""
     count(st, m, src, K_LOOKUP)
+    if st.track.on[0]:
+        st.track.looked_up[m, space] = True
     for j in range(st.params.cr3_cache[m]):
         if st.cr3.slots[m, j] == space:
             count(st, m, src, K_CACHE_HIT)
@@ -519,10 +586,14 @@ def soft_touch(st, m, src, vpn, raw):
 @inlined
 def shadow_map(st, keys, m, src, page):
     """Walk the shadow tables for a touch: the table's page (allocated if absent), then its PTE."""
-    s, present = pool_use(st, keys.tables, m, src, keys.pages[page, PAGE_TABLE])
+    table = keys.pages[page, PAGE_TABLE]
+    s, present = pool_use(st, keys.tables, m, src, table)
     if not present:
         count(st, m, src, K_PAGE_ALLOC)
-    if pte_fill(st.pool, m, s, keys.pages[page, PAGE_RAW] & st.params.pte_mask[m]):
+    idx = keys.pages[page, PAGE_RAW] & st.params.pte_mask[m]
+    if st.track.on[0]:
+        tracked_pte(st.track, m, table, idx, True)
+    if pte_fill(st.pool, m, s, idx):
         cause(st, m, src, K_SHADOW_FAULT)
 
 
@@ -546,6 +617,8 @@ def touch(st, keys, m, src, page):
 def drop_spaces(st, tables, m, src):
     """Upstream's CR3 exit: every shadow page of a non-global address space is freed."""
     pool = st.pool.lru
+    if st.track.on[0]:
+        st.track.whole[m] |= W_DROPPED
     while pool.nset[m] > 0:
         dropped = lru_remove(pool, m, pool.set_list[m, pool.nset[m] - 1])
         freed(st, tables, m, src, dropped)
@@ -574,7 +647,9 @@ def shadow_switch(st, tables, m, src, table):
     if root_kept(st, m, src, space):
         # Kept roots are in the pool (freeing a root drops it from the CR3 cache and the
         # held roots), so nothing is evicted.
-        lru_use(st.pool.lru, m, table, space != 0)
+        s, present, evicted = lru_use(st.pool.lru, m, table, space != 0)
+        if st.track.on[0]:
+            tracked_use(st.track, m, table, present, evicted)
         return
     on_event(st, m, src, CR3_WRITE)
     if not st.params.keep_on_cr3[m]:
@@ -605,6 +680,8 @@ def root_loaded(st, m, space):
     p = st.params
     if p.cr3_cache[m]:
         cr3_cache_fill(st.cr3, m, space, p.cr3_cache[m])
+        if st.track.on[0]:
+            st.track.whole[m] |= W_CR3_FILLED
     if p.roots[m]:
         roots_push(st.roots, m, space, p.roots[m])
 
@@ -615,11 +692,16 @@ def pte_write(st, keys, m, src, page):
     p = st.params
     if not p.shadow[m]:
         return
-    s = st.pool.lru.key_slot[m, keys.pages[page, PAGE_TABLE]]
+    table = keys.pages[page, PAGE_TABLE]
+    s = st.pool.lru.key_slot[m, table]
+    if st.track.on[0]:
+        tracked_presence(st.track, m, table)
     if s < 0:
         return
     cause(st, m, src, K_PTE_WRITE)
     idx = keys.pages[page, PAGE_RAW] & p.pte_mask[m]
+    if st.track.on[0]:
+        tracked_pte(st.track, m, table, idx, False)
     if p.update_on_pte[m]:
         pte_fill(st.pool, m, s, idx)
     else:
@@ -640,8 +722,13 @@ def invlpg(st, keys, m, src, page):
         if st.soft.tag[m, slot] == vpn:
             st.soft.tag[m, slot] = NONE
     if p.shadow[m] and p.invlpg_zaps[m]:
-        s = st.pool.lru.key_slot[m, keys.pages[page, PAGE_TABLE]]
+        table = keys.pages[page, PAGE_TABLE]
+        s = st.pool.lru.key_slot[m, table]
+        if st.track.on[0]:
+            tracked_presence(st.track, m, table)
         if s >= 0:
+            if st.track.on[0]:
+                tracked_pte(st.track, m, table, raw & p.pte_mask[m], False)
             pte_drop(st.pool, m, s, raw & p.pte_mask[m])
     on_event(st, m, src, INVLPG)
 

@@ -5,9 +5,12 @@ Why proved and not assumed: an LRU of capacity k is fixed by the last k distinct
 but a shadow page's PTEs go back to when the page was allocated, and the CR3 cache
 to its last fills, so how much warm-up suffices depends on the trace. Each chunk
 therefore reports the model state after its warm-up and at its end (replay.kernel's
-snapshot, in the trace's own keys). Chunk 0 has no warm-up and is exact; chunk i is
-exact when its state after warm-up equals chunk i-1's (exact) end state, because the
-counts of a chunk depend only on its start state and its events. A chunk that fails
+snapshot, in the trace's own keys), and what it read of the shadow pool it started from
+(replay/reads.py). Chunk 0 has no warm-up and is exact; chunk i is exact when its state
+after warm-up equals chunk i-1's (exact) end state, because the counts of a chunk depend
+only on its start state and its events, or when the two differ only in shadow pages and
+PTEs the chunk never read (reads.follows); its exact end state is then its own with those
+pages put back (reads.carried). A chunk that fails
 the check is replayed once more, from that end state restored (replay.kernel.restore) and
 without warm-up, so it is exact; its new end state is what the next chunk is checked
 against. A chain of failures thus costs at most the sequential replay besides the
@@ -27,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.tracefile.format import TraceMeta, iter_events
-from replay import kernel
+from replay import kernel, reads
 from replay.mode import Mode
 
 SOURCE_COLUMNS = ["kind", "asid", "device", "driver"]
@@ -54,10 +57,22 @@ class Part:
     counts: pl.DataFrame                   # SOURCE_COLUMNS + count; no busy time
     start_state: kernel.Snapshot | None    # after the warm-up; None for a chunk at event 0
     end_state: kernel.Snapshot | None      # None when no chunk follows
+    read: tuple[reads.Reads, ...] | None = None  # what it read of start_state; None: started exact
 
-    def follows(self, previous: Part) -> bool:
-        """Exact, given that `previous` is: it starts in the state `previous` ended in."""
-        return self.chunk.warm == 0 or self.start_state == previous.end_state
+    def follows(self, previous: Part, modes: tuple[Mode, ...]) -> bool:
+        """Exact, given that `previous` is: it starts in the state `previous` ended in, or in
+        one that differs from it only where it never looked."""
+        if self.chunk.warm == 0 or self.start_state == previous.end_state:
+            return True
+        assert previous.end_state is not None and self.start_state is not None  # not the first part
+        return self.read is not None and reads.follows(self.start_state, previous.end_state, self.read, modes)
+
+    def after(self, previous: Part) -> Part:
+        """This part (which follows `previous`) with the end state the sequential replay has."""
+        if self.end_state is None or self.start_state == previous.end_state or self.read is None:
+            return self
+        assert previous.end_state is not None
+        return replace(self, end_state=reads.carried(previous.end_state, self.end_state, self.read))
 
 
 WHOLE = Chunk(0, None, 0)
@@ -84,9 +99,12 @@ def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk,
         chunk = chunk.unwarmed()
     start_state = kernel.snapshot(state) if chunk.start > 0 else None
     kernel.reset_counts(state)
+    speculative = start is None and chunk.start > 0
+    if speculative:
+        kernel.track_reads(state)
     _replay_range(state, path, cpu, meta, chunk.start, chunk.stop)
     end_state = None if last else kernel.snapshot(state)
-    return Part(chunk, _source_counts(state), start_state, end_state)
+    return Part(chunk, _source_counts(state), start_state, end_state, reads.reads(state) if speculative else None)
 
 
 def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMeta, start: int,
@@ -99,19 +117,20 @@ def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMe
 Repair = Callable[[Chunk, bool, kernel.Snapshot], Part]  # replay_part's (chunk, last, start)
 
 
-def exact_parts(parts: list[Part], repair: Repair) -> tuple[list[Part], int]:
-    """The parts with every chunk proved to start where the one before ended: a chunk that
-    does not is replayed once more from that end state (`repair(chunk, last, start)`).
-    Returns the parts and how many were repaired."""
+def exact_parts(parts: list[Part], modes: tuple[Mode, ...], repair: Repair) -> tuple[list[Part], int]:
+    """The parts with every chunk proved to start where the one before ended (each with the
+    end state the sequential replay has): a chunk that does not is replayed once more from
+    that end state (`repair(chunk, last, start)`). Returns the parts and how many were repaired."""
     exact, repaired = list(parts), 0
     for i in range(1, len(exact)):
         previous = exact[i - 1]
-        if not exact[i].follows(previous):
+        if not exact[i].follows(previous, modes):
             assert previous.end_state is not None  # only the last part has none
             exact[i] = repair(exact[i].chunk, i == len(exact) - 1, previous.end_state)
             repaired += 1
-            if not exact[i].follows(previous):
+            if exact[i].start_state != previous.end_state:
                 raise RuntimeError(f"chunk at event {exact[i].chunk.start}: restored state differs from its snapshot")
+        exact[i] = exact[i].after(previous)
     return exact, repaired
 
 

@@ -418,7 +418,7 @@ def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
         return part(client.submit(replay_chunk, shard, mode, chunk, last, start, pure=False).result())
 
     try:
-        parts, repaired = exact_parts([part(f.result()) for f in futures], repair)
+        parts, repaired = exact_parts([part(f.result()) for f in futures], (mode,), repair)
     except ChunkFailed as e:
         return e.args[0], 0
     return finish(out, shard, mode, parts), repaired
