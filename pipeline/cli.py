@@ -128,10 +128,12 @@ class ClusterOptions(NamedTuple):
     tls_key: Annotated[Optional[Path], typer.Option(
         help="TLS scheduler: this client's private key (PEM), unless it is in --tls-cert.", rich_help_panel=CLUSTER_PANEL)] = None
     chunk_events: Annotated[Optional[int], typer.Option(
-        min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay.",
+        min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay "
+                    "(default: chosen per trace, for long traces on idle workers and modes without a shadow pool).",
         rich_help_panel=CLUSTER_PANEL)] = None
     warmup_events: Annotated[Optional[int], typer.Option(
-        min=0, help="Warm-up events before each chunk (default: one chunk); too few only costs replaying the chunk again from the previous one's end.",
+        min=0, help="Warm-up events before each chunk (default: a tenth of a chunk, at least 100000); too few only costs "
+                    "replaying the chunk again from the previous one's end.",
         rich_help_panel=CLUSTER_PANEL)] = None
 
     def spec(self) -> ClusterSpec:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 from pathlib import Path
 
 import polars as pl
@@ -78,20 +79,50 @@ class Part:
 WHOLE = Chunk(0, None, 0)
 
 
+# Default warm-up: a tenth of a chunk, so that one worker replays at most ~10% more than the
+# sequential replay, but at least 100,000 events, which reach the TLBs' and the softmmu's
+# state (256 entries; measured on hackbench-5, 18.7 M events: native and qemu chunks then
+# start in the sequential state). Longer warm-ups do not help what never converges (a shadow
+# pool keeps pages from any time ago; replay/reads.py proves such chunks where it can).
+WARMUP_MIN_EVENTS = 100_000
+WARMUP_SHARE = 10
+# Chunks made without --chunk-events: only for a trace of at least this many events, when
+# there are fewer groups than workers, in chunks enough for two per idle worker.
+AUTO_MIN_EVENTS = 4_000_000
+AUTO_CHUNKS_PER_WORKER = 2
+
+
 def plan_chunks(events: int, chunk_events: int | None, warmup_events: int | None = None) -> list[Chunk]:
     """Chunks of `chunk_events` (the whole trace when None or longer than it), each warmed
-    up by `warmup_events` (default: one chunk's length)."""
+    up by `warmup_events` (default_warmup's by default)."""
     if not chunk_events or events <= chunk_events:
         return [WHOLE]
-    warmup = chunk_events if warmup_events is None else warmup_events
+    warmup = default_warmup(chunk_events) if warmup_events is None else warmup_events
     return [Chunk(s, min(s + chunk_events, events), max(0, s - warmup)) for s in range(0, events, chunk_events)]
 
 
-def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk, last: bool,
-                start: kernel.Snapshot | None = None) -> Part:
-    """Replay one chunk with the compiled kernel, streaming the trace in batches: after its
-    warm-up, or from `start` (a repair: the state the chunk before ended in) restored."""
-    state = kernel.new_state([mode], meta.guest)
+def default_warmup(chunk_events: int) -> int:
+    return min(chunk_events, max(WARMUP_MIN_EVENTS, chunk_events // WARMUP_SHARE))
+
+
+def auto_chunk_events(events: int, modes: tuple[Mode, ...], workers: int, groups: int) -> int | None:
+    """The chunk size when none is given: chunks only where they pay (a long trace, workers
+    that would idle) and only for modes whose state a warm-up reaches. Those are the modes
+    without a shadow pool: measured on hackbench-5 (18.7 M events, 2 M-event chunks), 6 to 9
+    of 10 chunks of kvm-upstream, kvm-trunk and kvm-paravirt had to be repaired even with a
+    whole chunk of warm-up, so speculating on them costs more than it saves."""
+    if events < AUTO_MIN_EVENTS or groups >= workers or any(m.features.shadow for m in modes):
+        return None
+    chunks = AUTO_CHUNKS_PER_WORKER * -(-workers // groups)
+    return -(-events // chunks)
+
+
+def replay_parts(path: Path, cpu: int, meta: TraceMeta, modes: tuple[Mode, ...], chunk: Chunk, last: bool,
+                 start: kernel.Snapshot | None = None) -> list[Part]:
+    """Replay one chunk under every mode in one pass (the trace is read once), with the
+    compiled kernel, streaming the trace in batches: after its warm-up, or from `start` (a
+    repair: the state the chunk before ended in) restored. One Part per mode."""
+    state = kernel.new_state(modes, meta.guest)
     if start is None:
         _replay_range(state, path, cpu, meta, chunk.warm, chunk.start)
     else:
@@ -104,7 +135,19 @@ def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk,
         kernel.track_reads(state)
     _replay_range(state, path, cpu, meta, chunk.start, chunk.stop)
     end_state = None if last else kernel.snapshot(state)
-    return Part(chunk, _source_counts(state), start_state, end_state, reads.reads(state) if speculative else None)
+    read = reads.reads(state) if speculative else None
+
+    def one(snap: kernel.Snapshot | None, m: int) -> kernel.Snapshot | None:
+        return None if snap is None else (snap[m],)
+
+    return [Part(chunk, _source_counts(state, m), one(start_state, m), one(end_state, m),
+                 None if read is None else (read[m],)) for m in range(len(modes))]
+
+
+def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk, last: bool,
+                start: kernel.Snapshot | None = None) -> Part:
+    """replay_parts for one mode."""
+    return replay_parts(path, cpu, meta, (mode,), chunk, last, start)[0]
 
 
 def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMeta, start: int,
@@ -114,24 +157,43 @@ def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMe
             kernel.replay_batch(state, events.kind, events.value, events.asid, events.arg)
 
 
-Repair = Callable[[Chunk, bool, kernel.Snapshot], Part]  # replay_part's (chunk, last, start)
+class RepairRequest(NamedTuple):
+    """Replay `chunk` of mode `mode` (an index) once more, from `start`."""
+
+    mode: int
+    chunk: Chunk
+    last: bool
+    start: kernel.Snapshot
 
 
-def exact_parts(parts: list[Part], modes: tuple[Mode, ...], repair: Repair) -> tuple[list[Part], int]:
-    """The parts with every chunk proved to start where the one before ended (each with the
-    end state the sequential replay has): a chunk that does not is replayed once more from
-    that end state (`repair(chunk, last, start)`). Returns the parts and how many were repaired."""
-    exact, repaired = list(parts), 0
-    for i in range(1, len(exact)):
-        previous = exact[i - 1]
-        if not exact[i].follows(previous, modes):
-            assert previous.end_state is not None  # only the last part has none
-            exact[i] = repair(exact[i].chunk, i == len(exact) - 1, previous.end_state)
-            repaired += 1
-            if exact[i].start_state != previous.end_state:
-                raise RuntimeError(f"chunk at event {exact[i].chunk.start}: restored state differs from its snapshot")
-        exact[i] = exact[i].after(previous)
+Repair = Callable[[list[RepairRequest]], list[Part]]   # the requests' parts, in order, run in parallel
+
+
+def exact_parts(chains: list[list[Part]], modes: tuple[Mode, ...], repair: Repair) -> tuple[list[list[Part]], int]:
+    """Each mode's parts (chains[j]: mode j's, chunk by chunk) with every chunk proved to start
+    where the one before ended, each with the end state the sequential replay has: a chunk
+    that does not is replayed once more from that end state. Chunk i's repairs, one per
+    mode that needs one, go out together (`repair`): modes' chains are independent, so a
+    group's modes are repaired in parallel, chunk after chunk. Returns the chains and how
+    many chunks were repaired."""
+    exact = [list(chain) for chain in chains]
+    repaired = 0
+    for i in range(1, len(exact[0]) if exact else 0):
+        wanted = [RepairRequest(j, chain[i].chunk, i == len(chain) - 1, _end(chain[i - 1]))
+                  for j, chain in enumerate(exact) if not chain[i].follows(chain[i - 1], (modes[j],))]
+        for request, part in zip(wanted, repair(wanted) if wanted else []):
+            if part.start_state != request.start:
+                raise RuntimeError(f"chunk at event {part.chunk.start}: restored state differs from its snapshot")
+            exact[request.mode][i] = part
+        repaired += len(wanted)
+        for chain in exact:
+            chain[i] = chain[i].after(chain[i - 1])
     return exact, repaired
+
+
+def _end(part: Part) -> kernel.Snapshot:
+    assert part.end_state is not None  # only the last part has none
+    return part.end_state
 
 
 def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:
@@ -142,9 +204,9 @@ def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:
     return pl.concat([frame, busy]).sort(SOURCE_COLUMNS)
 
 
-def _source_counts(state: kernel.KernelState) -> pl.DataFrame:
-    """Mode 0's counts per source; busy time is left out (the merge adds it once)."""
-    columns = kernel.attribution(state, 0)
+def _source_counts(state: kernel.KernelState, m: int) -> pl.DataFrame:
+    """Mode m's counts per source; busy time is left out (the merge adds it once)."""
+    columns = kernel.attribution(state, m)
     return pl.DataFrame({name: list(values) for name, values in columns.items()},
                         schema={"kind": pl.String, "asid": pl.Int64, "device": pl.Int64,
                                 "driver": pl.String, "count": pl.Int64})

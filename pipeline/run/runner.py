@@ -1,7 +1,8 @@
 """Run shards on Dask: map replay over (trace, vCPU, mode), write each result, reduce.
 
-Dask only maps and reduces here: the task is `replay_shard`, a plain function of a
-shard and a mode that reads its columns, replays them and writes its own file. A
+Dask only maps and reduces here: the task is `replay_group`, a plain function of the
+shards of one trace's vCPU and their modes that reads the columns once, replays them
+under every mode in one pass and writes each shard's own file (`Group`). A
 local cluster is started unless a scheduler is named (address, scheduler file or
 DASK_SCHEDULER_ADDRESS), over TLS when certificates are given.
 
@@ -22,7 +23,7 @@ import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.run.manifest import Resumed, entry, resume, trace_digest
-from pipeline.run.chunked import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, exact_parts, merged_counts, plan_chunks,
+                                  replay_parts)
 from pipeline.run.outdir import OutError
 from pipeline.run.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
 from pipeline.run.shards import Shard, TraceFile, plan
@@ -89,35 +91,71 @@ class RunOutput:
 @dataclass(frozen=True)
 class Chunking:
     """Split each vCPU's events into chunks of `events`, warmed up by `warmup` (default:
-    one chunk) and proved exact (pipeline/run/chunked.py); None = one task per shard."""
+    chunked.default_warmup) and proved exact (pipeline/run/chunked.py); None = chosen per
+    group (chunked.auto_chunk_events: often one task per group)."""
 
     events: int | None = None
     warmup: int | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Shards of one trace's vCPU replayed together: one pass over the trace for all their
+    modes (the kernel replays several at once), so the trace is read and its keys mapped
+    once, not once per mode. Reading costs as much as replaying a mode or more."""
+
+    shards: tuple[Shard, ...]
+
+    @property
+    def first(self) -> Shard:
+        return self.shards[0]
+
+
+def plan_groups(shards: list[Shard], workers: int) -> list[Group]:
+    """The shards of each (trace, vCPU) in one group, unless there are fewer of those than
+    workers: then each one's modes are dealt round robin into as many groups as keep the
+    workers busy (a trace read per group)."""
+    units: dict[tuple[str, int], list[Shard]] = {}
+    for s in shards:
+        units.setdefault((s.path, s.cpu), []).append(s)
+    split = max(1, -(-workers // max(1, len(units))))   # ceil(workers / units)
+    groups = []
+    for unit in units.values():
+        k = min(split, len(unit))
+        groups += [Group(tuple(unit[i::k])) for i in range(k)]
+    return groups
 
 
 # The Dask tasks never raise: an exception raised in a task is logged by its worker with a
 # traceback, on the user's terminal for a local cluster. Each returns its failure instead,
 # as a value the driver reports in one line; only a lost worker reaches the driver raised.
 
-def replay_shard(shard: Shard, mode: Mode, out: str) -> tuple[str, dict[str, Any]] | Failure | OutError:
-    """The Dask task: one shard under one mode, written to its own result files."""
-    part = replay_chunk(shard, mode, WHOLE, last=True)
-    if isinstance(part, Failure):
-        return part
-    try:
-        return finish(Path(out), shard, mode, [part])
-    except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
-        return _internal_failure(shard, e)
+Outcome = tuple[str, dict[str, Any]] | Failure | OutError   # a shard's: its (mode, row), or why not
 
 
-def replay_chunk(shard: Shard, mode: Mode, chunk: Chunk, last: bool,
-                 start: Snapshot | None = None) -> Part | Failure:
-    """The Dask task of a chunked shard: one chunk's counts and its edge states (from
-    `start`, the previous chunk's end state, when it repairs the chunk)."""
+def replay_group(group: Group, modes: tuple[Mode, ...], out: str) -> list[Outcome]:
+    """The Dask task: a group's shards in one pass, each written to its own result files."""
+    parts = replay_chunk(group, modes, WHOLE, last=True)
+    if isinstance(parts, Failure):
+        return [replace(parts, mode=m.name) for m in modes]
+    outcomes: list[Outcome] = []
+    for shard, mode, part in zip(group.shards, modes, parts):
+        try:
+            outcomes.append(finish(Path(out), shard, mode, [part]))
+        except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
+            outcomes.append(_internal_failure(shard, e))
+    return outcomes
+
+
+def replay_chunk(group: Group, modes: tuple[Mode, ...], chunk: Chunk, last: bool,
+                 start: Snapshot | None = None) -> list[Part] | Failure:
+    """The Dask task of a chunked group: one chunk's counts and edge states per mode (from
+    `start`, the previous chunk's end state, when it repairs the chunk for one mode)."""
+    shard = group.first
     try:
-        return replay_part(Path(shard.path), shard.cpu, shard.meta, mode, chunk, last, start)
+        return replay_parts(Path(shard.path), shard.cpu, shard.meta, modes, chunk, last, start)
     except (TraceError, ValueError) as e:
-        return Failure(shard.trace, mode.name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
+        return Failure(shard.trace, modes[0].name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
     except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
         return _internal_failure(shard, e)
 
@@ -358,70 +396,86 @@ def _done(shards: list[Shard], by_name: dict[str, Mode],
 
 def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], out: Path, report: Say,
                 note: Say, chunking: Chunking) -> tuple[list[tuple[str, dict[str, Any]]], list[Failure]]:
-    """Whole shards run as one task each; chunked ones as one task per chunk, merged here."""
-    lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once, not once per mode
-    plans = [(s, _chunks(s, chunking, lengths)) for s in shards]
-    whole = {client.submit(replay_shard, s, by_name[s.mode], str(out), pure=False): s
-             for s, chunks in plans if chunks == [WHOLE]}
-    chunked = [(s, [client.submit(replay_chunk, s, by_name[s.mode], c, i == len(chunks) - 1, pure=False)
-                    for i, c in enumerate(chunks)]) for s, chunks in plans if chunks != [WHOLE]]
+    """Whole groups run as one task each; chunked ones as one task per chunk, merged here."""
+    lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once
+    workers = _workers(client)
+    groups = plan_groups(shards, workers)
+    plans = [(g, _chunks(g, _modes(g, by_name), chunking, lengths, workers, len(groups))) for g in groups]
+    whole = {client.submit(replay_group, g, _modes(g, by_name), str(out), pure=False): g
+             for g, chunks in plans if chunks == [WHOLE]}
+    chunked = [(g, [client.submit(replay_chunk, g, _modes(g, by_name), c, i == len(chunks) - 1, pure=False)
+                    for i, c in enumerate(chunks)]) for g, chunks in plans if chunks != [WHOLE]]
     outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
     repaired = 0
     with _progress() as bar:
         task = bar.add_task("replaying shards", total=len(shards))
         for future in as_completed(whole):
             try:
-                outcome = future.result()
-            except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
-                outcome = _internal_failure(whole[future], e)
-            outcomes.append(_written(outcome))
-            bar.advance(task)
-        for shard, futures in chunked:
-            try:
-                outcome, n = _merge_chunks(client, shard, by_name[shard.mode], futures, out)
-            except Exception as e:  # a bug or a lost worker: this shard fails, the run goes on
-                outcome, n = _internal_failure(shard, e), 0
-            outcomes.append(_written(outcome))
+                done = future.result()
+            except Exception as e:  # a bug or a lost worker: these shards fail, the run goes on
+                done = [_internal_failure(s, e) for s in whole[future].shards]
+            outcomes += [_written(o) for o in done]
+            bar.advance(task, len(done))
+        for group, futures in chunked:
+            done, n = _merge_chunks(client, group, _modes(group, by_name), futures, out)
+            outcomes += [_written(o) for o in done]
             repaired += n
-            bar.advance(task)
+            bar.advance(task, len(done))
     if chunked:
-        note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} shards, "
+        shards_chunked = sum(len(g.shards) for g, _ in chunked)
+        note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
              f"{repaired} repaired from the previous chunk's end state (their warm-up did not reach it)")
     for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
         report(line)   # a bad row fails the trace in every mode: say it once
     return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
 
 
-def _chunks(shard: Shard, chunking: Chunking, lengths: dict[tuple[str, int], int]) -> list[Chunk]:
-    if not chunking.events:
-        return [WHOLE]
+def _workers(client: Client) -> int:
+    """Task slots of the cluster now (at least 1: a scheduler may have none yet)."""
+    return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()))
+
+
+def _modes(group: Group, by_name: dict[str, Mode]) -> tuple[Mode, ...]:
+    return tuple(by_name[s.mode] for s in group.shards)
+
+
+def _chunks(group: Group, modes: tuple[Mode, ...], chunking: Chunking, lengths: dict[tuple[str, int], int],
+            workers: int, groups: int) -> list[Chunk]:
+    shard = group.first
     key = (shard.path, shard.cpu)
     if key not in lengths:
         lengths[key] = count_events(Path(shard.path), shard.cpu, shard.meta)
-    return plan_chunks(lengths[key], chunking.events, chunking.warmup)
+    size = chunking.events or auto_chunk_events(lengths[key], modes, workers, groups)
+    return plan_chunks(lengths[key], size, chunking.warmup)
 
 
 class ChunkFailed(Exception):
-    """A chunk task returned a Failure: the shard fails with it."""
+    """A chunk task returned a Failure: the group fails with it."""
 
 
-def _merge_chunks(client: Client, shard: Shard, mode: Mode, futures: list[Any],
-                  out: Path) -> tuple[tuple[str, dict[str, Any]] | Failure | OutError, int]:
-    """Prove the chunks exact (repairing those whose warm-up fell short), then write the
-    shard; returns its outcome and how many chunks were repaired."""
-    def part(result: Part | Failure) -> Part:
-        if isinstance(result, Failure):
-            raise ChunkFailed(result)
-        return result
-
-    def repair(chunk: Chunk, last: bool, start: Snapshot) -> Part:
-        return part(client.submit(replay_chunk, shard, mode, chunk, last, start, pure=False).result())
+def _merge_chunks(client: Client, group: Group, modes: tuple[Mode, ...], futures: list[Any],
+                  out: Path) -> tuple[list[Outcome], int]:
+    """Prove each mode's chunks exact (repairing those whose warm-up fell short), then write
+    its shard; returns the shards' outcomes and how many chunks were repaired."""
+    def repair(requests: list[RepairRequest]) -> list[Part]:
+        futures = [client.submit(replay_chunk, Group((group.shards[r.mode],)), (modes[r.mode],), r.chunk, r.last,
+                                 r.start, pure=False) for r in requests]
+        return [_parts(f.result())[0] for f in futures]
 
     try:
-        parts, repaired = exact_parts([part(f.result()) for f in futures], (mode,), repair)
+        parts = [_parts(f.result()) for f in futures]   # per chunk, per mode
+        chains, repaired = exact_parts([[p[j] for p in parts] for j in range(len(modes))], modes, repair)
     except ChunkFailed as e:
-        return e.args[0], 0
-    return finish(out, shard, mode, parts), repaired
+        return [replace(e.args[0], mode=m.name) for m in modes], 0
+    except Exception as e:  # a bug or a lost worker: these shards fail, the run goes on
+        return [_internal_failure(s, e) for s in group.shards], 0
+    return [finish(out, s, m, chain) for s, m, chain in zip(group.shards, modes, chains)], repaired
+
+
+def _parts(result: list[Part] | Failure) -> list[Part]:
+    if isinstance(result, Failure):
+        raise ChunkFailed(result)
+    return result
 
 
 def _internal_failure(shard: Shard, e: Exception) -> Failure:

@@ -2,14 +2,14 @@
 
 Loaded with `dask worker --preload tests/pipeline/slow_shards.py`, or for a local
 cluster's workers through DASK_DISTRIBUTED__WORKER__PRELOAD, it wraps
-pipeline.run.runner.replay_shard in that worker process only (tasks find their function
+pipeline.run.runner.replay_group in that worker process only (tasks find their function
 by module and name, so the wrapper is what runs). The real task runs unchanged; then,
 while the file HVREPLAY_TEST_SHARD_HOLD exists (at most HOLD_LIMIT_S), the wrapper
 waits before returning. So a test decides when shards may finish: with the hold file
-in place each worker writes one shard file and stops there, written but not reported,
+in place each worker writes one group's shard files and stops there, written but not reported,
 which is where a killed worker forces its task to run again elsewhere; removing the
 file lets the run go on at full speed. Each execution appends `start` and `written`
-lines (event, pid, trace, cpu, mode) to HVREPLAY_TEST_SHARD_LOG.
+lines (event, pid, trace, cpu, mode), one per shard of the group, to HVREPLAY_TEST_SHARD_LOG.
 Nothing in pipeline/ knows about this.
 """
 from __future__ import annotations
@@ -37,17 +37,19 @@ def _hold() -> None:
 
 
 def _held(real):
-    def replay_shard(shard, mode, out):
-        _log("start", shard)
-        outcome = real(shard, mode, out)
-        _log("written", shard)
+    def replay_group(group, modes, out):
+        for shard in group.shards:
+            _log("start", shard)
+        outcome = real(group, modes, out)
+        for shard in group.shards:
+            _log("written", shard)
         _hold()
         return outcome
-    replay_shard.held = True
-    return replay_shard
+    replay_group.held = True
+    return replay_group
 
 
 # Dask may execute a preload file more than once (it also imports a copy from the
 # worker's directory): wrap once.
-if not getattr(runner.replay_shard, "held", False):
-    runner.replay_shard = _held(runner.replay_shard)
+if not getattr(runner.replay_group, "held", False):
+    runner.replay_group = _held(runner.replay_group)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.run.chunked import WHOLE, Chunk, Part, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.run.chunked import WHOLE, Chunk, Part, RepairRequest, exact_parts, merged_counts, plan_chunks, replay_part
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
 from pipeline.tracefile.format import count_events, read_meta
@@ -38,12 +38,13 @@ def _chunked(path: Path, mode, chunk_events: int, warmup: int,
     chunks = plan_chunks(count_events(path, 0, meta), chunk_events, warmup)
     parts = [replay_part(path, 0, meta, mode, c, i == len(chunks) - 1) for i, c in enumerate(chunks)]
 
-    def repair(chunk: Chunk, last: bool, start) -> Part:
-        if repairs is not None:
-            repairs[chunk.start] += 1
-        return replay_part(path, 0, meta, mode, chunk, last, start)
+    def repair(requests: list[RepairRequest]) -> list[Part]:
+        for r in requests:
+            if repairs is not None:
+                repairs[r.chunk.start] += 1
+        return [replay_part(path, 0, meta, mode, r.chunk, r.last, r.start) for r in requests]
 
-    exact, repaired = exact_parts(parts, (mode,), repair)
+    [exact], repaired = exact_parts([parts], (mode,), repair)
     return (merged_counts(exact, mode, meta.native_ns), merged_counts(parts, mode, meta.native_ns), repaired)
 
 
@@ -114,7 +115,8 @@ def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
     r = runner.invoke(app, ["replay", str(RECORDED), "--modes", modes, "--out", str(chunked), "--workers", "2",
                             "--chunk-events", "60000", "--warmup-events", "1000"])
     assert r.exit_code == 0, r.output
-    assert "chunked: 40 chunks of 5 shards" in " ".join(r.output.split())  # 421,770 events: 8 chunks x 5 modes
+    # 421,770 events: 8 chunks; 5 modes on 2 workers: 2 groups (3 + 2 modes), each chunk replays its group's modes
+    assert "chunked: 16 chunks of 2 groups (5 shards)" in " ".join(r.output.split())
     for folder in ("counts", "attribution"):
         files = sorted(p.relative_to(plain) for p in (plain / folder).rglob("*.parquet"))
         assert len(files) == len(SEED_MODES)

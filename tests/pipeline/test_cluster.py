@@ -85,9 +85,9 @@ def assert_same_results(out: Path, reference: Path) -> None:
 
 
 def replay_tasks_done(cluster: DaskCluster) -> int:
-    """replay_shard tasks the scheduler has seen finish, over all its clients so far."""
+    """replay_group tasks the scheduler has seen finish, over all its clients so far."""
     def count(dask_scheduler) -> int:
-        prefix = dask_scheduler.task_prefixes.get("replay_shard")
+        prefix = dask_scheduler.task_prefixes.get("replay_group")
         return prefix.state_counts["memory"] if prefix is not None else 0
     with cluster.client() as client:
         return client.run_on_scheduler(count)
@@ -102,8 +102,9 @@ def test_dask_cli_cluster_by_address_and_by_scheduler_file(cluster: DaskCluster,
     assert by_file.returncode == 0, by_file.stderr
     assert_same_results(tmp_path / "a", clean)
     assert_same_results(tmp_path / "f", clean)
-    # Both runs' shards ran on this cluster's workers, not on a private local cluster.
-    assert replay_tasks_done(cluster) - done_before == 2 * 3 * MODES
+    # Both runs' shards ran on this cluster's workers, not on a private local cluster: one
+    # task per trace (3 traces keep the workers busy), each replaying every mode in one pass.
+    assert replay_tasks_done(cluster) - done_before == 2 * 3
 
 
 def test_tls_cluster_and_plaintext_client_refused(traces: Path, clean: Path, tmp_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_worker_killed_mid_run_reruns_its_shard_once(traces: Path, clean: Path, 
     runs = [line.split() for line in log.read_text().splitlines() if line.startswith("start")]
     started_by = {int(p) for _, p, *s in runs if tuple(s) == shard}
     assert pid in started_by and len(started_by) == 2, runs  # ran twice, on two workers; one file, one row
-    assert len(runs) == 3 * MODES + 1
+    assert len(runs) == 3 * MODES + MODES   # the killed task replays its trace's every mode again
 
 
 def wait_for_line(log: Path, event: str, driver: subprocess.Popen) -> tuple[int, tuple[str, ...]]:
@@ -209,15 +210,15 @@ def test_driver_killed_then_resumed(cluster: DaskCluster, clean: Path, tmp_path:
     out, hold = tmp_path / "out", tmp_path / "hold"
     hold.touch()
     held = {"DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{SLOW_SHARDS}"]', "HVREPLAY_TEST_SHARD_HOLD": str(hold)}
-    # SIGKILL the driver when each of its local cluster's 2 workers has written a shard
-    # file and is held before reporting it. The workers, left without their scheduler,
+    # SIGKILL the driver when each of its local cluster's 2 workers has written its task's
+    # shard files (one trace, every mode) and is held before reporting them. The workers, left without their scheduler,
     # must go too (the whole session is killed at the end in any case).
     driver = subprocess.Popen([str(PIPELINE), "replay", str(traces), "--out", str(out), "--workers", "2"],
                               env={**os.environ, **held}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
-        while len(shard_files(out)) < 2:
+        while len(shard_files(out)) < 2 * MODES:
             assert time.monotonic() < deadline and driver.poll() is None, driver.stderr.read()
             time.sleep(0.02)
         driver.kill()
@@ -228,13 +229,13 @@ def test_driver_killed_then_resumed(cluster: DaskCluster, clean: Path, tmp_path:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(driver.pid, signal.SIGKILL)
     before = shard_files(out)
-    assert len(before) == 2 and not (out / "summary.parquet").exists()
+    assert len(before) == 2 * MODES and not (out / "summary.parquet").exists()
 
-    # Rerun, on another cluster: the 2 files are kept as they are, the others replayed.
+    # Rerun, on another cluster: the 2 traces' files are kept as they are, the others replayed.
     again = ["replay", str(traces), "--out", str(out), "--scheduler-address", cluster.address]
     resumed = CliRunner().invoke(app, again)
     assert resumed.exit_code == 0, resumed.output
-    assert f"resumed: 2 of {3 * MODES} shards already done" in resumed.output
+    assert f"resumed: {2 * MODES} of {3 * MODES} shards already done" in resumed.output
     after = shard_files(out)
     assert {p: after[p] for p in before} == before
     assert_same_results(out, clean)

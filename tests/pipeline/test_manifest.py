@@ -29,7 +29,7 @@ def shards_of(trace: TraceFile, modes: tuple[str, ...] = ("native",)) -> list[Sh
 
 def write_done(out: Path, shard: Shard, mode=None) -> Path:
     """A finished shard's files (attribution, then counts with a row that only this file
-    could have produced), as replay_shard writes them."""
+    could have produced), as replay_group writes them."""
     done = entry(shard, mode or load_modes()[shard.mode])
     write_attribution(out, shard, pl.DataFrame({"kind": ["io"], "asid": [1], "device": [0x80], "driver": ["exit_io"],
                                                 "count": [3]}), done)

@@ -367,10 +367,10 @@ def test_tasks_return_their_failures_instead_of_raising(tmp_path: Path) -> None:
     """A task that raised would have its worker log a traceback onto the user's terminal:
     hashing a trace gone since planning, and a shard whose files cannot even be named
     (a NUL in the folder), come back as values."""
-    from pipeline.run.runner import hash_trace, replay_shard
+    from pipeline.run.runner import Group, hash_trace, replay_group
     gone = hash_trace(str(tmp_path / "gone.parquet"))
     assert isinstance(gone, FileNotFoundError)
     trace = write_events(tmp_path / "t.parquet", round_robin_events(2, 3))
     (shard,) = plan(traces_of([trace])[0], read_meta(trace), ["native"], trace_digest(str(trace)))
-    failed = replay_shard(shard, load_modes()["native"], str(tmp_path / "o\0ut"))
+    (failed,) = replay_group(Group((shard,)), (load_modes()["native"],), str(tmp_path / "o\0ut"))
     assert isinstance(failed, Failure) and "internal error: ValueError" in failed.error and "\n" not in failed.error

@@ -224,10 +224,11 @@ def test_existing_scheduler_by_address_environment_and_file(traces_dir: Path, tm
         (tmp_path / "scheduler.json").write_text(json.dumps({"address": cluster.scheduler_address}))
         assert replay([traces_dir], by_file, "--scheduler-file", str(tmp_path / "scheduler.json")).exit_code == 0
         with Client(cluster) as client:
-            # All three runs' shards (2 traces x every mode) ran on this cluster, none on a private one.
+            # All three runs' shards ran on this cluster, none on a private one: 2 traces on as
+            # many workers, so each trace is one task that replays every mode (runner.plan_groups).
             done = client.run_on_scheduler(
-                lambda dask_scheduler: dask_scheduler.task_prefixes["replay_shard"].state_counts["memory"])
-        assert done == 3 * 2 * len(load_modes())
+                lambda dask_scheduler: dask_scheduler.task_prefixes["replay_group"].state_counts["memory"])
+        assert done == 3 * 2
     first = pl.read_parquet(by_option / "summary.parquet")
     assert first.equals(pl.read_parquet(by_env / "summary.parquet"))
     assert first.equals(pl.read_parquet(by_file / "summary.parquet"))
