@@ -204,6 +204,14 @@ def _nothing_to_replay(paths: list[Path], report: ImportReport) -> ImportFailed:
                         + ("; a host-side KVM recording is summarised by `pipeline kvm-stat`" if host else ""))
 
 
+def check_format(fmt: str | None) -> None:
+    """ImportFailed unless `fmt` is None (detect) or a known format's name: checked once,
+    before a batch of imports starts, not once per recording."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ImportFailed(f"unknown format {fmt!r} (known: "
+                           f"{'; '.join(f'{n}: {f.description}' for n, f in FORMATS.items())})")
+
+
 def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
                  working_set: WorkingSet = WorkingSet(), workload: str | None = None,
                  progress: Callable[[int], None] | None = None, options: Options = Options()) -> ImportReport:
@@ -211,9 +219,7 @@ def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: b
 
     `progress`, if given, is told the input bytes done, twice over: as they are read, then as
     their rows are written."""
-    if fmt is not None and fmt not in FORMATS:
-        raise ImportFailed(f"unknown format {fmt!r} (known: "
-                           f"{'; '.join(f'{n}: {f.description}' for n, f in FORMATS.items())})")
+    check_format(fmt)
     try:
         fmts = [FORMATS[fmt] if fmt else detect(p) for p in paths]
         report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})
