@@ -494,6 +494,8 @@ def import_(
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Trace file to write (.parquet).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option(help="Import each recording into its own trace DIR/NAME.parquet, "
                                                          "one Dask task each (NAME: its path below the folder given).")] = None,
+    split: Annotated[bool, typer.Option("--split", help="With -o: parse the (uncompressed) text in byte ranges as Dask "
+                                                        "tasks; the trace is the same as without.")] = False,
     format: Annotated[Optional[str], typer.Option("--format", help="Force a format instead of detecting it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A malformed line is an error (nothing written).")] = False,
     user_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: private pages a user task touches per "
@@ -513,13 +515,17 @@ def import_(
     """Import guest-side recordings into a trace (switches, faults, IRQs, idle, timers, MSRs, syscalls; estimated touches and device MMIO).
 
     With --out-dir, each recording into its own trace, as Dask tasks (the cluster options
-    are replay's); exit 1 if any recording failed, the others are still imported."""
+    are replay's); exit 1 if any recording failed, the others are still imported. With
+    --split, one big recording's lines are parsed in parallel ranges."""
     from pipeline.tracefile.importers.batch import Settings
     from pipeline.tracefile.importers.plan import Options, TIMER_DEVICES, parse_irqs
     from pipeline.tracefile.importers.working_set import WorkingSet
 
     if (out is None) == (out_dir is None):
         _report_fail("give -o OUT.parquet (FILES are one recording) or --out-dir DIR (each its own trace)")
+    if split and out is None:
+        _report_fail("--split parses one recording's ranges in parallel: give -o OUT.parquet (--out-dir runs "
+                     "one task per recording already)")
     if timer_device is not None and timer_device not in TIMER_DEVICES:
         _report_fail(f"--timer-device {timer_device!r}: one of {', '.join(TIMER_DEVICES)}")
     pairs = [d.split("=", 1) for d in device or []]
@@ -534,24 +540,43 @@ def import_(
                       {netdev: dev for netdev, dev in pairs})
     settings = Settings(format, strict, WorkingSet(user_pages, kernel_pages), options)
     if out is not None:
-        _import_one(files, out, settings, quiet)
+        _import_one(files, out, settings, quiet, cluster if split else None)
     else:
         assert out_dir is not None
         _import_batch(files, out_dir, settings, cluster)
 
 
-def _import_one(files: list[Path], out: Path, settings: Settings, quiet: bool) -> None:
-    """FILES, the parts of one recording, into the trace `out` (in this process)."""
+def _import_one(files: list[Path], out: Path, settings: Settings, quiet: bool, split: Optional[ClusterOptions]) -> None:
+    """FILES, the parts of one recording, into the trace `out`: read here, or with `split` in
+    byte ranges on that cluster."""
     from pipeline.reports.text_traces import import_progress, print_import
     from pipeline.tracefile.importers import ImportFailed
 
     total = 2 * sum(p.stat().st_size for p in files if p.is_file())   # the bytes of both passes: read, then written
     try:
-        with import_progress(total, quiet) as progress:
-            report = settings.run(files, out, progress)
+        with import_progress(total, quiet) as progress, _chunk_source(split) as chunks:
+            report = settings.run(files, out, progress, chunks)
     except ImportFailed as e:
         _report_fail(str(e))
     print_import(report, out_console)
+
+
+@contextmanager
+def _chunk_source(split: Optional[ClusterOptions]) -> Iterator[Any]:
+    """How an import reads its files: here, or (`split`) in byte ranges on that cluster."""
+    from pipeline.run.runner import connect
+    from pipeline.tracefile.importers import read_chunks_in_order
+    from pipeline.tracefile.importers.split import split_reader
+
+    if split is None:
+        yield read_chunks_in_order
+        return
+    spec = split.spec()
+    try:
+        with connect(spec) as client:
+            yield split_reader(client)
+    except ClusterError as e:
+        _fail(str(e))
 
 
 def _import_batch(inputs: list[Path], out_dir: Path, settings: Settings, cluster: ClusterOptions) -> None:

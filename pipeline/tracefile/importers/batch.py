@@ -24,7 +24,7 @@ from dask.distributed import Client, as_completed
 from pipeline.run.outdir import remove
 from pipeline.run.runner import one_line
 from pipeline.run.shards import TraceFile, deduplicate, safe_name
-from pipeline.tracefile.importers import ImportFailed, ImportReport, import_files
+from pipeline.tracefile.importers import ChunkSource, ImportFailed, ImportReport, import_files, read_chunks_in_order
 from pipeline.tracefile.importers.plan import Options
 from pipeline.tracefile.importers.working_set import WorkingSet
 from pipeline.tracefile.textlines import CODECS, kind_of
@@ -38,9 +38,10 @@ class Settings:
     working_set: WorkingSet = WorkingSet()
     options: Options = field(default_factory=Options)
 
-    def run(self, paths: list[Path], out: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
+    def run(self, paths: list[Path], out: Path, progress: Callable[[int], None] | None = None,
+            chunks: ChunkSource = read_chunks_in_order) -> ImportReport:
         return import_files(paths, out, fmt=self.fmt, strict=self.strict, working_set=self.working_set,
-                            progress=progress, options=self.options)
+                            progress=progress, options=self.options, chunks=chunks)
 
 
 class Recording(NamedTuple):
