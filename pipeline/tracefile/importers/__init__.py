@@ -18,6 +18,10 @@ idle entry's length (`facts.IdleWakes`), and spools the fields of the lines the 
 (`format.TraceWriter`). Memory is bounded by a chunk and a row group,
 whatever the size of the input; the metadata is written last.
 
+The first pass's chunks come from a `ChunkSource`: read here in order, or (`split.py`,
+`--split`) parsed in byte ranges on Dask and renumbered here; `batch.py` (`--out-dir`) runs
+whole imports, one recording each, as Dask tasks.
+
 Timestamps printed as seconds become ns; integer counts of the trace clock are taken as ns
 (metadata `source.timestamps` = "counts" says so). t_ns is relative to the first event.
 """
