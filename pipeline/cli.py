@@ -543,7 +543,7 @@ def import_(
         _import_one(files, out, settings, quiet, cluster if split else None)
     else:
         assert out_dir is not None
-        _import_batch(files, out_dir, settings, cluster)
+        _import_batch(files, out_dir, settings, cluster, quiet)
 
 
 def _import_one(files: list[Path], out: Path, settings: Settings, quiet: bool, split: Optional[ClusterOptions]) -> None:
@@ -579,7 +579,7 @@ def _chunk_source(split: Optional[ClusterOptions]) -> Iterator[Any]:
         _fail(str(e))
 
 
-def _import_batch(inputs: list[Path], out_dir: Path, settings: Settings, cluster: ClusterOptions) -> None:
+def _import_batch(inputs: list[Path], out_dir: Path, settings: Settings, cluster: ClusterOptions, quiet: bool) -> None:
     """Each recording under `inputs` into its own trace in `out_dir`, one Dask task each: the
     table of those imported, an error line for each that failed, exit 1 if any did."""
     from pipeline.reports.text_traces import batch_table, print_error
@@ -598,7 +598,7 @@ def _import_batch(inputs: list[Path], out_dir: Path, settings: Settings, cluster
         _note(line)
     if not found.recordings:
         _report_fail(f"{inputs[0]}: no recordings found")
-    with _holding(out_dir), task_progress() as bar:
+    with _holding(out_dir), task_progress(disable=quiet) as bar:
         task = bar.add_task("importing recordings", total=len(found.recordings))
         try:
             with connect(spec) as client:

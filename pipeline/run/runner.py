@@ -433,10 +433,10 @@ def _dedupe(failures: list[Failure]) -> list[Failure]:
     return list({(f.trace, f.mode): f for f in failures}.values())
 
 
-def task_progress() -> Progress:
+def task_progress(disable: bool = False) -> Progress:
     """A bar of tasks done (shards replayed, recordings imported), gone when it ends."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True)
+                    transient=True, disable=disable)
 
 
 def one_line(text: str) -> str:

@@ -79,7 +79,9 @@ def find_recordings(inputs: list[Path], out_dir: Path) -> Found:
                 found.append(TraceFile(_trace_name(relative), p))
             else:
                 skipped.append(f"{p}: not a regular file ({kind_of(p)}), skipped")
-    return Found([Recording(t.path, out_dir / f"{t.trace}.parquet") for t in deduplicate(found)], skipped)
+    # Absolute: a remote cluster's workers see the paths, not this process's working directory.
+    return Found([Recording(t.path.absolute(), out_dir.absolute() / f"{t.trace}.parquet") for t in deduplicate(found)],
+                 skipped)
 
 
 def _trace_name(relative: Path) -> str:

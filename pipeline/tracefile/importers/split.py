@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from dask.distributed import Client, Future
@@ -72,18 +72,19 @@ def _parsed(client: Client, path: Path, fmt: Format, range_bytes: int, chunk_byt
     """The file's ranges parsed on the workers, in order, at most `inflight` at a time."""
     starts = cuts(path, fmt, range_bytes)
     ends = starts[1:] + [path.stat().st_size]
-    counts = [_value(f) for f in client.map(count_lines, [path] * len(starts), starts, ends, pure=False)]
+    where = path.absolute()    # what the workers open (a remote one has no working directory of ours)
+    counts = [_value(f) for f in client.map(count_lines, [where] * len(starts), starts, ends, pure=False)]
     first = np.cumsum([1] + counts[:-1]).tolist()
     pending: deque[Future] = deque()
     for start, end, line in zip(starts, ends, first):
-        pending.append(client.submit(parse_range, path, fmt.name, start, end, line, chunk_bytes, pure=False))
+        pending.append(client.submit(parse_range, where, str(path), fmt.name, start, end, line, chunk_bytes, pure=False))
         if len(pending) >= inflight:
             yield _value(pending.popleft())
     while pending:
         yield _value(pending.popleft())
 
 
-def _value(future: Future):
+def _value(future: Future) -> Any:
     """A task's value; its failure line (or a lost worker's) as ImportFailed."""
     try:
         value = future.result()
@@ -129,14 +130,16 @@ def count_lines(path: Path, start: int, end: int) -> int | str:
         return str(e)
 
 
-def parse_range(path: Path, fmt: str, start: int, end: int, first_line: int, chunk_bytes: int) -> Parsed | str:
+def parse_range(path: Path, name: str, fmt: str, start: int, end: int, first_line: int,
+                chunk_bytes: int) -> Parsed | str:
     """The Dask task: a range's lines (`ChunkParser.parse_lines`) in chunks of about
-    `chunk_bytes`, numbered from `first_line`; its failure as a line, never raised."""
+    `chunk_bytes`, numbered from `first_line`, problems naming the file `name` (as given on
+    the command line); its failure as a line, never raised."""
     try:
         data = normalise(read_range(path, start, end))
     except TraceFileError as e:
         return str(e)
-    parser = ck.ChunkParser(FORMATS[fmt], str(path), {})
+    parser = ck.ChunkParser(FORMATS[fmt], name, {})
     parser.next_line = first_line
     pieces = list(_pieces(data, chunk_bytes))
     chunks = [parser.parse_lines(piece) for piece in pieces]
