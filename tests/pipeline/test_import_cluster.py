@@ -108,6 +108,19 @@ def test_split_problems_name_the_same_lines(tmp_path: Path, client: Client) -> N
     assert strict_split == strict_plain and re.search(r"in\.txt:8: not an event line", strict_plain)
 
 
+def test_split_on_the_command_line_prints_and_writes_what_the_plain_import_does(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text(shifted(ATRACE, 40))
+    outputs = {}
+    for name, more in (("plain", []), ("split", ["--split", "--workers", "2"])):
+        r = runner.invoke(app, ["import", str(src), "-o", str(tmp_path / "t.parquet"), *more], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        (tmp_path / "t.parquet").rename(tmp_path / f"{name}.parquet")
+        outputs[name] = r.output
+    assert outputs["split"] == outputs["plain"] and "240 context switches" in outputs["plain"]
+    assert same_trace(tmp_path / "plain.parquet", tmp_path / "split.parquet")
+
+
 def test_split_refuses_compressed_text_and_out_dir(tmp_path: Path) -> None:
     import gzip
     src = tmp_path / "in.txt.gz"
