@@ -10,7 +10,8 @@ nothing before it but four things, each made exact here:
 * whether a wrapped free-text payload continues into it: a range starts only at an event
   line (one the parser itself takes for one), before which nothing is a continuation;
 * the strings the columns refer to by number (event names, symbols): a range numbers its
-  own, and the driver renumbers them into the recording's, in range order;
+  own, and the driver renumbers them into the recording's, in range order (the numbers are
+  never written, only the strings: rows and metadata do not depend on them);
 * the time order per CPU (`clock`): checked by the driver, in order (`ChunkParser.order`).
 
 Everything after parsing needs the recording so far, in order, and stays on the driver as in
@@ -73,23 +74,23 @@ def _parsed(client: Client, path: Path, fmt: Format, range_bytes: int, chunk_byt
     starts = cuts(path, fmt, range_bytes)
     ends = starts[1:] + [path.stat().st_size]
     where = path.absolute()    # what the workers open (a remote one has no working directory of ours)
-    counts = [_value(f) for f in client.map(count_lines, [where] * len(starts), starts, ends, pure=False)]
+    counts = [_value(f, path) for f in client.map(count_lines, [where] * len(starts), starts, ends, pure=False)]
     first = np.cumsum([1] + counts[:-1]).tolist()
     pending: deque[Future] = deque()
     for start, end, line in zip(starts, ends, first):
         pending.append(client.submit(parse_range, where, str(path), fmt.name, start, end, line, chunk_bytes, pure=False))
         if len(pending) >= inflight:
-            yield _value(pending.popleft())
+            yield _value(pending.popleft(), path)
     while pending:
-        yield _value(pending.popleft())
+        yield _value(pending.popleft(), path)
 
 
-def _value(future: Future) -> Any:
+def _value(future: Future, path: Path) -> Any:
     """A task's value; its failure line (or a lost worker's) as ImportFailed."""
     try:
         value = future.result()
     except Exception as e:  # noqa: BLE001 - a lost worker, after Dask's reruns: the import fails with one line
-        raise ImportFailed(one_line(f"a range task failed: {type(e).__name__}: {e}")) from None
+        raise ImportFailed(one_line(f"{path}: a range task failed: {type(e).__name__}: {e}")) from None
     if isinstance(value, str):
         raise ImportFailed(value)
     return value
