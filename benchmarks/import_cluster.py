@@ -90,6 +90,14 @@ def timed(run: Callable[[], object], client: Client | None = None) -> Timing:
     return Timing(best, cpu)
 
 
+def idle_cpu(client: Client, seconds: float = 3.0) -> float:
+    """CPU-seconds per second the cluster and this process use doing nothing (heartbeats,
+    monitors): part of the CPU-seconds beside the cluster's times, more the longer they are."""
+    used = _cpu(client)
+    time.sleep(seconds)
+    return (_cpu(client) - used) / seconds
+
+
 def _cpu(client: Client | None) -> float:
     workers = sum(client.run(time.process_time).values()) if client is not None else 0.0
     return time.process_time() + workers
@@ -105,7 +113,7 @@ def main() -> None:
         with local_cluster(WORKERS) as cluster, Client(cluster) as client:
             client.run(import_files, [one], tmp / "warm.parquet")    # ... and on each worker
             print(f"cluster of {WORKERS} workers started and warmed in {time.perf_counter() - start:.1f} s "
-                  "(not in the times below)")
+                  f"(not in the times below); idle, it uses {idle_cpu(client):.2f} CPU-s per second")
             for source in (one, longer):
                 print(batch_line(client, source, tmp))
             unsplit = timed(lambda: import_files([big], tmp / "unsplit.parquet", workload="big"))
