@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple, Optional, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -39,6 +39,9 @@ from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
 from pipeline.run.shards import TraceFile, find_traces
 from pipeline.text import count_of, say
 from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
+
+if TYPE_CHECKING:   # imported where used: `pipeline --help` need not load the importers
+    from pipeline.tracefile.importers.batch import Settings
 
 # Piped output gets room for every column instead of rich's 80-column fallback; tables are
 # cut to $COLUMNS or the terminal by _show.
@@ -107,13 +110,14 @@ NativeProfileOpt = Annotated[Path, typer.Option("--native-profile", "--profile",
                                                 help="Hardware profile whose \\[native] table times the events.")]
 ModesDirOpt = Annotated[Optional[list[Path]], typer.Option(
     "--modes-dir", metavar="DIR", help="Folder (or file) of your own mode TOMLs, loaded with the shipped ones (repeatable).")]
-CLUSTER_PANEL = "Cluster (Dask) and chunking"
+CLUSTER_PANEL = "Cluster (Dask)"
+CHUNK_PANEL = "Chunking"
 SHIPPED_MODES = ", ".join(load_modes())   # read from configs/modes, so the help never lists a stale set
 
 
 class ClusterOptions(NamedTuple):
-    """The options of `replay` and `sweep` that say where the replay runs and in how many
-    pieces, declared once here: `cluster_options` gives them to a command as this record."""
+    """Where a command's Dask tasks run (`replay`, `sweep`, `import --out-dir/--split`),
+    declared once here: `option_records` gives them to a command as this record."""
 
     workers: Annotated[int, typer.Option(min=1, help="Worker processes of the local Dask cluster.",
                                          rich_help_panel=CLUSTER_PANEL)] = 2
@@ -127,40 +131,53 @@ class ClusterOptions(NamedTuple):
         help="TLS scheduler: this client's certificate (PEM).", rich_help_panel=CLUSTER_PANEL)] = None
     tls_key: Annotated[Optional[Path], typer.Option(
         help="TLS scheduler: this client's private key (PEM), unless it is in --tls-cert.", rich_help_panel=CLUSTER_PANEL)] = None
-    chunk_events: Annotated[Optional[int], typer.Option(
-        min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay "
-                    "(default: chosen per trace, for long traces on idle workers and modes without a shadow pool).",
-        rich_help_panel=CLUSTER_PANEL)] = None
-    warmup_events: Annotated[Optional[int], typer.Option(
-        min=0, help="Warm-up events before each chunk (default: a tenth of a chunk, at least 100000); too few only costs "
-                    "replaying the chunk again from the previous one's end.",
-        rich_help_panel=CLUSTER_PANEL)] = None
 
     def spec(self) -> ClusterSpec:
         """Where to run; TLS options that do not go together, or name a missing file, fail here."""
         return ClusterSpec(self.workers, self.scheduler_address, _opt(self.scheduler_file),
                            _tls(self.tls_ca_file, self.tls_cert, self.tls_key))
 
+
+class ChunkOptions(NamedTuple):
+    """How `replay` and `sweep` split a vCPU's events (an import has no such pieces, so it
+    takes ClusterOptions alone)."""
+
+    chunk_events: Annotated[Optional[int], typer.Option(
+        min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay "
+                    "(default: chosen per trace, for long traces on idle workers and modes without a shadow pool).",
+        rich_help_panel=CHUNK_PANEL)] = None
+    warmup_events: Annotated[Optional[int], typer.Option(
+        min=0, help="Warm-up events before each chunk (default: a tenth of a chunk, at least 100000); too few only costs "
+                    "replaying the chunk again from the previous one's end.",
+        rich_help_panel=CHUNK_PANEL)] = None
+
     @property
     def chunking(self) -> Chunking:
         return Chunking(self.chunk_events, self.warmup_events)
 
 
-def cluster_options(command: Callable[..., None]) -> Callable[..., None]:
-    """`command`, which takes `cluster: ClusterOptions`, with the record's fields as its last
-    options instead: typer reads a command's options from its signature."""
-    hints = get_type_hints(ClusterOptions, include_extras=True)
-    shared = [_parameter(name, hints[name], default) for name, default in ClusterOptions._field_defaults.items()]
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "cluster"]
+def option_records(**records: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator: the command, which takes each `name: Record` of `records` (NamedTuples of
+    typer options), with the records' fields as its last options instead (typer reads a
+    command's options from its signature), so commands share options without repeating them."""
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name not in records]
+        shared = [_parameter(name, get_type_hints(record, include_extras=True)[name], default)
+                  for record in records.values() for name, default in record._field_defaults.items()]
 
-    @functools.wraps(command)
-    def with_cluster_options(**values: Any) -> None:
-        cluster = ClusterOptions(**{name: values.pop(name) for name in ClusterOptions._fields})
-        command(**values, cluster=cluster)
+        @functools.wraps(command)
+        def with_records(**values: Any) -> None:
+            given = {param: record(**{name: values.pop(name) for name in record._fields})
+                     for param, record in records.items()}
+            command(**values, **given)
 
-    with_cluster_options.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
-    return with_cluster_options
+        with_records.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+        return with_records
+    return decorate
+
+
+cluster_options = option_records(cluster=ClusterOptions, chunks=ChunkOptions)   # replay's and sweep's
 
 
 def _parameter(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
@@ -196,7 +213,7 @@ def replay(
     out: Annotated[Path, typer.Option(help="Results folder (hive-partitioned counts + summary.parquet).")] = Path("results"),
     profile: ProfileOpt = DEFAULT_PROFILE,
     modes_dir: ModesDirOpt = None,
-    *, cluster: ClusterOptions,
+    *, cluster: ClusterOptions, chunks: ChunkOptions,
 ) -> None:
     """Replay every trace under every mode on Dask; write counts and summary.parquet under --out.
 
@@ -209,7 +226,7 @@ def replay(
     spec = cluster.spec()
     traces = _traces(paths, out)
     with _holding(out):
-        summary, failed = _replay(traces, chosen, out, cost_profile, spec, cluster.chunking)
+        summary, failed = _replay(traces, chosen, out, cost_profile, spec, chunks.chunking)
     _show(seed_table(summary, ref))
     say(out_console, f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
@@ -403,7 +420,7 @@ def sweep(
         help="Mode each point's gain is measured against (same settings, less the paravirt guest's); one of --mode's.")] = "kvm-trunk",
     profile: ProfileOpt = DEFAULT_PROFILE,
     modes_dir: ModesDirOpt = None,
-    *, cluster: ClusterOptions,
+    *, cluster: ClusterOptions, chunks: ChunkOptions,
 ) -> None:
     """Re-replay traces under a grid of mode settings; print each point's time and gain."""
     try:
@@ -417,7 +434,7 @@ def sweep(
     traces = _traces(paths, out)
     with _holding(out):
         remove(out / "sweep.parquet")  # like the summary, never left describing shards that are gone
-        summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec, cluster.chunking)
+        summary, failed = _replay(traces, sw.modes_to_run(grid_points), out, cost_profile, spec, chunks.chunking)
         table = sw.gains(summary, grid_points)
         write(out / "sweep.parquet", table.write_parquet)
     keys = [k for k, _ in grid_points[0].settings]
@@ -471,9 +488,16 @@ def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str,
 
 
 @app.command("import")
+@option_records(cluster=ClusterOptions)
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="perf script, ftrace or trace-cmd report text (any rendering).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Trace file to write (.parquet).")],
+    files: Annotated[list[Path], typer.Argument(help="perf script, ftrace or trace-cmd report text (any rendering): the parts "
+                                                     "of one recording with -o; with --out-dir each file, or each file below "
+                                                     "a folder, is a recording of its own.")],
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Trace file to write (.parquet).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(help="Import each recording into its own trace DIR/NAME.parquet, "
+                                                         "one Dask task each (NAME: its path below the folder given).")] = None,
+    split: Annotated[bool, typer.Option("--split", help="With -o: parse the (uncompressed) text in byte ranges as Dask "
+                                                        "tasks; the trace is the same as without.")] = False,
     format: Annotated[Optional[str], typer.Option("--format", help="Force a format instead of detecting it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A malformed line is an error (nothing written).")] = False,
     user_pages: Annotated[int, typer.Option(min=0, help="Working-set estimate: private pages a user task touches per "
@@ -488,13 +512,22 @@ def import_(
     device: Annotated[Optional[list[str]], typer.Option(help="NETDEV=DEVICE: apply configs/devices/DEVICE.toml to that interface, e.g. eth0=e1000.")] = None,
     no_device: Annotated[Optional[list[str]], typer.Option(help="Switch one device's rules off (configs/devices/NAME.toml).")] = None,
     no_device_rules: Annotated[bool, typer.Option("--no-device-rules", help="No MMIO estimates from device rules.")] = False,
+    *, cluster: ClusterOptions,
 ) -> None:
-    """Import guest-side recordings into a trace (switches, faults, IRQs, idle, timers, MSRs, syscalls; estimated touches and device MMIO)."""
-    from pipeline.reports.text_traces import import_progress, print_import
-    from pipeline.tracefile.importers import ImportFailed, import_files
+    """Import guest-side recordings into a trace (switches, faults, IRQs, idle, timers, MSRs, syscalls; estimated touches and device MMIO).
+
+    With --out-dir, each recording into its own trace, as Dask tasks (the cluster options
+    are replay's); exit 1 if any recording failed, the others are still imported. With
+    --split, one big recording's lines are parsed in parallel ranges."""
+    from pipeline.tracefile.importers.batch import Settings
     from pipeline.tracefile.importers.plan import Options, TIMER_DEVICES, parse_irqs
     from pipeline.tracefile.importers.working_set import WorkingSet
 
+    if (out is None) == (out_dir is None):
+        _report_fail("give -o OUT.parquet (FILES are one recording) or --out-dir DIR (each its own trace)")
+    if split and out is None:
+        _report_fail("--split parses one recording's ranges in parallel: give -o OUT.parquet (--out-dir runs "
+                     "one task per recording already)")
     if timer_device is not None and timer_device not in TIMER_DEVICES:
         _report_fail(f"--timer-device {timer_device!r}: one of {', '.join(TIMER_DEVICES)}")
     pairs = [d.split("=", 1) for d in device or []]
@@ -507,16 +540,81 @@ def import_(
         _report_fail(f"--level-irqs: {e}")
     options = Options(x2apic, timer_device, levels, not no_device_rules, frozenset(no_device or ()),
                       {netdev: dev for netdev, dev in pairs})
+    settings = Settings(format, strict, WorkingSet(user_pages, kernel_pages), options)
+    if out is not None:
+        _import_one(files, out, settings, quiet, cluster if split else None)
+    else:
+        assert out_dir is not None
+        _import_batch(files, out_dir, settings, cluster, quiet)
+
+
+def _import_one(files: list[Path], out: Path, settings: Settings, quiet: bool, split: Optional[ClusterOptions]) -> None:
+    """FILES, the parts of one recording, into the trace `out`: read here, or with `split` in
+    byte ranges on that cluster."""
+    from pipeline.reports.text_traces import import_progress, print_import
+    from pipeline.tracefile.importers import ImportFailed
 
     total = 2 * sum(p.stat().st_size for p in files if p.is_file())   # the bytes of both passes: read, then written
     try:
-        with import_progress(total, quiet) as progress:
-            report = import_files(files, out, fmt=format, strict=strict,
-                                  working_set=WorkingSet(user_pages, kernel_pages), progress=progress,
-                                  options=options)
+        with import_progress(total, quiet) as progress, _chunk_source(split) as chunks:
+            report = settings.run(files, out, progress, chunks)
     except ImportFailed as e:
         _report_fail(str(e))
     print_import(report, out_console)
+
+
+@contextmanager
+def _chunk_source(split: Optional[ClusterOptions]) -> Iterator[Any]:
+    """How an import reads its files: here, or (`split`) in byte ranges on that cluster."""
+    from pipeline.run.runner import connect
+    from pipeline.tracefile.importers import read_chunks_in_order
+    from pipeline.tracefile.importers.split import split_reader
+
+    if split is None:
+        yield read_chunks_in_order
+        return
+    spec = split.spec()
+    try:
+        with connect(spec) as client:
+            yield split_reader(client)
+    except ClusterError as e:
+        _fail(str(e))
+
+
+def _import_batch(inputs: list[Path], out_dir: Path, settings: Settings, cluster: ClusterOptions, quiet: bool) -> None:
+    """Each recording under `inputs` into its own trace in `out_dir`, one Dask task each: the
+    table of those imported, an error line for each that failed, exit 1 if any did."""
+    from pipeline.reports.text_traces import batch_table, print_error
+    from pipeline.run.runner import connect, task_progress
+    from pipeline.tracefile.importers import ImportFailed, check_format
+    from pipeline.tracefile.importers.batch import Failed, find_recordings, import_all
+
+    try:
+        check_format(settings.fmt)
+    except ImportFailed as e:
+        _report_fail(str(e))
+    _fail_if_missing(inputs)
+    spec = cluster.spec()
+    found = find_recordings(inputs, out_dir)
+    for line in found.skipped:
+        _note(line)
+    if not found.recordings:
+        _report_fail(f"{inputs[0]}: no recordings found")
+    with _holding(out_dir), task_progress(disable=quiet) as bar:
+        task = bar.add_task("importing recordings", total=len(found.recordings))
+        try:
+            with connect(spec) as client:
+                outcomes = import_all(client, found.recordings, settings, lambda: bar.advance(task))
+        except ClusterError as e:
+            _fail(str(e))
+    failed = [o for o in outcomes if isinstance(o, Failed)]
+    imported = [o for o in outcomes if not isinstance(o, Failed)]
+    if imported:
+        _show(batch_table(imported))
+    for f in failed:
+        print_error(out_console, f.error)
+    if failed:
+        _fail(f"{len(failed)} of {len(outcomes)} recordings failed; the others are imported in {out_dir}", 1)
 
 
 def _known_devices(named: list[str]) -> None:

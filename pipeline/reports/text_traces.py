@@ -66,6 +66,16 @@ def print_import(report: ImportReport, console: Console) -> None:
         console.print(f"note: {markup_safe(note)}", highlight=False)
 
 
+def batch_table(reports: list[ImportReport]) -> Table:
+    """One row per recording of `import --out-dir`: what print_import says first, compactly
+    (hundreds of recordings would not fit its full tables)."""
+    table = Table("recording", "format", "rows", "switches", "malformed", "trace")
+    for r in reports:
+        table.add_row(*(markup_safe(cell) for cell in (", ".join(r.formats), ", ".join(sorted(set(r.formats.values()))),
+                                                       str(r.rows), str(r.switches), str(r.malformed), str(r.out))))
+    return table
+
+
 # ---------------------------------------------------------------- pipeline kvm-stat
 # perf kvm stat report's title of each --event report (tools/perf/arch/x86/util/kvm-stat.c)
 _TITLES = {"vmexit": "VM-EXIT", "mmio": "MMIO Access", "ioport": "IO Port Access"}

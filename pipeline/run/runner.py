@@ -155,7 +155,7 @@ def replay_chunk(group: Group, modes: tuple[Mode, ...], chunk: Chunk, last: bool
     try:
         return replay_parts(Path(shard.path), shard.cpu, shard.meta, modes, chunk, last, start)
     except (TraceError, ValueError) as e:
-        return Failure(shard.trace, modes[0].name, _one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
+        return Failure(shard.trace, modes[0].name, one_line(f"{shard.path}: {e}" if isinstance(e, ValueError) else str(e)))
     except Exception as e:  # noqa: BLE001 - a bug: the shard fails with one line (see above)
         return _internal_failure(shard, e)
 
@@ -312,7 +312,7 @@ def _not_a_scheduler(host: str, port: int, scheme: str, tls: Tls | None, timeout
 
 def _connect_problem(e: Exception) -> str:
     """What distributed said, without its connection repr (the probe has ruled out the usual causes)."""
-    return _COMM_NAME.sub("", _one_line(f"{type(e).__name__}: {e}"))
+    return _COMM_NAME.sub("", one_line(f"{type(e).__name__}: {e}"))
 
 
 def open_traces(traces: list[TraceFile], modes: list[Mode],
@@ -339,7 +339,7 @@ def plan_shards(client: Client, opened: list[tuple[TraceFile, TraceMeta]], modes
         try:
             shards += plan(t, meta, [m.name for m in modes], _raised(digest.result()))
         except Exception as e:  # unreadable now, or a lost worker: this trace fails, the run goes on
-            line = _one_line(f"{t.path}: cannot read: {type(e).__name__}: {e}")
+            line = one_line(f"{t.path}: cannot read: {type(e).__name__}: {e}")
             report(line)
             failures += [Failure(t.trace, m.name, line) for m in modes]
     return shards, failures
@@ -407,7 +407,7 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
                     for i, c in enumerate(chunks)]) for g, chunks in plans if chunks != [WHOLE]]
     outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
     repaired = 0
-    with _progress() as bar:
+    with task_progress() as bar:
         task = bar.add_task("replaying shards", total=len(shards))
         for future in as_completed(whole):
             try:
@@ -479,7 +479,7 @@ def _parts(result: list[Part] | Failure) -> list[Part]:
 
 
 def _internal_failure(shard: Shard, e: Exception) -> Failure:
-    return Failure(shard.trace, shard.mode, _one_line(f"{shard.path}: internal error: {type(e).__name__}: {e}"))
+    return Failure(shard.trace, shard.mode, one_line(f"{shard.path}: internal error: {type(e).__name__}: {e}"))
 
 
 def _dedupe(failures: list[Failure]) -> list[Failure]:
@@ -487,10 +487,11 @@ def _dedupe(failures: list[Failure]) -> list[Failure]:
     return list({(f.trace, f.mode): f for f in failures}.values())
 
 
-def _progress() -> Progress:
+def task_progress(disable: bool = False) -> Progress:
+    """A bar of tasks done (shards replayed, recordings imported), gone when it ends."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True)
+                    transient=True, disable=disable)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " ".join(text.split())

@@ -88,14 +88,15 @@ def find_traces(inputs: list[Path], exclude: Path | None = None) -> Found:
             not_regular.append(f"{root}: not a regular file ({kind_of(root)})")
         else:
             found.append(TraceFile(safe_name(Path(root.name)), root))
-    return Found(_deduplicate(found), skipped, not_regular)
+    return Found(deduplicate(found), skipped, not_regular)
 
 
 def _under(path: Path, folder: Path | None) -> bool:
     return folder is not None and path.resolve().is_relative_to(folder.resolve())
 
 
-def _deduplicate(found: list[TraceFile]) -> list[TraceFile]:
+def deduplicate(found: list[TraceFile]) -> list[TraceFile]:
+    """Names made unique in order: a repeated one gets ~1, ~2, … (they become file names)."""
     seen: dict[str, int] = {}
     out = []
     for t in found:

@@ -218,8 +218,7 @@ def read_chunks(path: Path, size: int = 4 << 20,
             data, carry = carry + block, b""
             if block and data.endswith(b"\r"):
                 data, carry = data[:-1], b"\r"      # may be the first half of a \r\n
-            if b"\r" in data:
-                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            data = normalise(data)
             cut = data.rfind(b"\n") + 1 if block else len(data)
             carry = data[cut:] + carry
             if progress is not None:
@@ -229,6 +228,19 @@ def read_chunks(path: Path, size: int = 4 << 20,
                 yield data[:cut]
             if not block:
                 return
+
+
+def normalise(data: bytes) -> bytes:
+    """Line ends as `open_lines` reads them: `\\r\\n` and `\\r` become `\\n`."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+
+
+def read_range(path: Path, start: int, end: int) -> bytes:
+    """Bytes start..end of an uncompressed file as they are (offsets stay file offsets;
+    `normalise` them to read lines). Any error reading it is a TraceFileError."""
+    with _reading(path), open(path, "rb") as raw:
+        raw.seek(start)
+        return raw.read(end - start)
 
 
 def open_lines(path: Path) -> Iterator[str]:

@@ -7,7 +7,7 @@ import polars as pl
 import typer
 from typer.testing import CliRunner
 
-from pipeline.cli import ClusterOptions, app
+from pipeline.cli import ChunkOptions, ClusterOptions, app
 from pipeline.config.modes import load_modes
 from pipeline.analysis.sweep import parse_sets, points
 
@@ -67,8 +67,8 @@ def test_baseline_keeps_its_own_guest() -> None:
 
 def test_replay_and_sweep_share_the_cluster_options() -> None:
     commands = typer.main.get_command(app).commands
-    shared = {name: [(p.opts, p.default, p.help) for p in commands[name].params if p.name in ClusterOptions._fields]
+    shared = {name: [(p.opts, p.default, p.help) for p in commands[name].params if p.name in ClusterOptions._fields + ChunkOptions._fields]
               for name in ("replay", "sweep")}
-    assert shared["replay"] == shared["sweep"] and len(shared["sweep"]) == len(ClusterOptions._fields) == 8
+    assert shared["replay"] == shared["sweep"] and len(shared["sweep"]) == len(ClusterOptions._fields) + len(ChunkOptions._fields) == 8
     r = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
     assert "--chunk-events" in r.output and "[default: (configs/hardware/core2-2007-fitted.toml)]" in r.output

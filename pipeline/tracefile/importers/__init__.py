@@ -18,6 +18,10 @@ idle entry's length (`facts.IdleWakes`), and spools the fields of the lines the 
 (`format.TraceWriter`). Memory is bounded by a chunk and a row group,
 whatever the size of the input; the metadata is written last.
 
+The first pass's chunks come from a `ChunkSource`: read here in order, or (`split.py`,
+`--split`) parsed in byte ranges on Dask and renumbered here; `batch.py` (`--out-dir`) runs
+whole imports, one recording each, as Dask tasks.
+
 Timestamps printed as seconds become ns; integer counts of the trace clock are taken as ns
 (metadata `source.timestamps` = "counts" says so). t_ns is relative to the first event.
 """
@@ -90,13 +94,28 @@ def detect(path: Path) -> Format:
     raise ImportFailed(f"{path}: format not recognised")   # pragma: no cover - trace-cmd matches all
 
 
-def _chunks(paths: list[Path], fmts: list[Format], names: ck.Names, progress: Callable[[int], None]
-            ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk]]:
+# Where the first pass gets its chunks: (the parser of the chunk's file, the chunk ordered
+# by it, the input bytes behind it), in file order, the files' parsers sharing `names`.
+ChunkSource = Callable[[list[Path], list[Format], ck.Names], Iterator[tuple[ck.ChunkParser, ck.Chunk, int]]]
+
+
+def read_chunks_in_order(paths: list[Path], fmts: list[Format], names: ck.Names
+                         ) -> Iterator[tuple[ck.ChunkParser, ck.Chunk, int]]:
+    """The default ChunkSource: each file read and parsed here, chunk by chunk."""
     clock: dict[int, int] = {}
     for path, fmt in zip(paths, fmts):
-        parser = ck.ChunkParser(fmt, str(path), clock, names)
-        for data in read_chunks(path, CHUNK_BYTES, progress):
-            yield parser, parser.parse(data)
+        yield from _file_chunks(ck.ChunkParser(fmt, str(path), clock, names), path)
+
+
+def _file_chunks(parser: ck.ChunkParser, path: Path) -> Iterator[tuple[ck.ChunkParser, ck.Chunk, int]]:
+    told = [0]     # read_chunks tells the bytes of a piece before yielding it
+
+    def tell(n: int) -> None:
+        told[0] += n
+
+    for data in read_chunks(path, CHUNK_BYTES, tell):
+        yield parser, parser.parse(data), told[0]
+        told[0] = 0
 
 
 @dataclass
@@ -123,16 +142,13 @@ class _Reading:
         self.facts.learn(chunk, self.names)
 
 
-def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, progress) -> _Reading:
-    reading, done = _Reading(), [0]
+def _read(chunks: Iterator[tuple[ck.ChunkParser, ck.Chunk, int]], reading: _Reading, strict: bool,
+          report: ImportReport, spool: BinaryIO, progress) -> None:
+    """The first pass: what `reading` learns, the report's counts, the spool."""
     wakes = IdleWakes(spool)
-
-    def told(n: int) -> None:
-        done[0] += n
+    for parser, chunk, size in chunks:
         if progress is not None:
-            progress(n)
-
-    for parser, chunk in _chunks(paths, fmts, reading.names, told):
+            progress(size)
         if strict and chunk.problems:
             raise ImportFailed(chunk.problems[0][1])
         _tally(parser, chunk, report)
@@ -141,8 +157,7 @@ def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, prog
         lines = chunk.spooled()
         np.save(spool, lines)
         wakes.spooled(chunk, spool.tell() - lines.nbytes)
-        reading.sizes.append(done[0])
-        done[0] = 0
+        reading.sizes.append(size)
     wakes.finish()
     if len(reading.units) > 1:
         raise ImportFailed("files mix second timestamps and clock counts; import them separately")
@@ -150,7 +165,6 @@ def _read(paths, fmts, strict: bool, report: ImportReport, spool: BinaryIO, prog
     if reading.no_cpu:
         report.notes.append(f"{reading.no_cpu} event lines had no CPU column: put on cpu 0 "
                             "(switches of several CPUs then look like one CPU's)")
-    return reading
 
 
 def _count(counter: Counter[str], parser: ck.ChunkParser, events: np.ndarray, key: Callable[[ck.EventName], str]) -> None:
@@ -204,21 +218,30 @@ def _nothing_to_replay(paths: list[Path], report: ImportReport) -> ImportFailed:
                         + ("; a host-side KVM recording is summarised by `pipeline kvm-stat`" if host else ""))
 
 
-def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
-                 working_set: WorkingSet = WorkingSet(), workload: str | None = None,
-                 progress: Callable[[int], None] | None = None, options: Options = Options()) -> ImportReport:
-    """Import text recordings into one trace file at `out` (written atomically, only on success).
-
-    `progress`, if given, is told the input bytes done, twice over: as they are read, then as
-    their rows are written."""
+def check_format(fmt: str | None) -> None:
+    """ImportFailed unless `fmt` is None (detect) or a known format's name: checked once,
+    before a batch of imports starts, not once per recording."""
     if fmt is not None and fmt not in FORMATS:
         raise ImportFailed(f"unknown format {fmt!r} (known: "
                            f"{'; '.join(f'{n}: {f.description}' for n, f in FORMATS.items())})")
+
+
+def import_files(paths: list[Path], out: Path, fmt: str | None = None, strict: bool = False,
+                 working_set: WorkingSet = WorkingSet(), workload: str | None = None,
+                 progress: Callable[[int], None] | None = None, options: Options = Options(),
+                 chunks: ChunkSource = read_chunks_in_order) -> ImportReport:
+    """Import text recordings into one trace file at `out` (written atomically, only on success).
+
+    `progress`, if given, is told the input bytes done, twice over: as they are read, then as
+    their rows are written. `chunks` reads and parses the files (`split.py`'s reads byte
+    ranges of them in parallel on Dask); the rest is the same either way."""
+    check_format(fmt)
     try:
         fmts = [FORMATS[fmt] if fmt else detect(p) for p in paths]
         report = ImportReport(out=out, formats={str(p): f.name for p, f in zip(paths, fmts)})
         with tempfile.TemporaryFile(prefix="hvreplay-import-") as spool:
-            reading = _read(paths, fmts, strict, report, spool, progress)
+            reading = _Reading()
+            _read(chunks(paths, fmts, reading.names), reading, strict, report, spool, progress)
             mapper = _mapper(reading, working_set, options)
 
             def write(tmp: str) -> None:

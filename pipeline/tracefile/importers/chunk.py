@@ -211,6 +211,15 @@ class ChunkParser:
         return self.events.names
 
     def parse(self, data: bytes) -> Chunk:
+        """The next chunk of the file: its lines (`parse_lines`), then their time order."""
+        chunk = self.parse_lines(data)
+        self.order(chunk)
+        return chunk
+
+    def parse_lines(self, data: bytes) -> Chunk:
+        """The chunk's lines, each read alone: what does not depend on the lines before the
+        chunk but for the line number and the continuation state, so a split import
+        (`split.py`) parses byte ranges of a file apart and orders them here afterwards."""
         p = scan_prefixes(data)
         n = p.lines
         chunk = Chunk(self.next_line, np.zeros(n, np.int8), p.pid, p.tgid, p.cpu, p.ts, p.unit, self.events.of_lines(p),
@@ -219,10 +228,14 @@ class ChunkParser:
         self._payloads(p, chunk, slow)
         self._learn_names(p, chunk, slow)
         self._non_events(p, chunk, too_large)
-        self._time_order(chunk)
-        chunk.problems.sort()
         self.next_line += n
         return chunk
+
+    def order(self, chunk: Chunk) -> None:
+        """Lines earlier than one before them on their CPU (`clock`, carried over) become
+        malformed; the chunk's problems then in line order."""
+        self._time_order(chunk)
+        chunk.problems.sort()
 
     def _time_order(self, chunk: Chunk) -> None:
         valid = np.flatnonzero(chunk.event_lines())
