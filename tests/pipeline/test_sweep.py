@@ -43,7 +43,8 @@ def test_chunked_sweep_gives_the_same_sweep(traces_dir: Path, tmp_path: Path) ->
     r = runner.invoke(app, ["sweep", str(traces_dir / "rr5.parquet"), *grid, "--out", str(chunked),
                             "--chunk-events", "100", "--warmup-events", "20"])
     assert r.exit_code == 0, r.output
-    assert "chunked: 24 chunks of 6 shards" in " ".join(r.output.split())  # 350 events: 4 chunks x 6 modes
+    # 350 events: 4 chunks; 6 modes of one trace on 2 workers: 2 groups of 3 modes
+    assert "chunked: 8 chunks of 2 groups (6 shards)" in " ".join(r.output.split())
     assert pl.read_parquet(chunked / "sweep.parquet").equals(pl.read_parquet(plain / "sweep.parquet"))
     assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))
 
