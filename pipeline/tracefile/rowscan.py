@@ -1,9 +1,11 @@
 """The row checks of trace format v1 (traces/README.md, checks 10-13) in one compiled pass.
 
-format.RowChecker calls it once per batch. Several numpy passes (a comparison, np.isin and
-a flatnonzero/diff per vCPU) cost more than decoding the columns did; one loop over the
-rows finds the first bad row of every check at once, and counts each vCPU's rows, which
-tells the reader when a batch is all one vCPU and can be passed on as views.
+format.RowChecker calls it once per batch. The numpy checks (a comparison, np.isin, a
+flatnonzero and diff per vCPU: temporaries of every row) cost as much as decoding the
+columns; one compiled call finds the first bad row of every check, with reductions LLVM
+vectorises for a batch of one vCPU (the common case: each check reads its column once at
+memory speed) and a row-by-row loop for a batch of several. It counts each vCPU's rows too,
+which tells the reader when a batch is all one vCPU and can be passed on as views.
 """
 from __future__ import annotations
 
