@@ -19,28 +19,27 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, Optional, get_type
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperCommand, TyperGroup
 
 from pipeline.config import CONFIGS
 from pipeline.config.errors import ConfigError
 from pipeline.config.modes import load_modes, select_modes
-from pipeline.analysis import calibrate as cal
-from pipeline.analysis import sweep as sw
 from pipeline.atomic import write_atomic
-from pipeline.run.outdir import OutError, held, remove, write
 from pipeline.config.cost_profile import DEFAULT_PROFILE, MODERN_PROFILE, START_PROFILE, load_profile, write_profile
 from pipeline.config.measurements import DEFAULT_REFERENCE, load_reference
 from pipeline.generate.registry import GENERATORS, Generator
 from pipeline.reports.fit import blocks, table_width
-from pipeline.reports.terminal import category_table, cost_table, failures, prediction_table, seed_table, sweep_table, top_table
-from pipeline.run.results import SUMMARY, StaleSummary, check_summary, read_summary, summarise, write_summary
-from pipeline.run.runner import Chunking, ClusterError, ClusterSpec, Tls, run
-from pipeline.run.shards import TraceFile, find_traces
+from pipeline.run.cluster import ClusterError, ClusterSpec, Tls, start_fork_server
 from pipeline.text import count_of, say
-from pipeline.tracefile.format import TraceError, validate as validate_trace, write_trace
 
-if TYPE_CHECKING:   # imported where used: `pipeline --help` need not load the importers
+# Each command imports what only it needs (Dask, numba, polars, scipy, pyarrow) in its own
+# body: `pipeline --help` and the light commands start in a fraction of the time, and
+# `replay` starts its workers' fork server before its own heavy imports (_replay).
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from pipeline.run.runner import Chunking
+    from pipeline.run.shards import TraceFile
     from pipeline.tracefile.importers.batch import Settings
 
 # Piped output gets room for every column instead of rich's 80-column fallback; tables are
@@ -153,6 +152,8 @@ class ChunkOptions(NamedTuple):
 
     @property
     def chunking(self) -> Chunking:
+        from pipeline.run.runner import Chunking
+
         return Chunking(self.chunk_events, self.warmup_events)
 
 
@@ -223,18 +224,33 @@ def replay(
         cost_profile, ref = load_profile(profile), load_reference(DEFAULT_REFERENCE)
     except ConfigError as e:
         _fail(str(e))
-    spec = cluster.spec()
+    spec = _cluster(cluster)
     traces = _traces(paths, out)
     with _holding(out):
         summary, failed = _replay(traces, chosen, out, cost_profile, spec, chunks.chunking)
+    from pipeline.reports.terminal import seed_table
+    from pipeline.run.results import SUMMARY
+
     _show(seed_table(summary, ref))
     say(out_console, f"summary: {out / SUMMARY} ({len(summary)} rows)")
     _exit_if_failed(failed)
 
 
+def _cluster(cluster: ClusterOptions) -> ClusterSpec:
+    """Where to run; for a local cluster, its workers' fork server starts now, loading their
+    modules and the compiled kernel while this process imports and reads its own
+    (pipeline/run/cluster.py)."""
+    spec = cluster.spec()
+    if spec.local:
+        start_fork_server()
+    return spec
+
+
 def _traces(paths: list[Path], out: Path) -> list[TraceFile]:
     """The traces under `paths` (not under `out`); a missing or non-regular path named
     explicitly fails here, before anything starts."""
+    from pipeline.run.shards import find_traces
+
     _fail_if_missing(paths)
     found = find_traces(paths, exclude=out)
     for line in found.skipped:
@@ -257,6 +273,8 @@ def _fail_if_missing(paths: list[Path]) -> None:
 def _holding(out: Path) -> Iterator[None]:
     """Hold --out for this command (pipeline/run/outdir.py): one run at a time, checked before
     the cluster starts; any problem with it is one line, exit 2."""
+    from pipeline.run.outdir import OutError, held
+
     try:
         with held(out, shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
             yield
@@ -267,6 +285,9 @@ def _holding(out: Path) -> Iterator[None]:
 def _replay(traces: list[TraceFile], modes: list, out: Path, cost_profile, spec: ClusterSpec,
             chunking: Chunking) -> tuple:
     """Replay `traces` under `modes`, write and return the summary (and failures)."""
+    from pipeline.run.results import summarise, write_summary
+    from pipeline.run.runner import run
+
     try:
         output = run(traces, modes, out, spec, report=_report_error, note=lambda line: say(err_console, line),
                      chunking=chunking)
@@ -316,6 +337,8 @@ def report(
     """Print the seed-shaped table (or the cost breakdown, or the top cost sources) from a results folder."""
     from pipeline.reports import data as rd
     from pipeline.reports.html_page import ReportInputs, write_report
+    from pipeline.reports.terminal import category_table, failures, seed_table
+    from pipeline.run.results import StaleSummary, check_summary, read_summary
 
     try:
         summary = read_summary(results)
@@ -350,6 +373,8 @@ def report(
 
 
 def _print_top(summary, attribution) -> None:
+    from pipeline.reports.terminal import top_table
+
     if attribution.top is None:
         say(err_console, attribution.note)
         return
@@ -370,6 +395,7 @@ def diff(
     """Per (trace, mode): how the modelled time and each cost category change from A to B."""
     from pipeline.analysis.diff import diff as compare
     from pipeline.reports.terminal import diff_table
+    from pipeline.run.results import read_summary
 
     try:
         a, b = read_summary(results_a), read_summary(results_b)
@@ -389,6 +415,9 @@ def diff(
 @app.command()
 def validate(paths: Annotated[list[Path], typer.Argument(help="Trace files or folders (every *.parquet below).")]) -> None:
     """Check trace files against format v1; one line per bad file, exit 1 if any."""
+    from pipeline.run.shards import find_traces
+    from pipeline.tracefile.format import TraceError, validate as validate_trace
+
     _fail_if_missing(paths)
     found = find_traces(paths)
     if not found.traces and not found.not_regular:
@@ -423,6 +452,11 @@ def sweep(
     *, cluster: ClusterOptions, chunks: ChunkOptions,
 ) -> None:
     """Re-replay traces under a grid of mode settings; print each point's time and gain."""
+    from pipeline.analysis import sweep as sw
+    from pipeline.reports.terminal import sweep_table
+    from pipeline.run.outdir import remove, write
+    from pipeline.run.results import SUMMARY
+
     try:
         available = load_modes(extra=modes_dir or [])
         chosen, base = select_modes(available, mode)[0], select_modes(available, baseline)[0]
@@ -430,7 +464,7 @@ def sweep(
         cost_profile = load_profile(profile)
     except ConfigError as e:
         _fail(str(e))
-    spec = cluster.spec()
+    spec = _cluster(cluster)
     traces = _traces(paths, out)
     with _holding(out):
         remove(out / "sweep.parquet")  # like the summary, never left describing shards that are gone
@@ -454,6 +488,10 @@ def calibrate(
     leave_one_out: Annotated[bool, typer.Option("--leave-one-out", help="Also fit without each workload in turn and predict it.")] = False,
 ) -> None:
     """Fit unit costs to reference measurements (bounded least squares on the counts in RESULTS)."""
+    from pipeline.analysis import calibrate as cal
+    from pipeline.reports.terminal import cost_table, prediction_table
+    from pipeline.run.results import read_summary
+
     fit_on = [w.strip() for w in fit.split(",") if w.strip()]
     try:
         start, ref, summary = load_profile(start_profile), load_reference(reference), read_summary(results)
@@ -478,6 +516,8 @@ def calibrate(
 
 def _write_fit(out: Path, start, costs: dict, predictions: list, reference: str, fit_on: list[str],
                results: Path) -> None:
+    from pipeline.analysis import calibrate as cal
+
     fitted = [p for p in predictions if p.role == "fit" and not cal.is_native(p)]
     header = {"fit": {"reference": reference, "fitted_on": fit_on, "started_from": start.name,
                       "results": str(results), "max_abs_fit_error_pct": round(max(abs(p.error_pct) for p in fitted), 2)}}
@@ -819,6 +859,8 @@ def _profile(path: Path):
 
 
 def _write(out: Path, columns: dict, meta) -> None:
+    from pipeline.tracefile.format import write_trace
+
     write_trace(out, columns, meta)
     say(out_console, f"wrote {out}: {len(columns['kind'])} events, {meta.workload}, "
                      f"native {meta.native_ns / 1e9:.4g} s for {count_of(meta.ops, meta.op_unit)}")

@@ -28,7 +28,7 @@ from replay.kernel_mode import COLUMNS, TO_ALL, compile_modes
 from replay.keys import TraceKeys
 from replay.lapic import NEVER_ARMED
 from replay.kinds import Kind
-from replay.mode import Guest, Mode
+from replay.mode import Guest, Mode, Paging
 from replay.shadow import TABLE_SHIFT
 
 PTE_WORDS = max(1, (1 << TABLE_SHIFT) // 64)  # a shadow page's PTE bitmap, in u64 words
@@ -380,3 +380,12 @@ def _pte_words(bits: list[int]) -> np.ndarray:
     flags = np.zeros(PTE_WORDS * 64, dtype=np.uint8)
     flags[bits] = 1
     return np.packbits(flags, bitorder="little").view(np.int64)
+
+
+def warm() -> None:
+    """Load numba's compiled kernel now (cached, or compiled when the cache is stale):
+    numba does it on the first call, and a Dask worker would otherwise pay it (about a
+    second) on its first task. An empty batch types the call as every real batch does."""
+    state = new_state([Mode("warm", Paging.NATIVE)], Guest())
+    none = np.zeros(0, np.uint64)
+    replay_batch(state, none.astype(np.uint8), none, none.astype(np.uint32), none.astype(np.uint32))

@@ -3,16 +3,14 @@ NAME`, the command line being built from it in pipeline/cli.py.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from pipeline.generate.hackbench import generate_hackbench
-from pipeline.generate.idle import generate_idle
-from pipeline.generate.lat_ctx import generate_lat_ctx
-from pipeline.tracefile.format import TraceMeta
+    from pipeline.tracefile.format import TraceMeta
 
 
 class Param(NamedTuple):
@@ -32,20 +30,27 @@ class Generator:
     """A benchmark trace generator: the subcommand `pipeline generate NAME` (see the module docstring)."""
 
     name: str
-    run: Callable[..., tuple[dict[str, np.ndarray], TraceMeta]]
+    # "module:function", imported when run: generators import numpy and pyarrow, which the
+    # command line (its help, every other command) need not import to list them.
+    function: str
     summary: str
     params: tuple[Param, ...]
 
+    def run(self, **options: Any) -> tuple[dict[str, np.ndarray], TraceMeta]:
+        module, name = self.function.split(":")
+        result: tuple[dict[str, np.ndarray], TraceMeta] = getattr(importlib.import_module(module), name)(**options)
+        return result
+
 
 GENERATORS: tuple[Generator, ...] = (
-    Generator("lat-ctx", generate_lat_ctx, "lmbench lat_ctx: N processes pass a token round a ring of pipes.",
+    Generator("lat-ctx", "pipeline.generate.lat_ctx:generate_lat_ctx", "lmbench lat_ctx: N processes pass a token round a ring of pipes.",
               (Param("procs", 2, "Processes in the ring (lat_ctx -s 0 N)."),
                Param("switches", 20000, "Context switches to generate."))),
-    Generator("hackbench", generate_hackbench, "hackbench (Rusty Russell, 2001): N groups exchanging 100-byte messages.",
+    Generator("hackbench", "pipeline.generate.hackbench:generate_hackbench", "hackbench (Rusty Russell, 2001): N groups exchanging 100-byte messages.",
               (Param("groups", 1, "Groups of 20 senders + 20 receivers."),
                Param("loops", 100, "Messages each sender sends to each receiver."),
                Param("pipe", False, "Pipes instead of AF_UNIX socketpairs."))),
-    Generator("idle", generate_idle,
+    Generator("idle", "pipeline.generate.idle:generate_idle",
               "An idle guest: halts, woken by every timer tick (reports the host CPU it costs).",
               (Param("hz", 1000, "The guest's CONFIG_HZ: timer ticks per second."),
                Param("ticks", 1000, "Timer ticks to generate."))),

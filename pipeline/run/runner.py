@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import re
 import socket
 from collections.abc import Callable, Iterator
@@ -30,9 +29,9 @@ from typing import Any
 from dask.distributed import Client, LocalCluster, as_completed
 from distributed.comm import connect as connect_comm
 from distributed.comm.addressing import parse_address, parse_host_port
-from distributed.security import Security
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.run.cluster import ClusterError, ClusterSpec, Tls, forked_workers
 from pipeline.run.manifest import Resumed, entry, resume, trace_digest
 from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, exact_parts, merged_counts, plan_chunks,
                                   replay_parts)
@@ -48,37 +47,6 @@ Say = Callable[[str], None]   # where a run's error lines (report) and notes (no
 PROBE_TIMEOUT_S = 10.0   # for a scheduler to accept a connection and say who it is
 # distributed names the connection in its errors: "in <TCP (closed) local=… remote=…>: "
 _COMM_NAME = re.compile(r"in <[^>]*>: ")
-
-
-class ClusterError(Exception):
-    """The named scheduler cannot be used; str() is one line saying why."""
-
-
-@dataclass(frozen=True)
-class Tls:
-    """Client certificates for a TLS scheduler (the key may be inside the cert file)."""
-
-    ca_file: str
-    cert: str
-    key: str | None = None
-
-    def security(self) -> Security:
-        return Security(tls_ca_file=self.ca_file, tls_client_cert=self.cert, tls_client_key=self.key,
-                        require_encryption=True)
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """Where to run: a local cluster of `workers` processes, or an existing scheduler."""
-
-    workers: int = 2
-    scheduler_address: str | None = None
-    scheduler_file: str | None = None
-    tls: Tls | None = None
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:   # LocalCluster(n_workers=0) starts and then waits for ever
-            raise ClusterError(f"--workers {self.workers}: a local cluster needs at least 1 worker")
 
 
 @dataclass(frozen=True)
@@ -195,9 +163,8 @@ def _written(outcome: Any) -> Any:
 
 @contextmanager
 def connect(spec: ClusterSpec) -> Iterator[Client]:
-    address = spec.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if spec.scheduler_file or address:
-        with _client(spec, address) as client:
+    if spec.scheduler_file or spec.address:
+        with _client(spec, spec.address) as client:
             yield client
     elif spec.tls:
         raise ClusterError("--tls-ca-file/--tls-cert/--tls-key are for an existing scheduler: "
@@ -212,9 +179,13 @@ def local_cluster(workers: int, **options: Any) -> LocalCluster:
 
     Without a dashboard the scheduler still serves HTTP (health, metrics), on port 8787
     unless told otherwise: with another cluster up there, distributed warns "Port 8787 is
-    already in use" on every run. So that server takes any free port, on loopback only."""
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, **options)
+    already in use" on every run. So that server takes any free port, on loopback only.
+
+    Its workers are forked from a fork server that has the task module and the compiled
+    kernel loaded (pipeline/run/cluster.py forked_workers)."""
+    with forked_workers() as worker_options:
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, **worker_options, **options)
 
 
 def _client(spec: ClusterSpec, address: str | None) -> Client:

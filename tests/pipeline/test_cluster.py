@@ -306,3 +306,34 @@ def test_local_clusters_side_by_side_do_not_warn_of_port_8787(recwarn: pytest.Wa
         for scheduler in (other.scheduler, client.cluster.scheduler):
             assert scheduler.http_server.address == "127.0.0.1" and scheduler.http_server.port != 8787
     assert [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)] == []
+
+
+def test_local_workers_have_the_kernel_loaded_before_their_first_task() -> None:
+    """A local cluster's workers are forked from a server that has loaded numba's compiled
+    kernel (pipeline/run/preload.py), so no worker loads it again on its first task."""
+    script = ("import sys\nfrom pipeline.run.runner import ClusterSpec, connect\n"
+              "with connect(ClusterSpec(workers=2)) as client:\n"
+              "    print(list(client.run(lambda: len(sys.modules['replay.kernel_core'].replay_events.signatures)\n"
+              "                          if 'replay.kernel_core' in sys.modules else 0).values()))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert (r.returncode, r.stdout.strip(), r.stderr) == (0, "[1, 1]", "")
+
+
+def test_starting_the_fork_server_leaves_the_environment_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.run.cluster import start_fork_server
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    start_fork_server()
+    assert dict(os.environ) == before
+
+
+def test_local_workers_see_an_environment_changed_since_the_fork_server_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers forked from the server see a variable set after it started, as spawned
+    workers did."""
+    from pipeline.run.cluster import start_fork_server
+
+    start_fork_server()
+    monkeypatch.setenv("HVREPLAY_TEST_WORKER_ENV", "seen")
+    with connect(ClusterSpec(workers=1)) as client:
+        assert list(client.run(lambda: os.environ.get("HVREPLAY_TEST_WORKER_ENV")).values()) == ["seen"]
