@@ -83,43 +83,6 @@ def start_fork_server() -> None:
         forkserver.ensure_running()
 
 
-@functools.cache
-def _add_distributed_defaults() -> None:
-    """distributed's config defaults, read from its distributed.yaml as its config.py does
-    on import (the user's dask config still wins), without importing distributed itself:
-    that takes longer than the rest of start_fork_server, and the fork server is waited for."""
-    import dask.config
-    import yaml
-
-    spec = importlib.util.find_spec("distributed")
-    if spec and spec.origin:
-        dask.config.update_defaults(yaml.safe_load((Path(spec.origin).parent / "distributed.yaml").read_text()))
-
-
-@contextmanager
-def _environment(environ: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _pre_spawn_environ() -> dict[str, str]:
-    """What distributed's Nanny sets before it starts a worker process (Nanny.__init__)."""
-    import dask.config
-
-    _add_distributed_defaults()
-    given = dask.config.get("distributed.nanny.pre-spawn-environ")
-    environ = {k: os.environ.get(k, str(v)) for k, v in given.items() if v is not None}
-    if environ.get("PYTHONHASHSEED") in (None, "0"):
-        environ["PYTHONHASHSEED"] = HASH_SEED
-    return environ
-
-
 @contextmanager
 def forked_workers() -> Iterator[dict[str, Any]]:
     """Nannies started in here, given the options yielded, fork their workers from the fork
@@ -139,3 +102,41 @@ def forked_workers() -> Iterator[dict[str, Any]]:
         get_mp_context()   # sets distributed's own preload list, once: ours replaces it
         multiprocessing.set_forkserver_preload(PRELOAD)
         yield {"env": dict(os.environ)}
+
+
+def _pre_spawn_environ() -> dict[str, str]:
+    """What distributed's Nanny sets before it starts a worker process (Nanny.__init__)."""
+    import dask.config
+
+    _add_distributed_defaults()
+    given = dask.config.get("distributed.nanny.pre-spawn-environ")
+    environ = {k: os.environ.get(k, str(v)) for k, v in given.items() if v is not None}
+    if environ.get("PYTHONHASHSEED") in (None, "0"):
+        environ["PYTHONHASHSEED"] = HASH_SEED
+    return environ
+
+
+@functools.cache
+def _add_distributed_defaults() -> None:
+    """distributed's config defaults, read from its distributed.yaml as its config.py does
+    on import (the user's dask config still wins), without importing distributed itself:
+    that takes longer than the rest of start_fork_server, and the fork server is waited for."""
+    import dask.config
+    import yaml
+
+    spec = importlib.util.find_spec("distributed")
+    if spec and spec.origin:
+        dask.config.update_defaults(yaml.safe_load((Path(spec.origin).parent / "distributed.yaml").read_text()))
+
+
+@contextmanager
+def _environment(environ: dict[str, str]) -> Iterator[None]:
+    """os.environ is `environ` inside (for a process started in here), as it was after."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
