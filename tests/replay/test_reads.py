@@ -107,28 +107,28 @@ def test_a_page_the_chunk_never_reads_may_differ(modes):
     assert end[0]["pool"][-1][2] == (K, K + 1)
 
 
+def _refused(mode, rows: list[tuple], warm: int, start: int) -> None:
+    """The chunk [start, end of rows) after the warm-up [warm, start) miscounts, and the
+    proof refuses its start state."""
+    events = make_events(rows)
+    exact, counts, _, _ = _sequential(mode, GUEST, events, start, len(rows))
+    mine, my_counts, _, _, read = _speculative(mode, GUEST, events, warm, start, len(rows))
+    assert my_counts != counts
+    assert not reads.follows(mine, exact, read, (mode,))
+
+
 def test_a_chunk_that_reads_the_difference_is_refused(modes):
     # The chunk touches asid 2's page again: the warmed-up pool lacks its table, so it
     # would count a page allocation and a fault the sequential replay does not.
-    trunk = _trunk(modes)
     rows = [("cr3", 2), ("touch", 0x40000, 0), ("cr3", 1), ("touch", K, 0), ("cr3", 2), ("touch", 0x40000, 0)]
-    events = make_events(rows)
-    exact, counts, _, _ = _sequential(trunk, GUEST, events, 4, 6)
-    mine, my_counts, _, _, read = _speculative(trunk, GUEST, events, 2, 4, 6)
-    assert my_counts != counts
-    assert not reads.follows(mine, exact, read, (trunk,))
+    _refused(_trunk(modes), rows, 2, 4)
 
 
 def test_a_kernel_pte_filled_before_the_warm_up_is_refused(modes):
     # Same table, another PTE: the warm-up filled K's, the sequential replay also K + 1's,
     # which the chunk touches: it would count a shadow fault the sequential one does not.
-    trunk = _trunk(modes)
     rows = [("cr3", 1), ("touch", K + 1, 0), ("touch", 0x08048, 0), ("touch", K, 0), ("touch", K + 1, 0)]
-    events = make_events(rows)
-    exact, counts, _, _ = _sequential(trunk, GUEST, events, 4, 5)
-    mine, my_counts, _, _, read = _speculative(trunk, GUEST, events, 3, 4, 5)
-    assert my_counts != counts
-    assert not reads.follows(mine, exact, read, (trunk,))
+    _refused(_trunk(modes), rows, 3, 4)
 
 
 def test_a_cr3_cache_hit_the_sequential_cache_would_miss_is_refused(modes):
@@ -139,9 +139,7 @@ def test_a_cr3_cache_hit_the_sequential_cache_would_miss_is_refused(modes):
     # caches disagree on, though it refilled nothing.
     paravirt = dataclasses.replace(modes["kvm-paravirt"], tlb_entries=1)
     rows = [("cr3", 1), ("cr3", 2), ("cr3", 3), ("cr3", 4), ("cr3", 5), ("cr3", 2), ("cr3", 3), ("cr3", 6), ("cr3", 2)]
-    events = make_events(rows)
-    exact, counts, _, _ = _sequential(paravirt, GUEST, events, 8, 9)
-    mine, my_counts, _, _, read = _speculative(paravirt, GUEST, events, 4, 8, 9)
-    assert exact[0]["cr3_cache"] != mine[0]["cr3_cache"] and not read[0].cr3_filled
-    assert my_counts != counts
-    assert not reads.follows(mine, exact, read, (paravirt,))
+    mine = _speculative(paravirt, GUEST, make_events(rows), 4, 8, 9)
+    assert mine[0][0]["cr3_cache"] != _sequential(paravirt, GUEST, make_events(rows), 8, 9)[0][0]["cr3_cache"]
+    assert not mine[4][0].cr3_filled
+    _refused(paravirt, rows, 4, 8)
