@@ -79,19 +79,37 @@ class Group:
         return self.shards[0]
 
 
-def plan_groups(shards: list[Shard], workers: int) -> list[Group]:
+# A mode's replay cost relative to the others, for dealing modes into groups: a shadow pool
+# costs about twice the TLB-only modes (kernel seconds on the 71 M-event hackbench-5 trace,
+# 2026-12-02: native 0.90, qemu 0.70, kvm-ept 1.10, kvm-apicv 1.12; kvm-upstream 2.20,
+# kvm-trunk 1.75, kvm-paravirt 1.75; reading the trace 0.86 per group).
+SHADOW_COST, OTHER_COST = 2, 1
+
+
+def plan_groups(shards: list[Shard], workers: int, by_name: dict[str, Mode]) -> list[Group]:
     """The shards of each (trace, vCPU) in one group, unless there are fewer of those than
-    workers: then each one's modes are dealt round robin into as many groups as keep the
-    workers busy (a trace read per group)."""
+    workers: then each one's modes are dealt into as many groups as keep the workers busy
+    (a trace read per group), the costliest first, each to the group with the least cost so
+    far, so that the groups end together."""
     units: dict[tuple[str, int], list[Shard]] = {}
     for s in shards:
         units.setdefault((s.path, s.cpu), []).append(s)
     split = max(1, -(-workers // max(1, len(units))))   # ceil(workers / units)
-    groups = []
-    for unit in units.values():
-        k = min(split, len(unit))
-        groups += [Group(tuple(unit[i::k])) for i in range(k)]
-    return groups
+    return [g for unit in units.values() for g in _dealt(unit, min(split, len(unit)), by_name)]
+
+
+def _dealt(unit: list[Shard], k: int, by_name: dict[str, Mode]) -> list[Group]:
+    """`unit`'s shards in k groups of about equal cost (longest processing time first)."""
+    def cost(shard: Shard) -> int:
+        return SHADOW_COST if by_name[shard.mode].features.shadow else OTHER_COST
+
+    load: list[int] = [0] * k
+    members: list[list[int]] = [[] for _ in range(k)]
+    for i in sorted(range(len(unit)), key=lambda i: -cost(unit[i])):
+        g = load.index(min(load))
+        load[g] += cost(unit[i])
+        members[g].append(i)
+    return [Group(tuple(unit[i] for i in sorted(m))) for m in members]
 
 
 # The Dask tasks never raise: an exception raised in a task is logged by its worker with a
@@ -370,7 +388,7 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     """Whole groups run as one task each; chunked ones as one task per chunk, merged here."""
     lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once
     workers = _workers(client)
-    groups = plan_groups(shards, workers)
+    groups = plan_groups(shards, workers, by_name)
     plans = [(g, _chunks(g, _modes(g, by_name), chunking, lengths, workers, len(groups))) for g in groups]
     whole = {client.submit(replay_group, g, _modes(g, by_name), str(out), pure=False): g
              for g, chunks in plans if chunks == [WHOLE]}

@@ -115,7 +115,7 @@ def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
     r = runner.invoke(app, ["replay", str(RECORDED), "--modes", modes, "--out", str(chunked), "--workers", "2",
                             "--chunk-events", "60000", "--warmup-events", "1000"])
     assert r.exit_code == 0, r.output
-    # 421,770 events: 8 chunks; 5 modes on 2 workers: 2 groups (3 + 2 modes), each chunk replays its group's modes
+    # 421,770 events: 8 chunks; 5 modes on 2 workers: 2 groups (runner.plan_groups), each chunk replays its group's modes
     assert "chunked: 16 chunks of 2 groups (5 shards)" in " ".join(r.output.split())
     for folder in ("counts", "attribution"):
         files = sorted(p.relative_to(plain) for p in (plain / folder).rglob("*.parquet"))
