@@ -144,12 +144,6 @@ def replay_parts(path: Path, cpu: int, meta: TraceMeta, modes: tuple[Mode, ...],
                  None if read is None else (read[m],)) for m in range(len(modes))]
 
 
-def replay_part(path: Path, cpu: int, meta: TraceMeta, mode: Mode, chunk: Chunk, last: bool,
-                start: kernel.Snapshot | None = None) -> Part:
-    """replay_parts for one mode."""
-    return replay_parts(path, cpu, meta, (mode,), chunk, last, start)[0]
-
-
 def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMeta, start: int,
                   stop: int | None) -> None:
     if stop is None or start < stop:

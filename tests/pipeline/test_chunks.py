@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.run.chunked import WHOLE, Chunk, Part, RepairRequest, exact_parts, merged_counts, plan_chunks, replay_part
+from pipeline.run.chunked import WHOLE, Chunk, Part, RepairRequest, exact_parts, merged_counts, plan_chunks, replay_parts
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
 from pipeline.tracefile.format import count_events, read_meta
@@ -20,6 +20,11 @@ from tests.pipeline.conftest import QUICK_TRACE
 from tests.pipeline.tracefiles import SEED_MODES
 
 RECORDED = QUICK_TRACE.parents[1] / "recorded" / "pipe-2.parquet"
+
+
+def replay_part(path: Path, cpu: int, meta, mode, chunk: Chunk, last: bool, start=None) -> Part:
+    """replay_parts for one mode."""
+    return replay_parts(path, cpu, meta, (mode,), chunk, last, start)[0]
 
 
 def test_plan_chunks_covers_every_event_once() -> None:
