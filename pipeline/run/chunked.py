@@ -5,12 +5,12 @@ Why proved and not assumed: an LRU of capacity k is fixed by the last k distinct
 but a shadow page's PTEs go back to when the page was allocated, and the CR3 cache
 to its last fills, so how much warm-up suffices depends on the trace. Each chunk
 therefore reports the model state after its warm-up and at its end (replay.kernel's
-snapshot, in the trace's own keys), and what it read of the shadow pool it started from
-(replay/reads.py). Chunk 0 has no warm-up and is exact; chunk i is exact when its state
-after warm-up equals chunk i-1's (exact) end state, because the counts of a chunk depend
-only on its start state and its events, or when the two differ only in shadow pages and
-PTEs the chunk never read (reads.follows); its exact end state is then its own with those
-pages put back (reads.carried). A chunk that fails
+snapshot, in the trace's own keys), and what it read of the shadow pool and CR3 cache it
+started from (replay/reads.py). Chunk 0 has no warm-up and is exact; chunk i is exact when
+its state after warm-up equals chunk i-1's (exact) end state, because the counts of a chunk
+depend only on its start state and its events, or when the two differ only in shadow
+pages, PTEs and CR3 cache entries the chunk never read (reads.follows); its exact end state
+is then its own with those put back (reads.carried). A chunk that fails
 the check is replayed once more, from that end state restored (replay.kernel.restore) and
 without warm-up, so it is exact; its new end state is what the next chunk is checked
 against. A chain of failures thus costs at most the sequential replay besides the
@@ -105,16 +105,21 @@ def default_warmup(chunk_events: int) -> int:
     return min(chunk_events, max(WARMUP_MIN_EVENTS, chunk_events // WARMUP_SHARE))
 
 
-def auto_chunk_events(events: int, modes: tuple[Mode, ...], workers: int, groups: int) -> int | None:
-    """The chunk size when none is given: chunks only where they pay (a long trace, workers
-    that would idle) and only for modes whose state a warm-up reaches. Those are the modes
-    without a shadow pool: measured on hackbench-5 (18.7 M events, 2 M-event chunks), 6 to 9
-    of 10 chunks of kvm-upstream, kvm-trunk and kvm-paravirt had to be repaired even with a
-    whole chunk of warm-up, so speculating on them costs more than it saves."""
-    if events < AUTO_MIN_EVENTS or groups >= workers or any(m.features.shadow for m in modes):
+def auto_chunks_pay(modes: tuple[Mode, ...], workers: int, groups: int) -> bool:
+    """Whether chunks made without --chunk-events can pay: only where workers would idle,
+    and only for modes whose state a warm-up reaches. Those are the modes without a shadow
+    pool: measured on hackbench-5 (18.7 M events, 2 M-event chunks), 6 to 9 of 10 chunks of
+    kvm-upstream, kvm-trunk and kvm-paravirt had to be repaired with warm-ups from 100,000
+    events to a whole chunk, so speculating on them costs more than it saves."""
+    return groups < workers and not any(m.features.shadow for m in modes)
+
+
+def auto_chunk_events(events: int, workers: int, groups: int) -> int | None:
+    """The chunk size when auto_chunks_pay: two chunks per worker the groups leave idle, for
+    a trace long enough (AUTO_MIN_EVENTS); None: no chunks."""
+    if events < AUTO_MIN_EVENTS:
         return None
-    chunks = AUTO_CHUNKS_PER_WORKER * -(-workers // groups)
-    return -(-events // chunks)
+    return -(-events // (AUTO_CHUNKS_PER_WORKER * -(-workers // groups)))
 
 
 def replay_parts(path: Path, cpu: int, meta: TraceMeta, modes: tuple[Mode, ...], chunk: Chunk, last: bool,

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.run.cluster import ClusterError, ClusterSpec, Tls, forked_workers
 from pipeline.run.manifest import Resumed, entry, resume, trace_digest
-from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, exact_parts, merged_counts, plan_chunks,
+from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, auto_chunks_pay, exact_parts, merged_counts, plan_chunks,
                                   replay_parts)
 from pipeline.run.outdir import OutError
 from pipeline.run.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
@@ -389,11 +389,10 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once
     workers = _workers(client)
     groups = plan_groups(shards, workers, by_name)
-    plans = [(g, _chunks(g, _modes(g, by_name), chunking, lengths, workers, len(groups))) for g in groups]
-    whole = {client.submit(replay_group, g, _modes(g, by_name), str(out), pure=False): g
-             for g, chunks in plans if chunks == [WHOLE]}
-    chunked = [(g, [client.submit(replay_chunk, g, _modes(g, by_name), c, i == len(chunks) - 1, pure=False)
-                    for i, c in enumerate(chunks)]) for g, chunks in plans if chunks != [WHOLE]]
+    plans = [(g, m, _chunks(g, m, chunking, lengths, workers, len(groups))) for g in groups for m in [_modes(g, by_name)]]
+    whole = {client.submit(replay_group, g, m, str(out), pure=False): g for g, m, chunks in plans if chunks == [WHOLE]}
+    chunked = [(g, m, [client.submit(replay_chunk, g, m, c, i == len(chunks) - 1, pure=False)
+                       for i, c in enumerate(chunks)]) for g, m, chunks in plans if chunks != [WHOLE]]
     outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
     repaired = 0
     with task_progress() as bar:
@@ -405,14 +404,14 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
                 done = [_internal_failure(s, e) for s in whole[future].shards]
             outcomes += [_written(o) for o in done]
             bar.advance(task, len(done))
-        for group, futures in chunked:
-            done, n = _merge_chunks(client, group, _modes(group, by_name), futures, out)
+        for group, modes, futures in chunked:
+            done, n = _merge_chunks(client, group, modes, futures, out)
             outcomes += [_written(o) for o in done]
             repaired += n
             bar.advance(task, len(done))
     if chunked:
-        shards_chunked = sum(len(g.shards) for g, _ in chunked)
-        note(f"chunked: {sum(len(f) for _, f in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
+        shards_chunked = sum(len(g.shards) for g, _, _ in chunked)
+        note(f"chunked: {sum(len(f) for _, _, f in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
              f"{repaired} repaired from the previous chunk's end state (their warm-up did not reach it)")
     for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
         report(line)   # a bad row fails the trace in every mode: say it once
@@ -430,11 +429,15 @@ def _modes(group: Group, by_name: dict[str, Mode]) -> tuple[Mode, ...]:
 
 def _chunks(group: Group, modes: tuple[Mode, ...], chunking: Chunking, lengths: dict[tuple[str, int], int],
             workers: int, groups: int) -> list[Chunk]:
+    """The group's chunks; its vCPU's events are counted only when chunks may be made (a
+    multi-vCPU trace is scanned for them, in the driver)."""
+    if not chunking.events and not auto_chunks_pay(modes, workers, groups):
+        return [WHOLE]
     shard = group.first
     key = (shard.path, shard.cpu)
     if key not in lengths:
         lengths[key] = count_events(Path(shard.path), shard.cpu, shard.meta)
-    size = chunking.events or auto_chunk_events(lengths[key], modes, workers, groups)
+    size = chunking.events or auto_chunk_events(lengths[key], workers, groups)
     return plan_chunks(lengths[key], size, chunking.warmup)
 
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.run.chunked import WHOLE, Chunk, Part, RepairRequest, exact_parts, merged_counts, plan_chunks, replay_parts
+from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, auto_chunks_pay, default_warmup, exact_parts,
+                                  merged_counts, plan_chunks, replay_parts)
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
 from pipeline.tracefile.format import count_events, read_meta
@@ -33,6 +34,21 @@ def test_plan_chunks_covers_every_event_once() -> None:
     assert plan_chunks(10, 4) == [Chunk(0, 4, 0), Chunk(4, 8, 0), Chunk(8, 10, 4)]  # default: one chunk
     assert plan_chunks(10, 10) == plan_chunks(10, None) == [WHOLE]
     assert Chunk(8, 10, 5).unwarmed() == Chunk(8, 10, 8)  # a repair starts from a restored state
+
+
+def test_default_warm_up_and_automatic_chunks() -> None:
+    # A tenth of the chunk, at least 100,000 events, never more than the chunk.
+    assert (default_warmup(8_000_000), default_warmup(400_000), default_warmup(50_000)) == (800_000, 100_000, 50_000)
+    modes = load_modes()
+    native, trunk = modes["native"], modes["kvm-trunk"]
+    # Chunks only for workers the groups leave idle, and never for a shadow pool.
+    assert auto_chunks_pay((native,), workers=2, groups=1)
+    assert not auto_chunks_pay((native,), workers=2, groups=2)
+    assert not auto_chunks_pay((native, trunk), workers=4, groups=1)
+    # Two chunks per worker each group has: 71 M events, 2 workers, 1 group: 4 chunks.
+    assert auto_chunk_events(71_004_388, workers=2, groups=1) == 17_751_097
+    assert auto_chunk_events(71_004_388, workers=5, groups=2) == 11_834_065   # 3 workers a group: 6 chunks
+    assert auto_chunk_events(3_999_999, workers=2, groups=1) is None           # too short to pay
 
 
 def _chunked(path: Path, mode, chunk_events: int, warmup: int,
