@@ -161,10 +161,10 @@ def restore(state: KernelState, snap: Snapshot) -> None:
 
 
 def track_reads(state: KernelState) -> None:
-    """From here on, record what the replay reads of the shadow pool it starts from before
-    writing it (kernel_core.Track): a chunk replayed after a warm-up is proved exact with it
-    (replay/reads.py) even where its pool differs from the sequential replay's in what the
-    chunk never looks at."""
+    """From here on, record what the replay reads of the shadow pool and CR3 cache it starts
+    from before writing them (kernel_core.Track): a chunk replayed after a warm-up is proved
+    exact with it (replay/reads.py) even where they differ from the sequential replay's in
+    what the chunk never looks at."""
     k = state.keys
     state.machine = state.machine._replace(track=_track(len(state.modes), k.tables.limit, k.spaces.limit, on=True))
 
