@@ -67,7 +67,7 @@ def new_state(modes: Sequence[Mode], guest: Guest) -> KernelState:
         roots=core.Roots(held=_nones(n, int(params.roots.max(initial=1))), n=np.zeros(n, np.int64)),
         vcpu=core.Vcpu(halted=np.zeros(n, np.bool_), timer_delay=np.full(n, NEVER_ARMED, np.uint64)),
         tally=core.Tally(acc=np.zeros((n, 0, len(COLUMNS)), dtype=np.int64)),
-        track=_track(n, 0, 0, on=False),
+        track=_track(n, 0, 0, 0, on=False),
     )
     state = KernelState(modes=tuple(modes), guest=guest, keys=TraceKeys(guest.kernel_vpn_min, TABLE_SHIFT),
                         machine=machine)
@@ -161,12 +161,14 @@ def restore(state: KernelState, snap: Snapshot) -> None:
 
 
 def track_reads(state: KernelState) -> None:
-    """From here on, record what the replay reads of the shadow pool and CR3 cache it starts
-    from before writing them (kernel_core.Track): a chunk replayed after a warm-up is proved
+    """From here on, record what the replay reads of the shadow pool, CR3 cache and TLBs it
+    starts from before writing them (kernel_core.Track): a chunk replayed after a warm-up is proved
     exact with it (replay/reads.py) even where they differ from the sequential replay's in
     what the chunk never looks at."""
-    k = state.keys
-    state.machine = state.machine._replace(track=_track(len(state.modes), k.tables.limit, k.spaces.limit, on=True))
+    k, mc = state.keys, state.machine
+    track = _track(len(state.modes), k.tables.limit, k.spaces.limit, k.vpns.limit, on=True)
+    track.tlb_peak[:, core.TLB_NATIVE], track.tlb_peak[:, core.TLB_OWN] = mc.tlb.native.size, mc.tlb.own.size
+    state.machine = mc._replace(track=track)
 
 
 def states_equal(a: KernelState, b: KernelState) -> bool:
@@ -192,26 +194,27 @@ def _fit(state: KernelState) -> None:
         tlb=mc.tlb._replace(native=_grown_lru(mc.tlb.native, k.vpns.limit), own=_grown_lru(mc.tlb.own, k.vpns.limit)),
         pool=_grown_pool(mc.pool, k.tables.limit),
         tally=core.Tally(acc=_widened(mc.tally.acc, k.sources.limit, 0)),
-        track=_grown_track(mc.track, k.tables.limit, k.spaces.limit),
+        track=_grown_track(mc.track, k.tables.limit, k.spaces.limit, k.vpns.limit),
     )
 
 
-def _track(modes: int, tables: int, spaces: int, on: bool) -> core.Track:
-    """Tracking arrays for `tables` table ids and `spaces` space ids; off, they stay empty
-    (nothing reads them)."""
+def _track(modes: int, tables: int, spaces: int, vpns: int, on: bool) -> core.Track:
+    """Tracking arrays for `tables` table ids, `spaces` space ids and `vpns` vpn ids; off,
+    they stay empty (nothing reads them)."""
     return core.Track(on=np.full(1, on), table=np.zeros((modes, tables), np.int64),
                       bits_read=np.zeros((modes, tables, PTE_WORDS), np.int64),
                       bits_wrote=np.zeros((modes, tables, PTE_WORDS), np.int64),
                       whole=np.zeros(modes, np.int64), allocs=np.zeros(modes, np.int64),
-                      looked_up=np.zeros((modes, spaces), np.bool_))
+                      looked_up=np.zeros((modes, spaces), np.bool_), vpn=np.zeros((modes, vpns, 2), np.int8),
+                      tlb_peak=np.zeros((modes, 2), np.int64), tlb_whole=np.zeros((modes, 2), np.int64))
 
 
-def _grown_track(track: core.Track, tables: int, spaces: int) -> core.Track:
+def _grown_track(track: core.Track, tables: int, spaces: int, vpns: int) -> core.Track:
     if not track.on[0]:
         return track
     return track._replace(table=_widened(track.table, tables, 0), bits_read=_widened(track.bits_read, tables, 0),
                           bits_wrote=_widened(track.bits_wrote, tables, 0),
-                          looked_up=_widened(track.looked_up, spaces, False))
+                          looked_up=_widened(track.looked_up, spaces, False), vpn=_widened(track.vpn, vpns, 0))
 
 
 def _nones(rows: int, width: int) -> np.ndarray:

@@ -16,8 +16,8 @@ mechanism, every array with a row per mode, so a handler names what it reads
 - Tally: the counts, acc[m, source, column] in the kernel's own columns: KERNEL_COUNTS (K_*,
   what the state machines count), then the drivers only a mode's on_event causes
   (kernel_mode.COLUMNS); kernel.py maps them to ALL_COUNTS once, when counts are read.
-- Track: while on, what the replay read of the shadow pool (and of the CR3 cache) it started
-  from before writing it (replay/reads.py: the proof that a chunk's warmed-up start state was as good as the
+- Track: while on, what the replay read of the shadow pool, the CR3 cache and the TLBs it
+  started from before writing them (replay/reads.py: the proof that a chunk's warmed-up start state was as good as the
   sequential one); off, and empty, otherwise.
 State bundles the records; Keys and Batch hold keys.py's tables and the events.
 Keys come from keys.py: pages[page] = (vpn id, table id, vpn, global), tables[table] =
@@ -85,6 +85,10 @@ NONE = -1
 # Track.table's flags and Track.whole's (replay/reads.py reads them).
 T_READ, T_WROTE, T_MOVED = np.int64(1), np.int64(2), np.int64(4)
 W_EVICTED, W_DROPPED, W_CR3_FILLED = np.int64(1), np.int64(2), np.int64(4)
+W_TLB_CLEARED, W_TLB_FLUSHED = np.int64(1), np.int64(2)   # Track.tlb_whole's
+# Track.vpn's flags, and its TLB rows: native's TLB, the mode's own.
+V_READ, V_WROTE = np.int8(1), np.int8(2)
+TLB_NATIVE, TLB_OWN = np.int64(0), np.int64(1)
 ALL_BITS = np.int64(-1)
 
 
@@ -223,7 +227,10 @@ class Track(NamedTuple):
     """What the replay has done to the shadow pool since tracking began, per mode and table id:
     which tables' presence and which PTEs it read before writing them (the parts of its start
     state it depended on), which it wrote or moved in the LRU order, and whether it did
-    what depends on the whole pool (an eviction, a drop of every non-global page)."""
+    what depends on the whole pool (an eviction, a drop of every non-global page). For each
+    TLB: which vpns it looked up before filling or dropping them, the most entries it held
+    (its evictions follow from that), and whether it was emptied (after which nothing of
+    its start matters) or flushed of its non-global entries."""
 
     on: np.ndarray          # (1,) bool
     table: np.ndarray       # (modes, tables) int64: T_READ | T_WROTE | T_MOVED
@@ -232,6 +239,9 @@ class Track(NamedTuple):
     whole: np.ndarray       # (modes,) int64: W_EVICTED | W_DROPPED | W_CR3_FILLED
     allocs: np.ndarray      # (modes,) int64: shadow pages allocated
     looked_up: np.ndarray   # (modes, spaces) bool: the CR3 cache was asked for the space
+    vpn: np.ndarray         # (modes, vpns, 2) int8, per TLB: V_READ (looked up first) | V_WROTE
+    tlb_peak: np.ndarray    # (modes, 2) int64: the most entries each TLB held
+    tlb_whole: np.ndarray   # (modes, 2) int64: W_TLB_CLEARED | W_TLB_FLUSHED
 
 
 class State(NamedTuple):
@@ -411,11 +421,13 @@ def on_event(st, m, src, kind):
 
 
 @inlined
-def sync_tlb(tlb, m):
+def sync_tlb(st, m):
     """Carry out a pending exit flush of mode m's own TLB."""
-    if tlb.pending[m]:
-        lru_clear(tlb.own, m)
-        tlb.pending[m] = 0
+    if st.tlb.pending[m]:
+        lru_clear(st.tlb.own, m)
+        st.tlb.pending[m] = 0
+        if st.track.on[0]:
+            st.track.tlb_whole[m, TLB_OWN] |= W_TLB_CLEARED
 
 
 # --- shadow pool --------------------------------------------------------------------------------
@@ -488,6 +500,21 @@ def tracked_pte(tr, m, table, idx, read):
     if read and tr.bits_wrote[m, table, w] & b == 0:
         tr.bits_read[m, table, w] |= b
     tr.bits_wrote[m, table, w] |= b
+
+
+@inlined
+def tracked_lookup(tr, m, w, vpn):
+    """TLB w is asked for `vpn`: unless it was filled or dropped since tracking began (or the
+    TLB emptied), the answer came from the start state; either way it is the replay's now."""
+    if tr.vpn[m, vpn, w] & V_WROTE == 0 and tr.tlb_whole[m, w] & W_TLB_CLEARED == 0:
+        tr.vpn[m, vpn, w] |= V_READ
+    tr.vpn[m, vpn, w] |= V_WROTE
+
+
+@inlined
+def tracked_size(tr, m, w, size):
+    if size > tr.tlb_peak[m, w]:
+        tr.tlb_peak[m, w] = size
 
 
 @inlined
@@ -566,9 +593,13 @@ def cr3_cache_fill(cr3, m, space, size):
 @inlined
 def own_tlb_use(st, m, src, vpn, is_global):
     """The mode's own TLB (shadow or 2-D paging): pending exit flush first, then the lookup."""
-    sync_tlb(st.tlb, m)
+    sync_tlb(st, m)
+    if st.track.on[0]:
+        tracked_lookup(st.track, m, TLB_OWN, vpn)
     if not lru_use(st.tlb.own, m, vpn, not is_global)[1]:
         count(st, m, src, K_TLB_MISS)
+    if st.track.on[0]:
+        tracked_size(st.track, m, TLB_OWN, st.tlb.own.size[m])
 
 
 @inlined
@@ -609,8 +640,12 @@ def touch(st, keys, m, src, page):
         shadow_map(st, keys, m, src, page)
     if p.own_tlb[m]:
         own_tlb_use(st, m, src, vpn, is_global)
+    if st.track.on[0]:
+        tracked_lookup(st.track, m, TLB_NATIVE, vpn)
     if not lru_use(st.tlb.native, m, vpn, not is_global)[1]:
         count(st, m, src, K_TLB_MISS_NATIVE)
+    if st.track.on[0]:
+        tracked_size(st.track, m, TLB_NATIVE, st.tlb.native.size[m])
 
 
 @inlined
@@ -629,8 +664,11 @@ def cr3_write(st, keys, m, src, table):
     count(st, m, src, K_CR3_WRITES)
     # mov cr3 drops non-global translations in every mode, exit or no exit.
     lru_flush_set(st.tlb.native, m)
-    sync_tlb(st.tlb, m)
+    sync_tlb(st, m)
     lru_flush_set(st.tlb.own, m)
+    if st.track.on[0]:
+        st.track.tlb_whole[m, TLB_NATIVE] |= W_TLB_FLUSHED
+        st.track.tlb_whole[m, TLB_OWN] |= W_TLB_FLUSHED
     if st.params.softmmu[m]:
         st.soft.epoch[m] += 1
         count(st, m, src, K_SOFT_FLUSH)
@@ -715,8 +753,11 @@ def invlpg(st, keys, m, src, page):
     vpn = keys.pages[page, PAGE_VPN]
     raw = keys.pages[page, PAGE_RAW]
     lru_forget(st.tlb.native, m, vpn)
-    sync_tlb(st.tlb, m)
+    sync_tlb(st, m)
     lru_forget(st.tlb.own, m, vpn)
+    if st.track.on[0]:
+        st.track.vpn[m, vpn, TLB_NATIVE] |= V_WROTE
+        st.track.vpn[m, vpn, TLB_OWN] |= V_WROTE
     if p.softmmu[m]:
         slot = raw & p.soft_mask[m]
         if st.soft.tag[m, slot] == vpn:
@@ -869,4 +910,4 @@ def replay_events(st, keys, ev):
                 cause_if(st, m, src, st.params.apic.ipi[m])
             else:
                 on_event(st, m, src, k)
-        sync_tlb(st.tlb, m)
+        sync_tlb(st, m)

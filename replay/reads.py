@@ -39,6 +39,18 @@ TableKey = tuple[Any, Any]   # (asid or None for global, guest table or None for
 
 
 @dataclass(frozen=True)
+class TlbReads:
+    """One TLB's part of a Track, vpns in the trace's own keys."""
+
+    read: frozenset[int]       # looked up before the replay filled or dropped them (and before any emptying)
+    touched: frozenset[int]    # looked up, filled or dropped
+    peak: int                  # the most entries it held, its start included
+    entries: int               # its capacity (Mode.tlb_entries)
+    cleared: bool              # emptied (an exit without VPID): its start no longer matters
+    flushed: bool              # its non-global entries dropped (mov cr3)
+
+
+@dataclass(frozen=True)
 class Reads:
     """One mode's Track in the trace's own keys; PTEs as vpns, as kernel.snapshot's pool."""
 
@@ -52,6 +64,8 @@ class Reads:
     allocs: int
     looked_up: frozenset[Any]                   # spaces the CR3 cache was asked for (None: global)
     cr3_filled: bool                            # a miss refilled a CR3 cache slot
+    tlbs: dict[str, TlbReads]                   # by snapshot key: "tlb_native", "tlb"
+    global_vpn_min: int                         # vpns from here are global (the guest's kernel)
 
 
 def reads(state: KernelState) -> tuple[Reads, ...]:
@@ -65,10 +79,11 @@ def follows(start: Snapshot, sequential: Snapshot, read: Sequence[Reads], modes:
     return all(_mode_follows(s, q, r, mode) for s, q, r, mode in zip(start, sequential, read, modes))
 
 
-def carried(sequential: Snapshot, end: Snapshot, read: Sequence[Reads]) -> Snapshot:
-    """The state the sequential replay ends the chunk in, given that `follows` held: the
-    chunk's own `end`, with the pool pages it did not touch as `sequential` has them."""
-    return tuple(_mode_carried(q, e, r) for q, e, r in zip(sequential, end, read))
+def carried(start: Snapshot, sequential: Snapshot, end: Snapshot, read: Sequence[Reads]) -> Snapshot:
+    """The state the sequential replay ends the chunk in, given that `follows` held for the
+    chunk that started in `start` and ended in `end`: its own end state, with the pool pages
+    and TLB entries it never touched as `sequential` has them."""
+    return tuple(_mode_carried(s, q, e, r) for s, q, e, r in zip(start, sequential, end, read))
 
 
 # --- internals ------------------------------------------------------------------------------
@@ -90,7 +105,24 @@ def _mode_reads(state: KernelState, m: int) -> Reads:
                  pte_read=pte_read, pte_wrote=pte_wrote, evicted=bool(tr.whole[m] & core.W_EVICTED),
                  dropped=bool(tr.whole[m] & core.W_DROPPED), allocs=int(tr.allocs[m]),
                  looked_up=frozenset(keys.space_key(int(s)) for s in np.flatnonzero(tr.looked_up[m])),
-                 cr3_filled=bool(tr.whole[m] & core.W_CR3_FILLED))
+                 cr3_filled=bool(tr.whole[m] & core.W_CR3_FILLED),
+                 tlbs={name: _tlb_reads(state, m, w) for name, w in TLBS.items()}, global_vpn_min=int(keys.kernel_vpn_min))
+
+
+TLBS = {"tlb_native": int(core.TLB_NATIVE), "tlb": int(core.TLB_OWN)}   # snapshot key -> Track row
+
+
+def _tlb_reads(state: KernelState, m: int, w: int) -> TlbReads:
+    tr, keys = state.machine.track, state.keys
+    flags = tr.vpn[m, :, w]
+
+    def having(flag: np.int8) -> frozenset[int]:
+        return frozenset(keys.vpn_key(int(v)) for v in np.flatnonzero(flags & flag))
+
+    whole = int(tr.tlb_whole[m, w])
+    return TlbReads(read=having(core.V_READ), touched=having(core.V_READ | core.V_WROTE), peak=int(tr.tlb_peak[m, w]),
+                    entries=state.modes[m].tlb_entries,
+                    cleared=bool(whole & core.W_TLB_CLEARED), flushed=bool(whole & core.W_TLB_FLUSHED))
 
 
 def _vpns(key: TableKey, words: np.ndarray) -> frozenset[int]:
@@ -105,10 +137,36 @@ def _pool(snap: dict[str, Any]) -> dict[TableKey, frozenset[int]]:
 
 
 def _mode_follows(start: dict[str, Any], sequential: dict[str, Any], r: Reads, mode: Mode) -> bool:
-    if start == sequential:
-        return True
-    if "pool" not in start or any(start[k] != sequential[k] for k in start if k not in ("pool", "cr3_cache")):
+    differ = {k for k in start if start[k] != sequential[k]}
+    if not differ <= PROVABLE:
         return False
+    if any(not _tlb_follows(start[k], sequential[k], r.tlbs[k], r.global_vpn_min)
+           for k in differ & TLBS.keys()):
+        return False
+    return not differ & {"pool", "cr3_cache"} or _pool_follows(start, sequential, r, mode)
+
+
+PROVABLE = {"pool", "cr3_cache", *TLBS}   # the parts of a state a chunk may start with differing
+
+
+def _tlb_follows(mine: list[int], theirs: list[int], r: TlbReads, global_vpn_min: int) -> bool:
+    """An LRU TLB that starts as the sequential one less its d oldest entries (the "extras")
+    answers every lookup the same when the chunk never looked an extra up: the sequential
+    TLB then holds the extras behind all else and evicts them first, so while it has any,
+    its other entries are the chunk's TLB's, and it has none left by the time the chunk's
+    TLB fills. Which extras it still holds at the end (_tlb_carried) is known when it drops
+    none but by eviction (a mov cr3 keeps the global ones), or when the TLB was emptied."""
+    extras = theirs[: len(theirs) - len(mine)]
+    if len(mine) > len(theirs) or theirs[len(extras):] != mine or not r.read.isdisjoint(extras):
+        return False
+    if r.cleared:
+        return True
+    if r.flushed and any(v < global_vpn_min for v in extras):
+        return False
+    return r.touched.isdisjoint(extras) or r.peak + len(extras) <= r.entries
+
+
+def _pool_follows(start: dict[str, Any], sequential: dict[str, Any], r: Reads, mode: Mode) -> bool:
     if start["cr3_cache"] != sequential["cr3_cache"] and not _same_lookups(start, sequential, r):
         return False
     mine, theirs = _pool(start), _pool(sequential)
@@ -134,9 +192,22 @@ def _non_global(pool: dict[TableKey, frozenset[int]]) -> set[TableKey]:
     return {t for t in pool if t[0] is not None}
 
 
-def _mode_carried(sequential: dict[str, Any], end: dict[str, Any], r: Reads) -> dict[str, Any]:
-    if "pool" not in end:
+def _mode_carried(start: dict[str, Any], sequential: dict[str, Any], end: dict[str, Any], r: Reads) -> dict[str, Any]:
+    out = dict(end, **{k: _tlb_carried(sequential[k], start[k], end[k], r.tlbs[k]) for k in TLBS if k in end})
+    return out if "pool" not in end else dict(out, **_pool_carried(sequential, end, r))
+
+
+def _tlb_carried(sequential: list[int], start: list[int], end: list[int], r: TlbReads) -> list[int]:
+    """The sequential TLB at the chunk's end (_tlb_follows held): the chunk's, behind the
+    extras it never touched that were neither emptied nor evicted; the sequential TLB
+    evicts its oldest extra at each fill past its capacity, so `entries - peak` survive."""
+    if r.cleared:
         return end
+    kept = [v for v in sequential[: len(sequential) - len(start)] if v not in r.touched]
+    return kept[len(kept) - max(0, min(len(kept), r.entries - r.peak)):] + end
+
+
+def _pool_carried(sequential: dict[str, Any], end: dict[str, Any], r: Reads) -> dict[str, Any]:
     before, after = _pool(sequential), _pool(end)
     # A cache the chunk never changed is as the sequential replay had it (_same_lookups).
     cache = end["cr3_cache"] if r.cr3_filled or r.evicted or r.dropped else sequential["cr3_cache"]
@@ -144,7 +215,7 @@ def _mode_carried(sequential: dict[str, Any], end: dict[str, Any], r: Reads) -> 
             for t, ptes in before.items() if t not in r.changed]
     moved = [(t, ptes if t in r.rewritten else _patched(before.get(t, frozenset()), ptes, r.pte_wrote.get(t, frozenset())))
              for t, ptes in after.items() if t in r.changed]
-    return dict(end, cr3_cache=cache, pool=[(space, index, tuple(sorted(ptes))) for (space, index), ptes in kept + moved])
+    return {"cr3_cache": cache, "pool": [(space, index, tuple(sorted(ptes))) for (space, index), ptes in kept + moved]}
 
 
 def _patched(old: frozenset[int], new: frozenset[int], written: frozenset[int]) -> frozenset[int]:

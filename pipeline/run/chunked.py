@@ -72,8 +72,8 @@ class Part:
         """This part (which follows `previous`) with the end state the sequential replay has."""
         if self.end_state is None or self.start_state == previous.end_state or self.read is None:
             return self
-        assert previous.end_state is not None
-        return replace(self, end_state=reads.carried(previous.end_state, self.end_state, self.read))
+        assert previous.end_state is not None and self.start_state is not None
+        return replace(self, end_state=reads.carried(self.start_state, previous.end_state, self.end_state, self.read))
 
 
 WHOLE = Chunk(0, None, 0)
