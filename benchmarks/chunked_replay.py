@@ -24,6 +24,7 @@ import argparse
 import math
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,8 @@ PIPELINE = Path(sys.executable).parent / "pipeline"
 SEED_MODES = ["native", "qemu", "kvm-upstream", "kvm-trunk", "kvm-paravirt"]
 SCALE_EVENTS = 32e6  # part b's trace, as the issue sizes it
 CHUNKS_PER_TRACE = 8  # the default chunking: 4 chunks per worker on 2 workers
-REPAIRED = re.compile(r"(\d+) repaired")
+REPAIRED = re.compile(r"(\d+) replayed again")
+UNCHUNKED = ["--chunk-events", "0"]   # the baseline: no chunks, not even the automatic ones
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,10 @@ def run_cli(args: Sequence[str]) -> tuple[float, str]:
 
 
 def repaired(stderr: str) -> int | None:
-    """K of the note line "chunked: N chunks of M shards, K repaired ..." (None without one)."""
+    """K of the note line "chunked: ... K replayed again ..." (None without one; 0 when the
+    chunks went in order, no worker being left idle to speculate on)."""
     found = REPAIRED.search(stderr)
-    return int(found.group(1)) if found else None
+    return int(found.group(1)) if found else (0 if "replayed in order" in stderr else None)
 
 
 def replay(inputs: Sequence[Path], modes: Sequence[str], workers: int, out: Path, extra: Sequence[str] = (),
@@ -155,12 +158,38 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], lege
     print(legend)
 
 
+def cores_used(trace: Path) -> None:
+    """What bounds part a: the cores one unchunked replay task keeps busy (CPU time over wall
+    time of replay_parts in this process: the kernel, and the trace decoded ahead of it on
+    other threads), and the best chunked/unchunked ratio of the replay alone that this
+    machine's cores then allow, with chunks that all start exact after the default warm-up
+    (a tenth of a chunk): CPU time x 1.1 spread over every core, against the whole's wall."""
+    from pipeline.config.modes import load_modes
+    from pipeline.run.chunked import WHOLE, WARMUP_SHARE, replay_parts
+    from pipeline.tracefile.format import read_meta
+
+    meta, cores, modes = read_meta(trace), len(os.sched_getaffinity(0)), load_modes()
+    rows = []
+    for name in SEED_MODES:
+        usage, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        replay_parts(trace, 0, meta, (modes[name],), WHOLE, True)
+        wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+        rows.append([name, fmt(wall, ".2f"), fmt(cpu, ".2f"), fmt(cpu / wall, ".2f"),
+                     fmt(cpu * (1 + 1 / WARMUP_SHARE) / cores / wall, ".2f")])
+    table(f"(a0) one unchunked replay task, in this process, {trace.name}",
+          ["mode", "wall s", "CPU s", "cores used", f"best chunked/unchunked on {cores} cores"], rows,
+          "CPU s = user + system time of this process (every thread); best = CPU s x 1.1 / cores / wall s: "
+          "the replay alone, measured, bounding part a's ratio before any fixed cost of `pipeline replay`.")
+
+
 def part_a(setup: Setup, trace: Path) -> None:
     """Each seed mode alone (one shard): unchunked, then chunked, on 1 and on 2 workers."""
+    cores_used(trace)
     rows = []
     for mode in SEED_MODES:
         for workers in (1, 2):
-            plain = replay([trace], [mode], workers, setup.out(f"a-{mode}-{workers}"))
+            plain = replay([trace], [mode], workers, setup.out(f"a-{mode}-{workers}"), UNCHUNKED)
             chunked = replay([trace], [mode], workers, setup.out(f"a-{mode}-{workers}c"),
                              setup.chunking(events_of(trace)))
             rows.append([mode, str(workers), fmt(plain.seconds, ".1f"), fmt(chunked.seconds, ".1f"),
@@ -169,8 +198,9 @@ def part_a(setup: Setup, trace: Path) -> None:
     table(f"(a) chunked vs unchunked, each seed mode alone, {trace.name} ({events_of(trace) / 1e6:.1f} M events)",
           ["mode", "workers", "unchunked s", "chunked s", "chunked/unchunked", "repaired", "identical", "peak RSS MB"],
           rows, "s = wall time of `pipeline replay` incl. its start-up (not the cluster's); target "
-          "chunked/unchunked <= 0.65 on 2 workers, <= 1.1 on 1; repaired = chunks re-run from the previous "
-          "chunk's end state; identical = chunked results equal to unchunked, row for row; "
+          "chunked/unchunked <= 0.65 on 2 workers, <= 1.1 on 1 (where no worker is left idle the CLI does not "
+          "chunk); repaired = chunks replayed again, in one pass from the previous chunk's end state, "
+          "after their mode missed a start state; identical = chunked results equal to unchunked, row for row; "
           "peak RSS = the largest worker VmHWM of the two runs.")
 
 
@@ -182,7 +212,7 @@ def part_b(setup: Setup) -> None:
     twin = setup.tmp / "scale-twin.parquet"
     twin.symlink_to(trace)
     cases: list[tuple[str, list[Path], str, list[str]]] = [
-        ("2 equal shards (kvm-trunk)", [trace, twin], "kvm-trunk", []),
+        ("2 equal shards (kvm-trunk)", [trace, twin], "kvm-trunk", UNCHUNKED),
         ("chunked (native)", [trace], "native", setup.chunking(events_of(trace)))]
     rows = []
     for label, inputs, mode, extra in cases:
@@ -201,7 +231,7 @@ def part_b(setup: Setup) -> None:
 def seed_runs(setup: Setup, trace: Path, label: str, own_cluster: bool) -> list[list[str]]:
     """The seed's five modes in one run on 2 workers, unchunked and chunked: a row each."""
     events = events_of(trace)
-    plain = replay([trace], SEED_MODES, 2, setup.out(f"{label}-2"), own_cluster=own_cluster)
+    plain = replay([trace], SEED_MODES, 2, setup.out(f"{label}-2"), UNCHUNKED, own_cluster=own_cluster)
     chunked = replay([trace], SEED_MODES, 2, setup.out(f"{label}-2c"), setup.chunking(events), own_cluster)
     same = identical(plain.out, chunked.out)
     return [[name, fmt(r.seconds, ".1f"), fmt(events / r.seconds / 1e6, ".1f"), fmt(r.repaired),

@@ -142,8 +142,8 @@ class ChunkOptions(NamedTuple):
     takes ClusterOptions alone)."""
 
     chunk_events: Annotated[Optional[int], typer.Option(
-        min=1, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay "
-                    "(default: chosen per trace, for long traces on idle workers and modes without a shadow pool).",
+        min=0, help="Split each vCPU's events into chunks of N replayed in parallel, each proved equal to the sequential replay "
+                    "(0: never; default: chosen per trace, for long traces on idle workers and modes without a shadow pool).",
         rich_help_panel=CHUNK_PANEL)] = None
     warmup_events: Annotated[Optional[int], typer.Option(
         min=0, help="Warm-up events before each chunk (default: a tenth of a chunk, at least 100000); too few only costs "

@@ -2,20 +2,22 @@
 after a warm-up prefix, with the result proved equal to the sequential replay.
 
 Why proved and not assumed: an LRU of capacity k is fixed by the last k distinct keys,
-but a shadow page's PTEs go back to when the page was allocated, and the CR3 cache
-to its last fills, so how much warm-up suffices depends on the trace. Each chunk
-therefore reports the model state after its warm-up and at its end (replay.kernel's
-snapshot, in the trace's own keys), and what it read of the shadow pool and CR3 cache it
-started from (replay/reads.py). Chunk 0 has no warm-up and is exact; chunk i is exact when
-its state after warm-up equals chunk i-1's (exact) end state, because the counts of a chunk
-depend only on its start state and its events, or when the two differ only in shadow
-pages, PTEs and CR3 cache entries the chunk never read (reads.follows); its exact end state
-is then its own with those put back (reads.carried). A chunk that fails
-the check is replayed once more, from that end state restored (replay.kernel.restore) and
-without warm-up, so it is exact; its new end state is what the next chunk is checked
-against. A chain of failures thus costs at most the sequential replay besides the
-speculation, never more, and the result never depends on the chunking. A repaired chunk
-is checked like any other: a restore that did not give back the snapshot fails the run.
+but a global TLB entry may stay from any time ago, a shadow page's PTEs go back to when
+the page was allocated, and the CR3 cache to its last fills, so how much warm-up
+suffices depends on the trace. Each chunk therefore reports the model state after its
+warm-up and at its end (replay.kernel's snapshot, in the trace's own keys), and what it
+read of the TLBs, shadow pool and CR3 cache it started from (replay/reads.py). Chunk 0
+has no warm-up and is exact; chunk i is exact when its state after warm-up equals chunk
+i-1's (exact) end state, because the counts of a chunk depend only on its start state
+and its events, or when the two differ only in what the chunk never read
+(reads.follows); its exact end state is then its own with those put back (reads.carried).
+
+A mode whose chunk fails the check is not speculated on again (exact_parts): the rest of
+its trace is replayed in one pass from the end state of the chunk before, restored
+(replay.kernel.restore), beside the other modes' chunks. So a trace whose state a warm-up
+never reaches costs the sequential replay plus what was speculated before the miss was
+seen, and the result never depends on the chunking. Where no worker would be left idle,
+nothing is chunked (runner). A restore that did not give back the snapshot fails the run.
 
 A chunk's counts come back per source (replay.kernel.attribution's columns), so the
 merged shard has its attribution too; QEMU's busy time depends on the whole span and is
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -68,6 +70,11 @@ class Part:
         assert previous.end_state is not None and self.start_state is not None  # not the first part
         return self.read is not None and reads.follows(self.start_state, previous.end_state, self.read, modes)
 
+    def end(self) -> kernel.Snapshot:
+        """The end state, of a part a chunk follows (only the last part has none)."""
+        assert self.end_state is not None
+        return self.end_state
+
     def after(self, previous: Part) -> Part:
         """This part (which follows `previous`) with the end state the sequential replay has."""
         if self.end_state is None or self.start_state == previous.end_state or self.read is None:
@@ -90,6 +97,10 @@ WARMUP_SHARE = 10
 # there are fewer groups than workers, in chunks enough for two per idle worker.
 AUTO_MIN_EVENTS = 4_000_000
 AUTO_CHUNKS_PER_WORKER = 2
+# CPU cores one replay task keeps busy: CPU time over wall time of one whole replay of
+# hackbench-5 (71 M events) in one process, measured on a 2-core machine: 1.61 (native),
+# 1.41 (kvm-trunk); decoding alone 1.73.
+TASK_CORES = 1.5
 
 
 def plan_chunks(events: int, chunk_events: int | None, warmup_events: int | None = None) -> list[Chunk]:
@@ -105,13 +116,28 @@ def default_warmup(chunk_events: int) -> int:
     return min(chunk_events, max(WARMUP_MIN_EVENTS, chunk_events // WARMUP_SHARE))
 
 
-def auto_chunks_pay(modes: tuple[Mode, ...], workers: int, groups: int) -> bool:
-    """Whether chunks made without --chunk-events can pay: only where workers would idle,
-    and only for modes whose state a warm-up reaches. Those are the modes without a shadow
-    pool: measured on hackbench-5 (18.7 M events, 2 M-event chunks), 6 to 9 of 10 chunks of
-    kvm-upstream, kvm-trunk and kvm-paravirt had to be repaired with warm-ups from 100,000
-    events to a whole chunk, so speculating on them costs more than it saves."""
-    return groups < workers and not any(m.features.shadow for m in modes)
+def auto_chunks_pay(modes: tuple[Mode, ...], cores: int, groups: int) -> bool:
+    """Whether chunks made without --chunk-events can pay: only where cores would idle, and
+    only for modes whose state a warm-up reaches.
+    - Cores, not task slots: one replay task keeps TASK_CORES busy (the kernel, and the
+      trace decoded ahead of it on other threads), so a chunk only gains where the groups
+      leave that much more. Measured on 2 cores, native on 71 M events, 2 workers: whole
+      2.9 s, in 8 chunks 3.3 s, each chunk taking twice as long beside another.
+    - Modes without a shadow pool: measured on hackbench-5 (18.7 M events, 2 M-event
+      chunks), 6 to 9 of 10 chunks of kvm-upstream, kvm-trunk and kvm-paravirt missed
+      their start states with warm-ups from 100,000 events to a whole chunk, so
+      speculating on them costs more than it saves."""
+    return cores >= TASK_CORES * (groups + 1) and not any(m.features.shadow for m in modes)
+
+
+def wants_chunks(chunk_events: int | None, modes: tuple[Mode, ...], workers: int, cores: int, groups: int) -> bool:
+    """Whether a group is chunked. Never where no worker would be left idle (the chunks
+    could only replay one after another, each restoring the state the one before left);
+    there, always with --chunk-events N, never with 0 (a baseline to measure chunks
+    against), by default where auto_chunks_pay."""
+    if groups >= workers:
+        return False
+    return chunk_events > 0 if chunk_events is not None else auto_chunks_pay(modes, cores, groups)
 
 
 def auto_chunk_events(events: int, workers: int, groups: int) -> int | None:
@@ -134,6 +160,8 @@ def replay_parts(path: Path, cpu: int, meta: TraceMeta, modes: tuple[Mode, ...],
         kernel.restore(state, start)
         chunk = chunk.unwarmed()
     start_state = kernel.snapshot(state) if chunk.start > 0 else None
+    if start is not None and start_state != start:
+        raise RuntimeError(f"chunk at event {chunk.start}: restored state differs from its snapshot")
     kernel.reset_counts(state)
     speculative = start is None and chunk.start > 0
     if speculative:
@@ -156,43 +184,49 @@ def _replay_range(state: kernel.KernelState, path: Path, cpu: int, meta: TraceMe
             kernel.replay_batch(state, events.kind, events.value, events.asid, events.arg)
 
 
-class RepairRequest(NamedTuple):
-    """Replay `chunk` of mode `mode` (an index) once more, from `start`."""
+class Rest(NamedTuple):
+    """Replay mode `mode` (an index) from chunk `first`'s start to the trace's end, in one
+    pass, from `start` (the end state of the chunk before)."""
 
     mode: int
-    chunk: Chunk
-    last: bool
+    first: int
     start: kernel.Snapshot
 
 
-Repair = Callable[[list[RepairRequest]], list[Part]]   # the requests' parts, in order, run in parallel
+Repair = Callable[[list[Rest]], list[Callable[[], Part]]]   # runs the rests in parallel: a thunk each, waiting for its part
 
 
-def exact_parts(chains: list[list[Part]], modes: tuple[Mode, ...], repair: Repair) -> tuple[list[list[Part]], int]:
-    """Each mode's parts (chains[j]: mode j's, chunk by chunk) with every chunk proved to start
-    where the one before ended, each with the end state the sequential replay has: a chunk
-    that does not is replayed once more from that end state. Chunk i's repairs, one per
-    mode that needs one, go out together (`repair`): modes' chains are independent, so a
-    group's modes are repaired in parallel, chunk after chunk. Returns the chains and how
-    many chunks were repaired."""
-    exact = [list(chain) for chain in chains]
-    repaired = 0
-    for i in range(1, len(exact[0]) if exact else 0):
-        wanted = [RepairRequest(j, chain[i].chunk, i == len(chain) - 1, _end(chain[i - 1]))
-                  for j, chain in enumerate(exact) if not chain[i].follows(chain[i - 1], (modes[j],))]
-        for request, part in zip(wanted, repair(wanted) if wanted else []):
-            if part.start_state != request.start:
-                raise RuntimeError(f"chunk at event {part.chunk.start}: restored state differs from its snapshot")
-            exact[request.mode][i] = part
-        repaired += len(wanted)
-        for chain in exact:
-            chain[i] = chain[i].after(chain[i - 1])
-    return exact, repaired
+def exact_parts(speculated: Callable[[int], list[Part]], chunks: list[Chunk], modes: tuple[Mode, ...], repair: Repair,
+                stop: Callable[[int], None]) -> tuple[list[list[Part]], int]:
+    """Each mode's parts in order, proved to start where the one before ended, each with the
+    end state the sequential replay has. speculated(i): chunk i's parts, one per mode
+    (replayed after a warm-up; chunk 0 from the start), waited for in order. A mode whose
+    chunk i misses (reads.follows) is not speculated on again: the rest of its trace, from
+    chunk i on, is replayed in one pass from chunk i-1's end state (`repair`), while the
+    other modes' chunks go on being checked; once every mode has missed, stop(i) is told
+    that the speculation on chunks after i is no longer wanted. Returns the parts and how
+    many chunks were replayed again."""
+    exact: list[list[Part]] = [[p] for p in speculated(0)]
+    rests: dict[int, tuple[int, Callable[[], Part]]] = {}
+    for i in range(1, len(chunks)):
+        parts = speculated(i)
+        live = [j for j in range(len(modes)) if j not in rests]
+        missed = [j for j in live if not parts[j].follows(exact[j][-1], (modes[j],))]
+        for j in set(live) - set(missed):
+            exact[j].append(parts[j].after(exact[j][-1]))
+        thunks = repair([Rest(j, i, exact[j][-1].end()) for j in missed]) if missed else []
+        rests.update((j, (i, thunk)) for j, thunk in zip(missed, thunks))
+        if len(rests) == len(modes):
+            stop(i)
+            break
+    for j, (_, thunk) in rests.items():
+        exact[j].append(thunk())
+    return exact, sum(len(chunks) - first for first, _ in rests.values())
 
 
-def _end(part: Part) -> kernel.Snapshot:
-    assert part.end_state is not None  # only the last part has none
-    return part.end_state
+def rest_chunk(chunks: list[Chunk], first: int) -> Chunk:
+    """Chunks `first`... as one, with no warm-up: it starts from a restored state."""
+    return Chunk(chunks[first].start, chunks[-1].stop, chunks[first].start)
 
 
 def merged_counts(parts: list[Part], mode: Mode, span_ns: int) -> pl.DataFrame:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.run.cluster import ClusterError, ClusterSpec, Tls, forked_workers
 from pipeline.run.manifest import Resumed, entry, resume, trace_digest
-from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, auto_chunks_pay, exact_parts, merged_counts, plan_chunks,
-                                  replay_parts)
+from pipeline.run.chunked import (WHOLE, Chunk, Part, Rest, auto_chunk_events, exact_parts, merged_counts, plan_chunks,
+                                  replay_parts, rest_chunk, wants_chunks)
 from pipeline.run.outdir import OutError
 from pipeline.run.results import Failure, mode_folders, remove_summary, shard_row, totals, write_attribution, write_shard
 from pipeline.run.shards import Shard, TraceFile, plan
@@ -59,8 +61,8 @@ class RunOutput:
 @dataclass(frozen=True)
 class Chunking:
     """Split each vCPU's events into chunks of `events`, warmed up by `warmup` (default:
-    chunked.default_warmup) and proved exact (pipeline/run/chunked.py); None = chosen per
-    group (chunked.auto_chunk_events: often one task per group)."""
+    chunked.default_warmup) and proved exact (pipeline/run/chunked.py); 0 = never; None =
+    chosen per group (chunked.auto_chunk_events: often one task per group)."""
 
     events: int | None = None
     warmup: int | None = None
@@ -389,10 +391,15 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once
     workers = _workers(client)
     groups = plan_groups(shards, workers, by_name)
-    plans = [(g, m, _chunks(g, m, chunking, lengths, workers, len(groups))) for g in groups for m in [_modes(g, by_name)]]
+    cores = _cores(client)
+    plans = [(g, m, _chunks(g, m, chunking, lengths, workers, cores, len(groups))) for g in groups
+             for m in [_modes(g, by_name)]]
     whole = {client.submit(replay_group, g, m, str(out), pure=False): g for g, m, chunks in plans if chunks == [WHOLE]}
-    chunked = [(g, m, [client.submit(replay_chunk, g, m, c, i == len(chunks) - 1, pure=False)
-                       for i, c in enumerate(chunks)]) for g, m, chunks in plans if chunks != [WHOLE]]
+    chunked = [(g, m, chunks, [client.submit(replay_chunk, g, m, c, i == len(chunks) - 1, pure=False)
+                               for i, c in enumerate(chunks)]) for g, m, chunks in plans if chunks != [WHOLE]]
+    if chunking.events and len(groups) >= workers:
+        note(f"--chunk-events not used: {len(groups)} task(s) keep the {workers} worker(s) busy, so chunks could "
+             "only replay one after another")
     outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
     repaired = 0
     with task_progress() as bar:
@@ -404,15 +411,16 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
                 done = [_internal_failure(s, e) for s in whole[future].shards]
             outcomes += [_written(o) for o in done]
             bar.advance(task, len(done))
-        for group, modes, futures in chunked:
-            done, n = _merge_chunks(client, group, modes, futures, out)
+        for group, modes, chunks, futures in chunked:
+            done, n = _merge_chunks(client, group, modes, chunks, futures, out)
             outcomes += [_written(o) for o in done]
             repaired += n
             bar.advance(task, len(done))
     if chunked:
-        shards_chunked = sum(len(g.shards) for g, _, _ in chunked)
-        note(f"chunked: {sum(len(f) for _, _, f in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
-             f"{repaired} repaired from the previous chunk's end state (their warm-up did not reach it)")
+        shards_chunked = sum(len(g.shards) for g, _, _, _ in chunked)
+        note(f"chunked: {sum(len(f) for _, _, _, f in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
+             f"{repaired} replayed again, in one pass from the previous chunk's end state (their mode's warm-up had "
+             "missed a start state)")
     for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
         report(line)   # a bad row fails the trace in every mode: say it once
     return [o for o in outcomes if not isinstance(o, Failure)], [o for o in outcomes if isinstance(o, Failure)]
@@ -423,15 +431,25 @@ def _workers(client: Client) -> int:
     return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()))
 
 
+def _cores(client: Client) -> int:
+    """CPU cores the workers run on, each host's counted once."""
+    return sum(dict(client.run(host_cores).values()).values())
+
+
+def host_cores() -> tuple[str, int]:
+    """Run on a worker: its host, and the cores it may run on."""
+    return socket.gethostname(), len(os.sched_getaffinity(0))
+
+
 def _modes(group: Group, by_name: dict[str, Mode]) -> tuple[Mode, ...]:
     return tuple(by_name[s.mode] for s in group.shards)
 
 
 def _chunks(group: Group, modes: tuple[Mode, ...], chunking: Chunking, lengths: dict[tuple[str, int], int],
-            workers: int, groups: int) -> list[Chunk]:
+            workers: int, cores: int, groups: int) -> list[Chunk]:
     """The group's chunks; its vCPU's events are counted only when chunks may be made (a
     multi-vCPU trace is scanned for them, in the driver)."""
-    if not chunking.events and not auto_chunks_pay(modes, workers, groups):
+    if not wants_chunks(chunking.events, modes, workers, cores, groups):
         return [WHOLE]
     shard = group.first
     key = (shard.path, shard.cpu)
@@ -445,23 +463,28 @@ class ChunkFailed(Exception):
     """A chunk task returned a Failure: the group fails with it."""
 
 
-def _merge_chunks(client: Client, group: Group, modes: tuple[Mode, ...], futures: list[Any],
+def _merge_chunks(client: Client, group: Group, modes: tuple[Mode, ...], chunks: list[Chunk], futures: list[Any],
                   out: Path) -> tuple[list[Outcome], int]:
-    """Prove each mode's chunks exact (repairing those whose warm-up fell short), then write
-    its shard; returns the shards' outcomes and how many chunks were repaired."""
-    def repair(requests: list[RepairRequest]) -> list[Part]:
-        futures = [client.submit(replay_chunk, Group((group.shards[r.mode],)), (modes[r.mode],), r.chunk, r.last,
-                                 r.start, pure=False) for r in requests]
-        return [_parts(f.result())[0] for f in futures]
+    """Prove each mode's chunks exact (replaying the rest of a mode whose warm-up fell short
+    in one pass), then write its shard; returns the shards' outcomes and how many chunks
+    were replayed again."""
+    def repair(rests: list[Rest]) -> list[Callable[[], Part]]:
+        futures = [client.submit(replay_chunk, Group((group.shards[r.mode],)), (modes[r.mode],), rest_chunk(chunks, r.first),
+                                 True, r.start, pure=False, priority=1) for r in rests]
+        return [partial(_first_part, f) for f in futures]
 
     try:
-        parts = [_parts(f.result()) for f in futures]   # per chunk, per mode
-        chains, repaired = exact_parts([[p[j] for p in parts] for j in range(len(modes))], modes, repair)
+        chains, repaired = exact_parts(lambda i: _parts(futures[i].result()), chunks, modes, repair,
+                                       lambda i: client.cancel(futures[i + 1:]))
     except ChunkFailed as e:
         return [replace(e.args[0], mode=m.name) for m in modes], 0
     except Exception as e:  # a bug or a lost worker: these shards fail, the run goes on
         return [_internal_failure(s, e) for s in group.shards], 0
     return [finish(out, s, m, chain) for s, m, chain in zip(group.shards, modes, chains)], repaired
+
+
+def _first_part(future: Any) -> Part:
+    return _parts(future.result())[0]
 
 
 def _parts(result: list[Part] | Failure) -> list[Part]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -12,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.run.chunked import (WHOLE, Chunk, Part, RepairRequest, auto_chunk_events, auto_chunks_pay, default_warmup, exact_parts,
+from pipeline.run.chunked import (WHOLE, Chunk, Part, Rest, auto_chunk_events, rest_chunk, auto_chunks_pay, default_warmup, exact_parts, wants_chunks,
                                   merged_counts, plan_chunks, replay_parts)
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
@@ -41,31 +43,38 @@ def test_default_warm_up_and_automatic_chunks() -> None:
     assert (default_warmup(8_000_000), default_warmup(400_000), default_warmup(50_000)) == (800_000, 100_000, 50_000)
     modes = load_modes()
     native, trunk = modes["native"], modes["kvm-trunk"]
-    # Chunks only for workers the groups leave idle, and never for a shadow pool.
-    assert auto_chunks_pay((native,), workers=2, groups=1)
-    assert not auto_chunks_pay((native,), workers=2, groups=2)
-    assert not auto_chunks_pay((native, trunk), workers=4, groups=1)
+    # By default chunks only where the groups leave cores for one more task (1.5 cores
+    # each), and never for a shadow pool.
+    assert auto_chunks_pay((native,), cores=3, groups=1) and not auto_chunks_pay((native,), cores=2, groups=1)
+    assert not auto_chunks_pay((native, trunk), cores=16, groups=1)
+    # Never without an idle worker; there --chunk-events N chunks any group, 0 none, and by
+    # default where chunks pay.
+    assert not wants_chunks(5, (native,), workers=2, cores=8, groups=2)
+    assert wants_chunks(5, (trunk,), workers=2, cores=2, groups=1) and not wants_chunks(0, (native,), 2, 8, groups=1)
+    assert wants_chunks(None, (native,), workers=2, cores=4, groups=1)
+    assert not wants_chunks(None, (native,), workers=2, cores=2, groups=1)
     # Two chunks per worker each group has: 71 M events, 2 workers, 1 group: 4 chunks.
     assert auto_chunk_events(71_004_388, workers=2, groups=1) == 17_751_097
     assert auto_chunk_events(71_004_388, workers=5, groups=2) == 11_834_065   # 3 workers a group: 6 chunks
     assert auto_chunk_events(3_999_999, workers=2, groups=1) is None           # too short to pay
 
 
-def _chunked(path: Path, mode, chunk_events: int, warmup: int,
-             repairs: Counter | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """(proved-exact merge, naive merge without the check, chunks repaired); `repairs`
-    counts the repairs per chunk start."""
+def _chunked(path: Path, mode, chunk_events: int, warmup: int, repairs: Counter | None = None,
+             stopped: list[int] | None = None) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(proved-exact merge, naive merge without the check, chunks replayed again), in
+    process: `repairs` counts the rests replayed per start, `stopped` gets the chunk after
+    which speculation was no longer wanted."""
     meta = read_meta(path)
     chunks = plan_chunks(count_events(path, 0, meta), chunk_events, warmup)
     parts = [replay_part(path, 0, meta, mode, c, i == len(chunks) - 1) for i, c in enumerate(chunks)]
 
-    def repair(requests: list[RepairRequest]) -> list[Part]:
-        for r in requests:
-            if repairs is not None:
-                repairs[r.chunk.start] += 1
-        return [replay_part(path, 0, meta, mode, r.chunk, r.last, r.start) for r in requests]
+    def rest(r: Rest) -> Callable[[], Part]:
+        if repairs is not None:
+            repairs[chunks[r.first].start] += 1
+        return partial(replay_part, path, 0, meta, mode, rest_chunk(chunks, r.first), True, r.start)
 
-    [exact], repaired = exact_parts([parts], (mode,), repair)
+    [exact], repaired = exact_parts(lambda i: [parts[i]], chunks, (mode,), lambda rests: [rest(r) for r in rests],
+                                    (stopped if stopped is not None else []).append)
     return (merged_counts(exact, mode, meta.native_ns), merged_counts(parts, mode, meta.native_ns), repaired)
 
 
@@ -115,16 +124,47 @@ def test_chunks_whose_state_differs_only_where_they_never_look_need_no_repair(na
 def test_a_chain_of_failed_speculations_repairs_each_chunk_once() -> None:
     """A shadow pool that never evicts keeps PTEs from the trace's start, so a 10-event
     warm-up never reaches the sequential state: every chunk after the first fails its
-    check, and each is repaired exactly once, from its predecessor's (repaired) end state
-    (doubling the warm-up instead took 104 re-runs, 9.5M events: 22x the trace)."""
+    check. The first miss ends the speculation: the rest of the trace is replayed once,
+    from chunk 0's end state (doubling the warm-up instead took 104 re-runs, 9.5M events:
+    22x the trace; repairing chunk by chunk, 7 re-runs)."""
     mode = dataclasses.replace(load_modes()["kvm-trunk"], shadow_pool_pages=4096)
     meta = read_meta(RECORDED)
     sequential = merged_counts([replay_part(RECORDED, 0, meta, mode, WHOLE, True)], mode, meta.native_ns)
     repairs: Counter = Counter()
-    exact, naive, repaired = _chunked(RECORDED, mode, 60_000, 10, repairs)
+    stopped: list[int] = []
+    exact, naive, repaired = _chunked(RECORDED, mode, 60_000, 10, repairs, stopped)
     chunks = plan_chunks(count_events(RECORDED, 0, meta), 60_000, 10)
     assert not naive.equals(sequential) and exact.equals(sequential)  # counts per source: the attribution
-    assert repairs == Counter({c.start: 1 for c in chunks[1:]}) and repaired == len(chunks) - 1
+    # Its one mode missed at chunk 1: the rest is replayed once, in one pass, and no
+    # speculation after chunk 1 is wanted.
+    assert repairs == Counter({chunks[1].start: 1}) and repaired == len(chunks) - 1 and stopped == [1]
+
+
+def _same_files(plain: Path, chunked: Path, modes: int) -> None:
+    for folder in ("counts", "attribution"):
+        files = sorted(p.relative_to(plain) for p in (plain / folder).rglob("*.parquet"))
+        assert len(files) == modes
+        for f in files:
+            assert pq.read_table(chunked / f).equals(pq.read_table(plain / f)), f
+    assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))
+
+
+@pytest.mark.parametrize(("mode", "warmup", "again"), [("kvm-trunk", 10, 7), ("native", 5_000, 0)])
+def test_chunks_on_the_cluster_give_the_unchunked_files(tmp_path: Path, mode: str, warmup: int, again: int) -> None:
+    """One mode on 2 workers: its 8 chunks are speculated on. kvm-trunk after a 10-event
+    warm-up misses at chunk 1 (as in the in-process test above), so chunks 1-7 are replayed
+    in one pass from chunk 0's end state; native's 5,000-event warm-up reaches every start
+    state. Either way the files are the unchunked run's."""
+    runner = CliRunner()
+    plain, chunked = tmp_path / "plain", tmp_path / "chunked"
+    r = runner.invoke(app, ["replay", str(RECORDED), "--modes", mode, "--out", str(plain), "--workers", "2",
+                            "--chunk-events", "0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["replay", str(RECORDED), "--modes", mode, "--out", str(chunked), "--workers", "2",
+                            "--chunk-events", "60000", "--warmup-events", str(warmup)])
+    assert r.exit_code == 0, r.output
+    assert f"chunked: 8 chunks of 1 groups (1 shards), {again} replayed again" in " ".join(r.output.split())
+    _same_files(plain, chunked, 1)
 
 
 def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
@@ -136,11 +176,7 @@ def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
     r = runner.invoke(app, ["replay", str(RECORDED), "--modes", modes, "--out", str(chunked), "--workers", "2",
                             "--chunk-events", "60000", "--warmup-events", "1000"])
     assert r.exit_code == 0, r.output
-    # 421,770 events: 8 chunks; 5 modes on 2 workers: 2 groups (runner.plan_groups), each chunk replays its group's modes
-    assert "chunked: 16 chunks of 2 groups (5 shards)" in " ".join(r.output.split())
-    for folder in ("counts", "attribution"):
-        files = sorted(p.relative_to(plain) for p in (plain / folder).rglob("*.parquet"))
-        assert len(files) == len(SEED_MODES)
-        for f in files:
-            assert pq.read_table(chunked / f).equals(pq.read_table(plain / f)), f
-    assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))
+    # 5 modes on 2 workers: 2 groups (runner.plan_groups), which keep both busy: no chunks
+    output = " ".join(r.output.split())
+    assert "--chunk-events not used: 2 task(s) keep the 2 worker(s) busy" in output and "chunked:" not in output
+    _same_files(plain, chunked, len(SEED_MODES))

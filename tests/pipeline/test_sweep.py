@@ -36,15 +36,16 @@ def test_cache_size_sweep_hit_rates(traces_dir: Path, tmp_path: Path) -> None:
 
 
 def test_chunked_sweep_gives_the_same_sweep(traces_dir: Path, tmp_path: Path) -> None:
-    grid = ["--set", "cr3_cache_size=0,5", "--set", "shadow_pool_pages=4,2048", "--workers", "2"]
+    grid = ["--set", "cr3_cache_size=0,5", "--workers", "4"]
     plain, chunked = tmp_path / "plain", tmp_path / "chunked"
     r = runner.invoke(app, ["sweep", str(traces_dir / "rr5.parquet"), *grid, "--out", str(plain)])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["sweep", str(traces_dir / "rr5.parquet"), *grid, "--out", str(chunked),
                             "--chunk-events", "100", "--warmup-events", "20"])
     assert r.exit_code == 0, r.output
-    # 350 events: 4 chunks; 6 modes of one trace on 2 workers: 2 groups of 3 modes
-    assert "chunked: 8 chunks of 2 groups (6 shards)" in " ".join(r.output.split())
+    # 350 events: 4 chunks; 3 modes (2 points and their baseline) of one trace on 4 workers:
+    # 3 groups of one mode, which leave a worker idle
+    assert "chunked: 12 chunks of 3 groups (3 shards)" in " ".join(r.output.split())
     assert pl.read_parquet(chunked / "sweep.parquet").equals(pl.read_parquet(plain / "sweep.parquet"))
     assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))
 
