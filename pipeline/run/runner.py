@@ -22,6 +22,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -395,15 +396,15 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     plans = [(g, m, _chunks(g, m, chunking, lengths, workers, cores, len(groups))) for g in groups
              for m in [_modes(g, by_name)]]
     whole = {client.submit(replay_group, g, m, str(out), pure=False): g for g, m, chunks in plans if chunks == [WHOLE]}
-    chunked = [(g, m, chunks, [client.submit(replay_chunk, g, m, c, i == len(chunks) - 1, pure=False)
-                               for i, c in enumerate(chunks)]) for g, m, chunks in plans if chunks != [WHOLE]]
+    chunked = [Speculation(client, g, m, chunks, -(-workers // len(groups))) for g, m, chunks in plans if chunks != [WHOLE]]
     if chunking.events and len(groups) >= workers:
         note(f"--chunk-events not used: {len(groups)} task(s) keep the {workers} worker(s) busy, so chunks could "
              "only replay one after another")
     outcomes: list[tuple[str, dict[str, Any]] | Failure] = []
     repaired = 0
-    with task_progress() as bar:
+    with task_progress() as bar, ThreadPoolExecutor(max(1, len(chunked))) as merging:
         task = bar.add_task("replaying shards", total=len(shards))
+        merges = [merging.submit(_merge_chunks, spec, out) for spec in chunked]   # each checks its group as it comes
         for future in as_completed(whole):
             try:
                 done = future.result()
@@ -411,14 +412,14 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
                 done = [_internal_failure(s, e) for s in whole[future].shards]
             outcomes += [_written(o) for o in done]
             bar.advance(task, len(done))
-        for group, modes, chunks, futures in chunked:
-            done, n = _merge_chunks(client, group, modes, chunks, futures, out)
+        for merge in merges:
+            done, n = merge.result()
             outcomes += [_written(o) for o in done]
             repaired += n
             bar.advance(task, len(done))
     if chunked:
-        shards_chunked = sum(len(g.shards) for g, _, _, _ in chunked)
-        note(f"chunked: {sum(len(f) for _, _, _, f in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
+        shards_chunked = sum(len(c.group.shards) for c in chunked)
+        note(f"chunked: {sum(len(c.chunks) for c in chunked)} chunks of {len(chunked)} groups ({shards_chunked} shards), "
              f"{repaired} replayed again, in one pass from the previous chunk's end state (their mode's warm-up had "
              "missed a start state)")
     for line in dict.fromkeys(o.error for o in outcomes if isinstance(o, Failure)):
@@ -463,19 +464,48 @@ class ChunkFailed(Exception):
     """A chunk task returned a Failure: the group fails with it."""
 
 
-def _merge_chunks(client: Client, group: Group, modes: tuple[Mode, ...], chunks: list[Chunk], futures: list[Any],
-                  out: Path) -> tuple[list[Outcome], int]:
+class Speculation:
+    """A chunked group's chunk tasks, submitted as its check reaches them: `ahead` at a time
+    from the chunk it waits for, so that when its modes miss, the speculation under way,
+    which Dask cannot stop, is little."""
+
+    def __init__(self, client: Client, group: Group, modes: tuple[Mode, ...], chunks: list[Chunk], ahead: int) -> None:
+        self.client, self.group, self.modes, self.chunks, self.ahead = client, group, modes, chunks, ahead
+        self.futures: list[Any] = []
+        self.stopped = False
+        self._submit(ahead)
+
+    def parts(self, i: int) -> list[Part]:
+        """Chunk i's parts, per mode (the next chunks are submitted first)."""
+        self._submit(i + self.ahead)
+        return _parts(self.futures[i].result())
+
+    def stop(self, i: int) -> None:
+        """No chunk after i is wanted: those not yet run are dropped, no more are submitted."""
+        self.stopped = True
+        self.client.cancel(self.futures[i + 1:])
+
+    def _submit(self, upto: int) -> None:
+        last = len(self.chunks) - 1
+        while not self.stopped and len(self.futures) < min(upto, len(self.chunks)):
+            i = len(self.futures)
+            self.futures.append(self.client.submit(replay_chunk, self.group, self.modes, self.chunks[i], i == last,
+                                                   pure=False))
+
+
+def _merge_chunks(spec: Speculation, out: Path) -> tuple[list[Outcome], int]:
     """Prove each mode's chunks exact (replaying the rest of a mode whose warm-up fell short
     in one pass), then write its shard; returns the shards' outcomes and how many chunks
     were replayed again."""
+    group, modes, chunks = spec.group, spec.modes, spec.chunks
+
     def repair(rests: list[Rest]) -> list[Callable[[], Part]]:
-        futures = [client.submit(replay_chunk, Group((group.shards[r.mode],)), (modes[r.mode],), rest_chunk(chunks, r.first),
-                                 True, r.start, pure=False, priority=1) for r in rests]
+        futures = [spec.client.submit(replay_chunk, Group((group.shards[r.mode],)), (modes[r.mode],),
+                                      rest_chunk(chunks, r.first), True, r.start, pure=False, priority=1) for r in rests]
         return [partial(_first_part, f) for f in futures]
 
     try:
-        chains, repaired = exact_parts(lambda i: _parts(futures[i].result()), chunks, modes, repair,
-                                       lambda i: client.cancel(futures[i + 1:]))
+        chains, repaired = exact_parts(spec.parts, chunks, modes, repair, spec.stop)
     except ChunkFailed as e:
         return [replace(e.args[0], mode=m.name) for m in modes], 0
     except Exception as e:  # a bug or a lost worker: these shards fail, the run goes on
