@@ -5,10 +5,12 @@ hashing the trace, connecting, the workers' first import of the model), on a fre
 one this script starts (so it can ask the workers for their peak RSS, VmHWM, afterwards; the
 cluster's own start-up is then outside the clock), or, where a figure is "end to end", the one
 the CLI starts itself with --workers. Chunked runs add --chunk-events (and --warmup-events if
-given); the re-run count is the K of the CLI's note line "... K repaired ...". Every chunked
+given); the re-run count is the K of the CLI's note line "... K replayed again ...". Every chunked
 output is compared with the unchunked one (summary, counts and attribution files, row by row):
 chunking must not change a bit. The parts, as issue 16 states its targets:
-  a. per seed mode, alone: chunked / unchunked wall time on 1 and on 2 workers;
+  a. per seed mode, alone: chunked / unchunked wall time on 1 and on 2 workers (unchunked:
+     --chunk-events 0), after what bounds it: the cores one unchunked replay task keeps busy,
+     and the fixed cost of a `pipeline replay` run;
   b. 1 -> 2 workers on a ~32 M-event trace (hackbench-5 repeated): two equal shards (it and a
      copy, kvm-trunk), and it alone chunked (native, whose state turns over): speed-up / 2;
   c. (with --events) the seed's five modes in one run over a trace of that many events;
@@ -186,6 +188,9 @@ def cores_used(trace: Path) -> None:
 def part_a(setup: Setup, trace: Path) -> None:
     """Each seed mode alone (one shard): unchunked, then chunked, on 1 and on 2 workers."""
     cores_used(trace)
+    small = ROOT / "traces" / "hackbench-1.parquet"
+    fixed = replay([small], ["native"], 2, setup.out("a-fixed"), UNCHUNKED).seconds
+    print(f"fixed cost of `pipeline replay` (the same run on {small.name}, {events_of(small):,} events): {fixed:.1f} s")
     rows = []
     for mode in SEED_MODES:
         for workers in (1, 2):

@@ -472,7 +472,6 @@ class Speculation:
     def __init__(self, client: Client, group: Group, modes: tuple[Mode, ...], chunks: list[Chunk], ahead: int) -> None:
         self.client, self.group, self.modes, self.chunks, self.ahead = client, group, modes, chunks, ahead
         self.futures: list[Any] = []
-        self.stopped = False
         self._submit(ahead)
 
     def parts(self, i: int) -> list[Part]:
@@ -481,13 +480,12 @@ class Speculation:
         return _parts(self.futures[i].result())
 
     def stop(self, i: int) -> None:
-        """No chunk after i is wanted: those not yet run are dropped, no more are submitted."""
-        self.stopped = True
+        """No chunk after i is wanted (exact_parts asks for none): those under way are dropped."""
         self.client.cancel(self.futures[i + 1:])
 
     def _submit(self, upto: int) -> None:
         last = len(self.chunks) - 1
-        while not self.stopped and len(self.futures) < min(upto, len(self.chunks)):
+        while len(self.futures) < min(upto, len(self.chunks)):
             i = len(self.futures)
             self.futures.append(self.client.submit(replay_chunk, self.group, self.modes, self.chunks[i], i == last,
                                                    pure=False))

@@ -16,8 +16,12 @@ from typer.testing import CliRunner
 
 from pipeline.run.chunked import (WHOLE, Chunk, Part, Rest, auto_chunk_events, rest_chunk, auto_chunks_pay, default_warmup, exact_parts, wants_chunks,
                                   merged_counts, plan_chunks, replay_parts)
+from dask.distributed import Client
+
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
+from pipeline.run.runner import Group, Speculation, local_cluster
+from pipeline.run.shards import Shard
 from pipeline.tracefile.format import count_events, read_meta
 from tests.pipeline.conftest import QUICK_TRACE
 from tests.pipeline.tracefiles import SEED_MODES
@@ -180,3 +184,21 @@ def test_replay_command_chunked_files_are_identical(tmp_path: Path) -> None:
     output = " ".join(r.output.split())
     assert "--chunk-events not used: 2 task(s) keep the 2 worker(s) busy" in output and "chunked:" not in output
     _same_files(plain, chunked, len(SEED_MODES))
+
+
+def test_speculation_is_submitted_as_the_check_reaches_it() -> None:
+    """A chunked group keeps `ahead` chunk tasks under way from the one its check waits for,
+    and once told that nothing after chunk i is wanted, drops the tasks after it: a mode
+    that misses at chunk 1 costs the chunks under way then, not all."""
+    meta = read_meta(RECORDED)
+    shard = Shard(trace="pipe-2", path=str(RECORDED), cpu=0, mode="native", meta=meta, digest="")
+    chunks = plan_chunks(count_events(RECORDED, 0, meta), 60_000, 1_000)
+    native = load_modes()["native"]
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        spec = Speculation(client, Group((shard,)), (native,), chunks, ahead=2)
+        assert len(spec.futures) == 2
+        first = spec.parts(0)
+        assert len(spec.futures) == 2 and first[0].chunk == chunks[0]
+        assert spec.parts(1)[0].chunk == chunks[1] and len(spec.futures) == 3
+        spec.stop(1)
+        assert spec.futures[2].status == "cancelled"
