@@ -392,7 +392,7 @@ def _replay_all(client: Client, shards: list[Shard], by_name: dict[str, Mode], o
     lengths: dict[tuple[str, int], int] = {}  # a trace's vCPU is counted once
     workers = _workers(client)
     groups = plan_groups(shards, workers, by_name)
-    cores = _cores(client)
+    cores = cluster_cores(client) if chunking.events is None else 0   # only the automatic chunks ask
     plans = [(g, m, _chunks(g, m, chunking, lengths, workers, cores, len(groups))) for g in groups
              for m in [_modes(g, by_name)]]
     whole = {client.submit(replay_group, g, m, str(out), pure=False): g for g, m, chunks in plans if chunks == [WHOLE]}
@@ -432,9 +432,11 @@ def _workers(client: Client) -> int:
     return max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()))
 
 
-def _cores(client: Client) -> int:
-    """CPU cores the workers run on, each host's counted once."""
-    return sum(dict(client.run(host_cores).values()).values())
+def cluster_cores(client: Client) -> int:
+    """CPU cores the workers run on, each host's counted once (a worker that cannot say,
+    gone since it was counted, adds none)."""
+    answers = client.run(host_cores, on_error="ignore").values()
+    return sum(dict(a for a in answers if isinstance(a, tuple)).values())
 
 
 def host_cores() -> tuple[str, int]:

@@ -4,6 +4,7 @@ chunk before ended in (and replayed once more from that state when it does not m
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -20,7 +21,7 @@ from dask.distributed import Client
 
 from pipeline.cli import app
 from pipeline.config.modes import load_modes
-from pipeline.run.runner import Group, Speculation, local_cluster
+from pipeline.run.runner import Group, Speculation, cluster_cores, local_cluster
 from pipeline.run.shards import Shard
 from pipeline.tracefile.format import count_events, read_meta
 from tests.pipeline.conftest import QUICK_TRACE
@@ -202,3 +203,9 @@ def test_speculation_is_submitted_as_the_check_reaches_it() -> None:
         assert spec.parts(1)[0].chunk == chunks[1] and len(spec.futures) == 3
         spec.stop(1)
         assert spec.futures[2].status == "cancelled"
+
+
+def test_the_cores_of_a_cluster_count_each_host_once() -> None:
+    # Two workers on this machine: its cores, not twice them (the automatic chunks' test).
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        assert cluster_cores(client) == len(os.sched_getaffinity(0))
