@@ -212,8 +212,9 @@ def exact_parts(speculated: Callable[[int], list[Part]], chunks: list[Chunk], mo
         parts = speculated(i)
         live = [j for j in range(len(modes)) if j not in rests]
         missed = [j for j in live if not parts[j].follows(exact[j][-1], (modes[j],))]
-        for j in set(live) - set(missed):
-            exact[j].append(parts[j].after(exact[j][-1]))
+        for j in live:
+            if j not in missed:
+                exact[j].append(parts[j].after(exact[j][-1]))
         thunks = repair([Rest(j, i, exact[j][-1].end()) for j in missed]) if missed else []
         rests.update((j, (i, thunk)) for j, thunk in zip(missed, thunks))
         if len(rests) == len(modes):

@@ -154,6 +154,34 @@ def _same_files(plain: Path, chunked: Path, modes: int) -> None:
     assert pl.read_parquet(chunked / "summary.parquet").equals(pl.read_parquet(plain / "summary.parquet"))
 
 
+def test_a_mode_that_misses_leaves_the_others_speculating() -> None:
+    """Two modes in one group, chunks after a 10-event warm-up: kvm-trunk misses at chunk 1
+    and its rest is replayed in one pass, while native's chunks (a one-entry TLB, which
+    any warm-up with a touch reaches) go on being checked and all follow; so only trunk's
+    7 chunks are replayed again, the speculation is never stopped, and both modes count
+    what they count sequentially."""
+    modes = load_modes()
+    both = (dataclasses.replace(modes["kvm-trunk"], shadow_pool_pages=4096),
+            dataclasses.replace(modes["native"], tlb_entries=1))
+    meta = read_meta(RECORDED)
+    chunks = plan_chunks(count_events(RECORDED, 0, meta), 60_000, 10)
+    speculated = [replay_parts(RECORDED, 0, meta, both, c, i == len(chunks) - 1) for i, c in enumerate(chunks)]
+    rests: list[Rest] = []
+
+    def repair(requested: list[Rest]) -> list[Callable[[], Part]]:
+        rests.extend(requested)
+        return [partial(replay_part, RECORDED, 0, meta, both[r.mode], rest_chunk(chunks, r.first), True, r.start)
+                for r in requested]
+
+    stopped: list[int] = []
+    chains, again = exact_parts(speculated.__getitem__, chunks, both, repair, stopped.append)
+    assert [(r.mode, r.first) for r in rests] == [(0, 1)] and again == 7 and not stopped
+    assert len(chains[0]) == 2 and len(chains[1]) == len(chunks)
+    for mode, chain in zip(both, chains):
+        sequential = merged_counts([replay_part(RECORDED, 0, meta, mode, WHOLE, True)], mode, meta.native_ns)
+        assert merged_counts(chain, mode, meta.native_ns).equals(sequential), mode.name
+
+
 @pytest.mark.parametrize(("mode", "warmup", "again"), [("kvm-trunk", 10, 7), ("native", 5_000, 0)])
 def test_chunks_on_the_cluster_give_the_unchunked_files(tmp_path: Path, mode: str, warmup: int, again: int) -> None:
     """One mode on 2 workers: its 8 chunks are speculated on. kvm-trunk after a 10-event
