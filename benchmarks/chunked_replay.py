@@ -103,10 +103,9 @@ def run_cli(args: Sequence[str]) -> tuple[float, str]:
 
 
 def repaired(stderr: str) -> int | None:
-    """K of the note line "chunked: ... K replayed again ..." (None without one; 0 when the
-    chunks went in order, no worker being left idle to speculate on)."""
+    """K of the note line "chunked: ... K replayed again ..." (None without one: not chunked)."""
     found = REPAIRED.search(stderr)
-    return int(found.group(1)) if found else (0 if "replayed in order" in stderr else None)
+    return int(found.group(1)) if found else None
 
 
 def replay(inputs: Sequence[Path], modes: Sequence[str], workers: int, out: Path, extra: Sequence[str] = (),

@@ -1,4 +1,4 @@
-"""What a replay read of the shadow pool it started from, and the proof built on it: a chunk
+"""What a replay read of the TLBs and shadow pool it started from, and the proof built on it: a chunk
 replayed from a warmed-up start state counts exactly what the sequential replay counts,
 even where the two start states differ, when the chunk never looked at the difference.
 
@@ -22,6 +22,12 @@ and, if it dropped the non-global pages, both held the same ones. The chunk then
 exactly what it would have done sequentially, and the sequential end state follows:
 the pool pages it did not allocate, free or move keep their sequential order and PTEs
 (but for PTEs it wrote), older than all it moved, which end as the chunk ended them.
+
+TLBs are LRUs that a mov cr3 empties of all but global entries, so a global kernel page
+touched long ago may stay for the whole trace where no warm-up saw it (native on
+hackbench: the sequential TLB holds some 150 entries the warmed-up one lacks). The same
+reasoning holds there (_tlb_follows): a TLB that starts as the sequential one less its
+oldest entries answers every lookup the same unless the chunk looks one of those up.
 """
 from __future__ import annotations
 
