@@ -228,7 +228,8 @@ def part_b(setup: Setup) -> None:
     table(f"(b) 1 -> 2 workers, {SOURCE.name} x {copies} ({events_of(trace) / 1e6:.1f} M events)",
           ["case", "1 worker s", "2 workers s", "speed-up", "efficiency", "repaired", "identical", "peak RSS MB"],
           rows, "s = wall time of `pipeline replay` incl. its start-up (not the cluster's); efficiency = "
-          "speed-up / 2; repaired = on 2 workers; identical = 2 workers' results equal to 1 worker's; "
+          "speed-up / 2; repaired = on 2 workers; identical = 2 workers' results equal to 1 worker's; the "
+          "chunked case on 1 worker runs unchunked (no idle worker: the CLI says --chunk-events not used); "
           "peak RSS = the largest worker VmHWM.")
 
 
